@@ -1,0 +1,363 @@
+"""The node side of the sync protocol: connect to a Typha, stay in sync, resume when possible.
+
+``SyncClient.run`` connects to one of several addresses (shuffled), handshakes, applies the
+snapshot and deltas into ``state``, answers pings with its position, enforces a read timeout
+(Felix's TyphaReadTimeout, 30 s), honours a Goodbye's delay and address, and reconnects with
+jittered exponential backoff, resuming when the server can.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from typha import __version__
+from typha.protocol import (
+    CLIENT_DEFAULT_MAX_FRAME,
+    COMPRESSION_ZSTD,
+    KNOWN_FEATURES,
+    BatchDone,
+    ClientProtocol,
+    Goodbye,
+    KVKind,
+    KVs,
+    Ping,
+    ProtocolError,
+    ResumeToken,
+    ServerHello,
+    SyncStatus,
+    SyncStatusMsg,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class SyncCallbacks(Protocol):
+    def on_updates(self, updates: list[tuple[str, Any]]) -> None: ...
+    def on_status(self, status: SyncStatus) -> None: ...
+
+
+class _NoCallbacks:
+    def on_updates(self, updates: list[tuple[str, Any]]) -> None:
+        pass
+
+    def on_status(self, status: SyncStatus) -> None:
+        pass
+
+
+@dataclass
+class ClientStats:
+    connects: int = 0
+    connect_failures: int = 0
+    snapshots: int = 0
+    resumes: int = 0
+    catchups: int = 0
+    goodbyes: int = 0
+    read_timeouts: int = 0
+    protocol_errors: int = 0
+    disconnects: int = 0
+    frames: int = 0
+    kvs: int = 0
+    bytes: int = 0
+    last_goodbye: str = ""
+    last_error: str = ""
+    snapshot_seconds: list[float] = field(default_factory=list)
+
+
+class SessionEnded(Exception):
+    """The current connection is over; ``delay``/``address`` come from a Goodbye."""
+
+    def __init__(self, reason: str, delay: float | None = None, address: str | None = None):
+        super().__init__(reason)
+        self.delay = delay
+        self.address = address
+
+
+_gc_pauses = 0
+
+
+def _pause_gc() -> None:
+    # Decoding a snapshot allocates many small containers; the cyclic GC would run over them
+    # again and again (measured 3x slower decode with GC on, anchors.md §6).
+    global _gc_pauses
+    _gc_pauses += 1
+    gc.disable()
+
+
+def _resume_gc() -> None:
+    global _gc_pauses
+    _gc_pauses = max(0, _gc_pauses - 1)
+    if _gc_pauses == 0:
+        gc.enable()
+
+
+def parse_address(addr: str, default_port: int = 5473) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host:
+        return addr.strip("[]"), default_port
+    return host.strip("[]"), int(port)
+
+
+class SyncClient:
+    def __init__(
+        self,
+        addresses: Sequence[str] | Callable[[], Sequence[str]],
+        node: str,
+        syncer: str = "felix",
+        *,
+        callbacks: SyncCallbacks | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        read_timeout: float = 30.0,
+        write_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        max_frame: int = CLIENT_DEFAULT_MAX_FRAME,
+        features: Sequence[str] = tuple(sorted(KNOWN_FEATURES)),
+        compression: bool = True,
+        keep_state: bool = True,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 10.0,
+        client_version: str = __version__,
+    ) -> None:
+        self._addresses = addresses
+        self.node = node
+        self.syncer = syncer
+        self.callbacks = callbacks or _NoCallbacks()
+        self.ssl_context = ssl_context
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.connect_timeout = connect_timeout
+        self.max_frame = max_frame
+        self.features = tuple(features)
+        self.compressions = (COMPRESSION_ZSTD,) if compression else ()
+        self.keep_state = keep_state
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.client_version = client_version
+
+        self.state: dict[str, Any] = {}
+        self.status: SyncStatus | None = None
+        self.token: ResumeToken | None = None
+        self.epoch: int | None = None
+        self.seq = -1
+        self.revision: int | None = None
+        self.connected_to: str | None = None
+        self.in_sync = trio.Event()
+        self.stats = ClientStats()
+        self.conn_id = random.getrandbits(63)
+        self.on_kvs: Callable[[KVs], None] | None = None  # raw hook (latency measurement)
+        self._snapshot_seen: set[str] | None = None
+        self._snapshot_count = 0
+        self._snapshot_started = 0.0
+        self._pending_epoch: int | None = None
+        self._preferred: str | None = None
+
+    # --- Public ----------------------------------------------------------------------------------
+
+    def addresses(self) -> list[str]:
+        addrs = list(self._addresses() if callable(self._addresses) else self._addresses)
+        random.shuffle(addrs)
+        if self._preferred:
+            addrs = [self._preferred] + [a for a in addrs if a != self._preferred]
+        return addrs
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        failures = 0
+        while True:
+            delay: float | None = None
+            for addr in self.addresses() or []:
+                try:
+                    await self._session(addr)
+                except SessionEnded as end:
+                    self.stats.disconnects += 1
+                    self.stats.last_error = str(end)
+                    log.info("typha session ended", node=self.node, addr=addr, reason=str(end))
+                    self._preferred = end.address
+                    delay = end.delay
+                    if self.status is SyncStatus.IN_SYNC or end.delay is not None:
+                        failures = 0
+                    break
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self.stats.connect_failures += 1
+                    self.stats.last_error = f"{addr}: {exc or type(exc).__name__}"
+                    log.debug("typha connection failed", node=self.node, addr=addr, error=str(exc))
+                    await trio.sleep(0.1)  # Felix pauses 100 ms between attempts
+                    continue
+                finally:
+                    self._end_snapshot()
+            failures += 1
+            if delay is None:
+                delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**failures))
+            await trio.sleep(delay)
+
+    @property
+    def position(self) -> ResumeToken | None:
+        if self.epoch is None:
+            return None
+        return ResumeToken(self.epoch, self.seq, self.revision)
+
+    # --- One connection --------------------------------------------------------------------------
+
+    async def _session(self, addr: str) -> None:
+        host, port = parse_address(addr)
+        with trio.fail_after(self.connect_timeout):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            if self.ssl_context is not None:
+                tls = trio.SSLStream(stream, self.ssl_context, server_hostname=host)
+                try:
+                    await tls.do_handshake()
+                except (ssl.SSLError, trio.BrokenResourceError) as exc:
+                    await stream.aclose()
+                    raise OSError(f"TLS handshake failed: {exc}") from None
+                stream = tls
+        self.stats.connects += 1
+        self.connected_to = addr
+        try:
+            await self._stream(stream)
+        finally:
+            self.connected_to = None
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await stream.aclose()
+                except Exception:  # noqa: BLE001 - best effort on a broken stream
+                    pass
+
+    async def _stream(self, stream: trio.abc.Stream) -> None:
+        proto = ClientProtocol(self.max_frame)
+        resume = self.position if self.keep_state else None
+        hello = proto.start(
+            node=self.node,
+            syncer=self.syncer,
+            client_version=self.client_version,
+            compressions=self.compressions,
+            features=self.features,
+            resume=resume,
+            conn_id=self.conn_id,
+        )
+        await self._send(stream, hello)
+        while True:
+            with trio.move_on_after(self.read_timeout) as scope:
+                data = await stream.receive_some(1 << 18)
+            if scope.cancelled_caught:
+                self.stats.read_timeouts += 1
+                raise SessionEnded(f"no data from Typha for {self.read_timeout:g}s")
+            if not data:
+                raise SessionEnded("Typha closed the connection")
+            self.stats.bytes += len(data)
+            proto.receive_data(data)
+            try:
+                while (msg := proto.next_event()) is not None:
+                    self.stats.frames += 1
+                    reply = self._handle(proto, msg)
+                    if reply:
+                        await self._send(stream, reply)
+            except ProtocolError as exc:
+                self.stats.protocol_errors += 1
+                raise SessionEnded(f"protocol error: {exc.reason}") from None
+
+    async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
+        with trio.move_on_after(self.write_timeout) as scope:
+            await stream.send_all(data)
+        if scope.cancelled_caught:
+            raise SessionEnded(f"write to Typha blocked for {self.write_timeout:g}s")
+
+    def _handle(self, proto: ClientProtocol, msg: object) -> bytes | None:
+        match msg:
+            case KVs():
+                self._on_kvs(msg)
+            case Ping():
+                return proto.pong(msg, self.seq)
+            case SyncStatusMsg(status=status):
+                self.status = status
+                self.callbacks.on_status(status)
+                if status is SyncStatus.IN_SYNC:
+                    self.in_sync.set()
+            case BatchDone():
+                self._on_done(msg)
+            case ServerHello():
+                self._on_server_hello(msg)
+            case Goodbye(reason=reason, reconnect_delay=delay, address=address):
+                self.stats.goodbyes += 1
+                self.stats.last_goodbye = reason
+                raise SessionEnded(f"goodbye: {reason}", delay, address)
+        return None
+
+    def _on_server_hello(self, msg: ServerHello) -> None:
+        self._snapshot_count = 0
+        if msg.resumed and msg.resume_seq is not None:
+            self.stats.resumes += 1
+            self.epoch = msg.epoch
+            self.seq = msg.resume_seq
+            log.debug("resumed", node=self.node, seq=msg.resume_seq)
+            return
+        # A fresh snapshot follows. Keys we hold that it does not list are deleted at its end.
+        self._snapshot_seen = set()
+        self._snapshot_count = 0
+        self._snapshot_started = time.monotonic()
+        self._pending_epoch = msg.epoch
+        _pause_gc()
+
+    def _on_kvs(self, msg: KVs) -> None:
+        self.stats.kvs += len(msg.kvs)
+        if self.on_kvs is not None:
+            self.on_kvs(msg)
+        if msg.kind is KVKind.SNAPSHOT:
+            if self._snapshot_seen is None:
+                raise ProtocolError("snapshot data outside a snapshot")
+            self._snapshot_count += len(msg.kvs)
+            if self.keep_state:
+                self._snapshot_seen.update(k for k, _ in msg.kvs)
+        if self.keep_state:
+            state = self.state
+            for key, value in msg.kvs:
+                if value is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = value
+        self.callbacks.on_updates(list(msg.kvs))
+        if msg.kind is KVKind.DELTA:
+            self.seq = msg.seq
+            self.revision = msg.revision
+        elif msg.kind is KVKind.CATCHUP:
+            self._snapshot_count += len(msg.kvs)
+
+    def _on_done(self, msg: BatchDone) -> None:
+        if msg.kind is KVKind.SNAPSHOT:
+            if self._snapshot_seen is None:
+                raise ProtocolError("snapshot end without a snapshot")
+            if msg.total != self._snapshot_count:
+                raise ProtocolError(
+                    f"snapshot carried {self._snapshot_count} KVs, server says {msg.total}"
+                )
+            if self.keep_state:
+                gone = [k for k in self.state if k not in self._snapshot_seen]
+                for key in gone:
+                    del self.state[key]
+                if gone:
+                    self.callbacks.on_updates([(k, None) for k in gone])
+            self.stats.snapshots += 1
+            self.stats.snapshot_seconds.append(time.monotonic() - self._snapshot_started)
+            self.epoch = self._pending_epoch
+            self._end_snapshot()
+        else:
+            if msg.total != self._snapshot_count:
+                raise ProtocolError(
+                    f"catch-up carried {self._snapshot_count} KVs, server says {msg.total}"
+                )
+            self.stats.catchups += 1
+            self._snapshot_count = 0
+        self.seq = msg.seq
+        self.revision = msg.revision
+
+    def _end_snapshot(self) -> None:
+        if self._snapshot_seen is not None:
+            self._snapshot_seen = None
+            _resume_gc()

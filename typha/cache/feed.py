@@ -1,0 +1,137 @@
+"""The feed: datastore events in, encoded once, routed to the syncer views, published.
+
+One datastore feeds all four views (no per-syncer-type watches). Each update is packed once
+here; the same bytes go into every view that uses the key and then to every connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import msgpack
+import structlog
+import trio
+
+from typha.model.keys import ALL_SYNCER_TYPES, SyncerType, syncer_types_for
+from typha.protocol import SyncStatus
+from typha.protocol.codec import PACKED_NIL
+from typha.sync.base import (
+    ConnectionStatus,
+    DatastoreEvent,
+    ResyncFinished,
+    ResyncStarted,
+    Update,
+    Updates,
+)
+
+from .view import Breadcrumb, EncodedUpdate, SyncerView
+
+log = structlog.get_logger(__name__)
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_update(update: Update) -> EncodedUpdate:
+    value_bytes = PACKED_NIL if update.value is None else _packer.pack(update.value)
+    return EncodedUpdate.build(update.key, value_bytes)
+
+
+@dataclass
+class CacheFeed:
+    """Applies datastore events to the views and wakes whoever follows them.
+
+    Implements :class:`typha.sync.base.EventSink`.
+    """
+
+    views: dict[SyncerType, SyncerView]
+    on_crumbs: Callable[[SyncerType, list[Breadcrumb]], None] | None = None
+    connected: bool = field(default=False, init=False)
+    synced_once: bool = field(default=False, init=False)
+    _published: dict[SyncerType, trio.Event] = field(default_factory=dict, init=False)
+
+    @classmethod
+    def create(cls, syncers: Iterable[SyncerType] = ALL_SYNCER_TYPES, **view_kwargs) -> CacheFeed:
+        return cls({s: SyncerView(s, **view_kwargs) for s in syncers})
+
+    def __post_init__(self) -> None:
+        self._published = {s: trio.Event() for s in self.views}
+
+    # --- EventSink -------------------------------------------------------------------------------
+
+    async def send(self, event: DatastoreEvent) -> None:
+        self.apply(event)
+        # Let followers run between datastore batches, so a long list does not starve them.
+        await trio.lowlevel.checkpoint()
+
+    def apply(self, event: DatastoreEvent) -> None:
+        """Apply one datastore event synchronously (also used by tests and warm restart)."""
+        match event:
+            case Updates(updates=updates, revision=revision):
+                self._apply_updates(updates, revision)
+            case ResyncStarted(reason=reason):
+                log.info("resync started", reason=reason)
+                for syncer, view in self.views.items():
+                    self._publish(syncer, view.begin_resync())
+            case ResyncFinished(revision=revision):
+                for syncer, view in self.views.items():
+                    self._publish(syncer, view.end_resync(revision))
+                self.synced_once = True
+                log.info("resync finished", revision=revision, keys=self.sizes())
+            case ConnectionStatus(connected=connected, detail=detail):
+                self._set_connected(connected, detail)
+
+    def _apply_updates(self, updates: Iterable[Update], revision: int | None) -> None:
+        routed: dict[SyncerType, list[EncodedUpdate]] = {s: [] for s in self.views}
+        for upd in updates:
+            targets = syncer_types_for(upd.key)
+            if not targets:
+                continue
+            enc = encode_update(upd)
+            for syncer in targets:
+                bucket = routed.get(syncer)
+                if bucket is not None:
+                    bucket.append(enc)
+        for syncer, view in self.views.items():
+            batch = routed[syncer]
+            if batch or revision is not None:
+                self._publish(syncer, view.apply(batch, revision))
+
+    def _set_connected(self, connected: bool, detail: str) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        log.info("datastore connection", connected=connected, detail=detail)
+        for syncer, view in self.views.items():
+            if not connected:
+                self._publish(syncer, view.set_status(SyncStatus.WAIT_FOR_DATASTORE))
+            elif self.synced_once and not view.resync_in_progress:
+                # Reconnected and resumed the watch without a relist: in sync again.
+                self._publish(syncer, view.set_status(SyncStatus.IN_SYNC))
+
+    # --- Followers -------------------------------------------------------------------------------
+
+    def _publish(self, syncer: SyncerType, crumbs: list[Breadcrumb]) -> None:
+        if not crumbs:
+            return
+        if self.on_crumbs is not None:
+            self.on_crumbs(syncer, crumbs)
+        event = self._published[syncer]
+        self._published[syncer] = trio.Event()
+        event.set()
+
+    async def wait_for_crumb(self, syncer: SyncerType, after_seq: int) -> None:
+        """Return once the view has a breadcrumb newer than ``after_seq``."""
+        view = self.views[syncer]
+        while view.head_seq <= after_seq:
+            await self._published[syncer].wait()
+
+    def changed_event(self, syncer: SyncerType) -> trio.Event:
+        return self._published[syncer]
+
+    def sizes(self) -> dict[str, int]:
+        return {str(s): len(v) for s, v in self.views.items()}
+
+    @property
+    def in_sync(self) -> bool:
+        return all(v.status is SyncStatus.IN_SYNC for v in self.views.values())

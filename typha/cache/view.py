@@ -1,0 +1,324 @@
+"""One syncer type's view of the cluster: current state, breadcrumb history and tombstones.
+
+Pure bookkeeping: no I/O and no trio. The feed (``typha.cache.feed``) drives it and the server
+reads from it.
+
+* Every update enters already encoded (``EncodedUpdate``: the value packed once and the whole
+  KV packed once); the same bytes are shared by every view and every connection.
+* ``apply`` drops updates whose value bytes did not change (counted in ``skipped``), applies the
+  rest to the state and mints breadcrumbs of at most ``max_batch_size`` updates. Each breadcrumb
+  carries its sequence number, the datastore revision it reached and its delta frame, encoded
+  once.
+* History is bounded by age (``max_history_secs``) and size (``max_history_updates``).
+* Each state entry remembers the sequence number that last changed it, and deletions leave
+  tombstones (kept for ``tombstone_retention_secs``), so a client that fell out of the history
+  can be brought up to date with the latest value of every key changed since its position,
+  without any per-client copy (conflated catch-up).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from typha.model.keys import SyncerType
+from typha.protocol import (
+    KVKind,
+    SyncStatus,
+    SyncStatusMsg,
+    best_frame,
+    encode_kvs_payload,
+    encode_payload,
+    frame,
+)
+from typha.protocol.codec import PACKED_NIL, encode_kv
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedUpdate:
+    """An update encoded once: ``value_bytes`` is the packed value (``PACKED_NIL`` for a
+    deletion) and ``kv_bytes`` the packed ``[key, value]`` pair that goes on the wire."""
+
+    key: str
+    value_bytes: bytes
+    kv_bytes: bytes
+
+    @property
+    def is_delete(self) -> bool:
+        return self.value_bytes == PACKED_NIL
+
+    @classmethod
+    def build(cls, key: str, value_bytes: bytes) -> EncodedUpdate:
+        return cls(key, value_bytes, encode_kv(key, value_bytes))
+
+
+@dataclass(slots=True)
+class Breadcrumb:
+    """One step of history. ``frames`` is what a caught-up client receives for it."""
+
+    seq: int
+    prev_revision: int | None
+    revision: int | None
+    timestamp: float
+    kv_bytes: list[bytes]
+    status: SyncStatus | None  # set when this crumb changed the sync status
+    batch_start: bool = True  # first crumb of one datastore batch
+    complete: bool = True  # last crumb of its batch: ``revision`` is fully reached here
+    frames: bytes = b""
+    _frames_zstd: bytes | None = None
+
+    @property
+    def n_kvs(self) -> int:
+        return len(self.kv_bytes)
+
+    def frames_for(self, zstd: bool) -> bytes:
+        """The crumb's frames; with ``zstd`` compressed once and cached (shared by clients)."""
+        if not zstd:
+            return self.frames
+        if self._frames_zstd is None:
+            self._frames_zstd = _encode_crumb(self, compress=True)
+        return self._frames_zstd
+
+
+def _encode_crumb(crumb: Breadcrumb, *, compress: bool) -> bytes:
+    parts = []
+    if crumb.kv_bytes:
+        payload = encode_kvs_payload(KVKind.DELTA, crumb.seq, crumb.revision, crumb.kv_bytes)
+        parts.append(best_frame(payload) if compress else frame(payload))
+    if crumb.status is not None:
+        parts.append(frame(encode_payload(SyncStatusMsg(crumb.status))))
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class _Entry:
+    value_bytes: bytes
+    kv_bytes: bytes
+    changed_seq: int
+
+
+@dataclass(slots=True)
+class ViewStats:
+    updates_total: int = 0
+    updates_skipped: int = 0
+    resyncs: int = 0
+    resync_deletions: int = 0
+
+
+@dataclass
+class SyncerView:
+    """The state and history for one syncer type."""
+
+    syncer: SyncerType
+    max_batch_size: int = 100
+    max_history_secs: float = 300.0
+    max_history_updates: int = 200_000
+    tombstone_retention_secs: float = 3600.0
+    clock: Callable[[], float] = time.monotonic
+
+    state: dict[str, _Entry] = field(default_factory=dict, init=False)
+    crumbs: deque[Breadcrumb] = field(default_factory=deque, init=False)
+    status: SyncStatus = field(default=SyncStatus.WAIT_FOR_DATASTORE, init=False)
+    revision: int | None = field(default=None, init=False)
+    head_seq: int = field(default=0, init=False)
+    stats: ViewStats = field(default_factory=ViewStats, init=False)
+    # key -> (seq at which it was deleted, time, deletion kv bytes); insertion-ordered by seq.
+    _tombstones: dict[str, tuple[int, float, bytes]] = field(default_factory=dict, init=False)
+    # Catch-up is possible from any position >= this (older tombstones were discarded).
+    tombstone_floor: int = field(default=0, init=False)
+    _history_updates: int = field(default=0, init=False)
+    _resync_seen: set[str] | None = field(default=None, init=False)
+
+    # --- Queries --------------------------------------------------------------------------------
+
+    @property
+    def oldest_seq(self) -> int:
+        """Sequence number of the oldest retained breadcrumb (head + 1 if there is none)."""
+        return self.crumbs[0].seq if self.crumbs else self.head_seq + 1
+
+    @property
+    def history_base_revision(self) -> int | None:
+        """A client at a revision ≥ this can be resumed from the history by revision."""
+        for crumb in self.crumbs:
+            if crumb.batch_start:
+                return crumb.prev_revision
+        return self.revision
+
+    def can_resume_from_seq(self, seq: int) -> bool:
+        return self.oldest_seq - 1 <= seq <= self.head_seq
+
+    def can_catch_up_from_seq(self, seq: int) -> bool:
+        return self.tombstone_floor <= seq <= self.head_seq
+
+    def crumbs_after(self, seq: int) -> Iterator[Breadcrumb]:
+        """Retained breadcrumbs with a sequence number greater than ``seq``."""
+        if not self.crumbs:
+            return iter(())
+        start = max(0, seq + 1 - self.crumbs[0].seq)
+        return (self.crumbs[i] for i in range(start, len(self.crumbs)))
+
+    def seq_for_revision(self, revision: int) -> int | None:
+        """The sequence number a client at datastore ``revision`` is at, if the history covers
+        it (used to resume a client that comes from another replica or an earlier epoch)."""
+        if self.revision is None:
+            return None
+        base = self.history_base_revision
+        if base is None or revision < base or revision > self.revision:
+            return None
+        seq: int | None = None
+        for crumb in self.crumbs:
+            if seq is None:
+                if not crumb.batch_start:
+                    continue  # the rest of a batch whose start was trimmed
+                seq = crumb.seq - 1
+            if crumb.revision is None or crumb.revision > revision:
+                break
+            if crumb.complete:
+                seq = crumb.seq
+        return self.head_seq if seq is None else seq
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    # --- Updates ---------------------------------------------------------------------------------
+
+    def apply(
+        self, updates: Iterable[EncodedUpdate], revision: int | None = None
+    ) -> list[Breadcrumb]:
+        """Apply a batch of updates; returns the breadcrumbs minted (maybe none)."""
+        changed: list[EncodedUpdate] = []
+        seen = self._resync_seen
+        state = self.state
+        # Value bytes as of earlier updates in this batch, so that a batch holding the same key
+        # twice (put then delete, say) is deduplicated against the right predecessor.
+        pending: dict[str, bytes] = {}
+        for upd in updates:
+            self.stats.updates_total += 1
+            if seen is not None:
+                seen.add(upd.key)
+            if upd.key in pending:
+                before: bytes | None = pending[upd.key]
+            else:
+                old = state.get(upd.key)
+                before = old.value_bytes if old is not None else PACKED_NIL
+            if before == upd.value_bytes:
+                self.stats.updates_skipped += 1
+                continue
+            pending[upd.key] = upd.value_bytes
+            changed.append(upd)
+        prev_revision = self.revision
+        if revision is not None:
+            self.revision = revision
+        return self._mint(changed, prev_revision)
+
+    def set_status(self, status: SyncStatus) -> list[Breadcrumb]:
+        if status == self.status:
+            return []
+        self.status = status
+        return self._mint([], self.revision, status_change=True)
+
+    def begin_resync(self) -> list[Breadcrumb]:
+        self._resync_seen = set()
+        self.stats.resyncs += 1
+        return self.set_status(SyncStatus.RESYNC)
+
+    def end_resync(self, revision: int | None = None) -> list[Breadcrumb]:
+        """Delete every key the resync did not list; then the view is in sync."""
+        seen = self._resync_seen or set()
+        self._resync_seen = None
+        gone = [k for k in self.state if k not in seen]
+        self.stats.resync_deletions += len(gone)
+        deletions = [EncodedUpdate.build(k, PACKED_NIL) for k in gone]
+        crumbs = self.apply(deletions, revision)
+        crumbs += self.set_status(SyncStatus.IN_SYNC)
+        return crumbs
+
+    @property
+    def resync_in_progress(self) -> bool:
+        return self._resync_seen is not None
+
+    def _mint(
+        self, changed: list[EncodedUpdate], prev_revision: int | None, status_change: bool = False
+    ) -> list[Breadcrumb]:
+        if not changed and not status_change:
+            return []
+        now = self.clock()
+        out: list[Breadcrumb] = []
+        size = max(1, self.max_batch_size)
+        chunks = [changed[i : i + size] for i in range(0, len(changed), size)] or [[]]
+        for i, chunk in enumerate(chunks):
+            self.head_seq += 1
+            seq = self.head_seq
+            for upd in chunk:
+                self._apply_one(upd, seq, now)
+            last = i == len(chunks) - 1
+            crumb = Breadcrumb(
+                seq=seq,
+                prev_revision=prev_revision,
+                # Only the last chunk of a batch reaches the batch's revision: a client that
+                # stops after an earlier chunk must not claim it (it would resume past updates
+                # it never saw).
+                revision=self.revision if last else prev_revision,
+                timestamp=now,
+                kv_bytes=[u.kv_bytes for u in chunk],
+                # A client is never told "in sync" before the batch's updates (Typha rule).
+                status=self.status if (status_change and last) else None,
+                batch_start=i == 0,
+                complete=last,
+            )
+            crumb.frames = _encode_crumb(crumb, compress=False)
+            self.crumbs.append(crumb)
+            self._history_updates += len(chunk)
+            out.append(crumb)
+        self._trim(now)
+        return out
+
+    def _apply_one(self, upd: EncodedUpdate, seq: int, now: float) -> None:
+        if upd.is_delete:
+            del self.state[upd.key]
+            self._tombstones.pop(upd.key, None)  # re-insert to keep seq order
+            self._tombstones[upd.key] = (seq, now, upd.kv_bytes)
+        else:
+            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq)
+            if upd.key in self._tombstones:
+                del self._tombstones[upd.key]
+
+    def _trim(self, now: float) -> None:
+        crumbs = self.crumbs
+        # Keep at least the newest crumb so that revisions and resume positions stay anchored.
+        while len(crumbs) > 1 and (
+            now - crumbs[0].timestamp > self.max_history_secs
+            or self._history_updates > self.max_history_updates
+        ):
+            old = crumbs.popleft()
+            self._history_updates -= old.n_kvs
+        tombs = self._tombstones
+        while tombs:
+            key = next(iter(tombs))
+            seq, when, _ = tombs[key]
+            if now - when <= self.tombstone_retention_secs:
+                break
+            del tombs[key]
+            self.tombstone_floor = max(self.tombstone_floor, seq)
+
+    # --- Catch-up --------------------------------------------------------------------------------
+
+    def changed_since(self, seq: int) -> list[bytes]:
+        """Latest KV bytes of every key changed after ``seq``, deletions included.
+
+        Only valid when ``can_catch_up_from_seq(seq)``. O(size of the state), with no copy of
+        the values: the returned list holds references to the shared encoded KVs.
+        """
+        out = [e.kv_bytes for e in self.state.values() if e.changed_seq > seq]
+        out.extend(kv for (s, _, kv) in self._tombstones.values() if s > seq)
+        return out
+
+    def all_kvs(self) -> list[bytes]:
+        return [e.kv_bytes for e in self.state.values()]
+
+    # --- Persistence hooks (warm restart) --------------------------------------------------------
+
+    def export_state(self) -> dict[str, tuple[bytes, int]]:
+        return {k: (e.value_bytes, e.changed_seq) for k, e in self.state.items()}

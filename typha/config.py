@@ -1,0 +1,355 @@
+"""Typha's configuration: every parameter of typha.md §3 under the same name and default.
+
+Sources, lowest precedence first: defaults < config file (INI, section names ignored, default
+``/etc/calico/typha.cfg``) < environment (``TYPHA_<NAME>``, case-insensitive). Empty values are
+ignored; the literal ``none`` means the zero value (``TYPHA_LOGFILEPATH=none`` disables the
+file log).
+
+Unlike Typha, which falls back to the default for most bad values, a bad value stops the start
+with the key, the value, where it came from and what is allowed (see docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_CONFIG_FILE = "/etc/calico/typha.cfg"
+ENV_PREFIX = "TYPHA_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message says which, from where, and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    kind: str  # int, float, bool, str, choice, list, file, loglevel, port
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    local_only: bool = False  # Typha: may only come from env/file (all of ours do)
+    sensitive: bool = False
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL", "PANIC")
+
+PARAMS: tuple[Param, ...] = (
+    # Datastore (typha.md §3.1)
+    Param("DatastoreType", "choice", "etcdv3", "Datastore: etcdv3 or kubernetes.",
+          choices=("etcdv3", "kubernetes")),
+    Param("EtcdAddr", "str", "127.0.0.1:2379", "etcd host:port when no endpoints list."),
+    Param("EtcdScheme", "choice", "http", "etcd scheme.", choices=("http", "https")),
+    Param("EtcdEndpoints", "list", [], "Comma-separated etcd URLs; overrides addr/scheme."),
+    Param("EtcdKeyFile", "file", "", "etcd client key (mTLS)."),
+    Param("EtcdCertFile", "file", "", "etcd client certificate (mTLS)."),
+    Param("EtcdCaFile", "file", "", "CA bundle for etcd."),
+    Param("EtcdUsername", "str", "", "etcd username (etcd's own authentication)."),
+    Param("EtcdPassword", "str", "", "etcd password.", sensitive=True),
+    # Server (typha.md §3.2)
+    Param("ServerPort", "port", 5473, "Listen port (0 means 5473; -1 a random port)."),
+    Param("ServerHost", "str", "", "Listen address (empty: all)."),
+    Param("ServerMaxMessageSize", "int", 100, "Max KVs per message when batching deltas.",
+          minimum=1),
+    Param("ServerMaxFallBehindSecs", "float", 300.0,
+          "History kept for resumes; older clients get a conflated catch-up.", minimum=1),
+    Param("ServerNewClientFallBehindGracePeriod", "float", 300.0,
+          "Grace after a snapshot before fall-behind applies.", minimum=0),
+    Param("ServerMinBatchingAgeThresholdSecs", "float", 0.01,
+          "Breadcrumb age below which a client counts as caught up.", minimum=0),
+    Param("ServerPingIntervalSecs", "float", 10.0, "Ping period.", minimum=0.01),
+    Param("ServerPongTimeoutSecs", "float", 60.0, "Drop a client with no pong for this long.",
+          minimum=0.01),
+    Param("ServerHandshakeTimeoutSecs", "float", 10.0, "Time allowed for the client hello.",
+          minimum=0.01),
+    Param("ServerWriteTimeoutSecs", "float", 120.0, "Drop a client whose writes stall this long.",
+          minimum=0.01),
+    Param("SnapshotCacheMaxBatchSize", "int", 100, "Max updates per breadcrumb.", minimum=1),
+    # Connection limits, rebalancing, shutdown (typha.md §3.3)
+    Param("MaxConnectionsUpperLimit", "int", 10000, "Hard connection cap.", minimum=1),
+    Param("MaxConnectionsLowerLimit", "int", 400, "Floor for the computed per-replica limit.",
+          minimum=1),
+    Param("ConnectionRebalancingMode", "choice", "none", "none or kubernetes.",
+          choices=("none", "kubernetes")),
+    Param("ConnectionDropIntervalSecs", "float", 1.0, "Governor tick.", minimum=0.01),
+    Param("K8sServicePollIntervalSecs", "float", 30.0, "Rebalancing poll period.", minimum=0.1),
+    Param("K8sNamespace", "str", "kube-system", "Namespace of the Typha service."),
+    Param("K8sServiceName", "str", "calico-typha", "Service whose endpoints are counted."),
+    Param("K8sPortName", "str", "calico-typha", "Port name that marks Typha's endpoints."),
+    Param("ShutdownTimeoutSecs", "float", 300.0, "Graceful drain budget.", minimum=0),
+    Param("ShutdownConnectionDropIntervalMaxSecs", "float", 1.0,
+          "Cap on the gap between drops while draining.", minimum=0.001),
+    # TLS (typha.md §3.4)
+    Param("ServerCertFile", "file", "", "Server certificate."),
+    Param("ServerKeyFile", "file", "", "Server key."),
+    Param("CAFile", "file", "", "CA bundle used to verify client certificates."),
+    Param("ClientCN", "str", "", "Required client certificate Common Name."),
+    Param("ClientURISAN", "str", "", "Required client certificate URI SAN."),
+    # Health, metrics, debug, logging (typha.md §3.5)
+    Param("HealthEnabled", "bool", False, "Serve /liveness and /readiness."),
+    Param("HealthHost", "str", "localhost", "Health bind address."),
+    Param("HealthPort", "port", 9098, "Health port."),
+    Param("PrometheusMetricsEnabled", "bool", False, "Serve /metrics."),
+    Param("PrometheusMetricsHost", "str", "", "Metrics bind address."),
+    Param("PrometheusMetricsPort", "port", 9093, "Metrics port."),
+    Param("PrometheusGoMetricsEnabled", "bool", True,
+          "Include the runtime's (here: Python's GC and platform) collectors."),
+    Param("PrometheusProcessMetricsEnabled", "bool", True, "Include process collectors."),
+    Param("PrometheusMetricsCertFile", "file", "", "Metrics HTTPS certificate."),
+    Param("PrometheusMetricsKeyFile", "file", "", "Metrics HTTPS key."),
+    Param("PrometheusMetricsCAFile", "file", "", "CA for metrics client certificates."),
+    Param("PrometheusMetricsClientAuth", "choice", "NoClientCert", "Metrics client auth.",
+          choices=("NoClientCert", "RequireAndVerifyClientCert", "RequireAnyClientCert",
+                   "VerifyClientCertIfGiven")),
+    Param("DebugPort", "int", 0, "Debug server port (0: off).", minimum=0),
+    Param("DebugHost", "str", "localhost", "Debug server address."),
+    Param("DebugMemoryProfilePath", "str", "", "SIGUSR1 memory profile target."),
+    Param("DebugDisableLogDropping", "bool", False, "Block instead of dropping logs."),
+    Param("LogFilePath", "str", "/var/log/calico/typha.log", "Log file; none disables."),
+    Param("LogSeverityFile", "loglevel", "INFO", "Minimum severity to the file."),
+    Param("LogSeverityScreen", "loglevel", "INFO", "Minimum severity to stdout."),
+    Param("LogSeveritySys", "loglevel", "INFO", "Minimum severity to syslog; none disables."),
+    # Our own (not in Typha): documented in docs/configuration.md
+    Param("LogFormat", "choice", "console", "console or json.", choices=("console", "json")),
+    Param("ServerFanoutIntervalSecs", "float", 0.005,
+          "Coalescing window of the shared fan-out (latency vs. CPU).", minimum=0),
+    Param("SnapshotReuseSecs", "float", 10.0,
+          "How long a built snapshot serves later joiners.", minimum=0),
+    Param("TombstoneRetentionSecs", "float", 3600.0,
+          "How long deletions are remembered for conflated catch-ups.", minimum=0),
+    Param("HistoryMaxUpdates", "int", 200000, "Max updates kept in the breadcrumb history.",
+          minimum=1),
+    Param("RedirectAddrs", "list", [],
+          "Other replicas' host:port, suggested to clients in Goodbye messages."),
+    Param("CacheFilePath", "str", "", "Warm-restart cache file (empty: disabled)."),
+    Param("CacheSaveIntervalSecs", "float", 30.0, "Period of warm-restart saves.", minimum=1),
+    Param("DatastoreInMemory", "bool", False,
+          "Use the in-memory datastore (demo and tests only; not a DatastoreType)."),
+)
+
+PARAMS_BY_KEY: dict[str, Param] = {p.name.lower(): p for p in PARAMS}
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (not name[i - 1].isupper() or (
+            i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out).replace("k8s_", "k8s_")
+
+
+ATTR_FOR: dict[str, str] = {p.name: _snake(p.name) for p in PARAMS}
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("true", "1", "yes", "y", "t", "on"):
+        return True
+    if low in ("false", "0", "no", "n", "f", "off"):
+        return False
+    raise ValueError("expected a boolean (true/false)")
+
+
+def _parse_number(kind: Callable[[str], Any], p: Param) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}") from None
+        if p.minimum is not None and value < p.minimum:
+            raise ValueError(f"must be at least {p.minimum:g}")
+        return value
+
+    return parse
+
+
+def parse_value(p: Param, raw: str) -> Any:
+    """Parse one raw string for a parameter; raises ValueError saying what is allowed."""
+    if raw.strip().lower() == "none":
+        return {"int": 0, "float": 0.0, "bool": False, "list": [], "port": 0}.get(p.kind, "")
+    match p.kind:
+        case "int":
+            return _parse_number(int, p)(raw)
+        case "float":
+            return _parse_number(float, p)(raw)
+        case "bool":
+            return _parse_bool(raw)
+        case "str":
+            return raw.strip()
+        case "list":
+            return [x.strip() for x in raw.split(",") if x.strip()]
+        case "choice":
+            for choice in p.choices:
+                if raw.strip().lower() == choice.lower():
+                    return choice
+            raise ValueError(f"must be one of {', '.join(p.choices)}")
+        case "loglevel":
+            level = raw.strip().upper()
+            if level == "WARN":
+                level = "WARNING"
+            if level not in LOG_LEVELS:
+                raise ValueError(f"must be one of {', '.join(LOG_LEVELS[:5])}")
+            return {"FATAL": "CRITICAL", "PANIC": "CRITICAL"}.get(level, level)
+        case "port":
+            try:
+                port = int(raw.strip())
+            except ValueError:
+                raise ValueError("expected a port number") from None
+            if not -1 <= port <= 65535:
+                raise ValueError("must be a port number 0-65535 (-1: random)")
+            return port
+        case "file":
+            path = raw.strip()
+            if path and not os.path.exists(path):
+                raise ValueError(f"file {path} does not exist")
+            return path
+    raise AssertionError(p.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    value: Any
+    source: str  # "default", "file:/etc/calico/typha.cfg", "env:TYPHA_X"
+
+
+class Config:
+    """Effective configuration. Attributes are snake_case parameter names
+    (``cfg.server_ping_interval_secs``); ``settings`` records where each value came from."""
+
+    def __init__(self, settings: dict[str, Setting]) -> None:
+        self.settings = settings
+        for name, setting in settings.items():
+            object.__setattr__(self, ATTR_FOR[name], setting.value)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "settings":
+            object.__setattr__(self, key, value)
+            return
+        raise AttributeError("Config is read-only; use replace()")
+
+    def replace(self, **changes: Any) -> Config:
+        by_attr = {v: k for k, v in ATTR_FOR.items()}
+        new = dict(self.settings)
+        for attr, value in changes.items():
+            new[by_attr[attr]] = Setting(value, "override")
+        return Config(new)
+
+    # Derived values -----------------------------------------------------------------------------
+
+    @property
+    def listen_port(self) -> int:
+        port = self.server_port  # type: ignore[attr-defined]
+        return 5473 if port == 0 else (0 if port == -1 else port)
+
+    @property
+    def pong_timeout(self) -> float:
+        # Typha: a pong timeout of at most twice the ping interval is reset to six intervals.
+        ping = self.server_ping_interval_secs  # type: ignore[attr-defined]
+        pong = self.server_pong_timeout_secs  # type: ignore[attr-defined]
+        return pong if pong > 2 * ping else 6 * ping
+
+    @property
+    def tls_enabled(self) -> bool:
+        return any(getattr(self, a) for a in (
+            "server_cert_file", "server_key_file", "ca_file", "client_cn", "client_urisan"))
+
+    def etcd_urls(self) -> list[str]:
+        if self.etcd_endpoints:  # type: ignore[attr-defined]
+            return list(self.etcd_endpoints)  # type: ignore[attr-defined]
+        return [f"{self.etcd_scheme}://{self.etcd_addr}"]  # type: ignore[attr-defined]
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) rows with sensitive values redacted."""
+        rows = []
+        for p in PARAMS:
+            s = self.settings[p.name]
+            value = "<redacted>" if p.sensitive and s.value else _show(s.value)
+            rows.append((p.name, value, s.source))
+        return rows
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def load_config(
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective config. Raises ConfigError on any bad value or unknown file key."""
+    environ = os.environ if environ is None else environ
+    settings = {p.name: Setting(p.default, "default") for p in PARAMS}
+
+    path = config_file or environ.get("TYPHA_CONFIGFILE") or DEFAULT_CONFIG_FILE
+    explicit = config_file is not None or "TYPHA_CONFIGFILE" in environ
+    if os.path.exists(path):
+        parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read(path)
+        except configparser.Error as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for section in parser.sections():
+            for key, raw in parser.items(section):
+                _set(settings, key, raw, f"file:{path}", strict=True)
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+
+    for env_key, raw in environ.items():
+        if env_key.upper().startswith(ENV_PREFIX) and env_key.upper() != "TYPHA_CONFIGFILE":
+            _set(settings, env_key[len(ENV_PREFIX):], raw, f"env:{env_key}", strict=False)
+
+    for name, value in (overrides or {}).items():
+        _set(settings, name, str(value), "override", strict=True)
+
+    cfg = Config(settings)
+    _validate(cfg)
+    return cfg
+
+
+def _set(settings: dict[str, Setting], key: str, raw: str, source: str, *, strict: bool) -> None:
+    p = PARAMS_BY_KEY.get(key.lower())
+    if p is None:
+        if strict:
+            raise ConfigError(f"{source}: unknown parameter {key!r}")
+        return  # Unknown TYPHA_* env vars are ignored, as Typha does.
+    if raw.strip() == "":
+        return
+    try:
+        value = parse_value(p, raw)
+    except ValueError as exc:
+        shown = "<redacted>" if p.sensitive else repr(raw)
+        raise ConfigError(f"{p.name}={shown} (from {source}): {exc}") from None
+    settings[p.name] = Setting(value, source)
+
+
+def _validate(cfg: Config) -> None:
+    s = cfg.settings
+    if cfg.tls_enabled:
+        missing = [n for n in ("ServerCertFile", "ServerKeyFile", "CAFile") if not s[n].value]
+        if missing or not (s["ClientCN"].value or s["ClientURISAN"].value):
+            raise ConfigError(
+                "TLS: when any of ServerCertFile, ServerKeyFile, CAFile, ClientCN, ClientURISAN "
+                "is set, ServerCertFile, ServerKeyFile, CAFile and at least one of ClientCN / "
+                f"ClientURISAN are required (missing: {', '.join(missing) or 'ClientCN/URISAN'})"
+            )
+    lower = s["MaxConnectionsLowerLimit"].value
+    upper = s["MaxConnectionsUpperLimit"].value
+    if lower > upper:
+        raise ConfigError(
+            f"MaxConnectionsLowerLimit={lower} ({s['MaxConnectionsLowerLimit'].source}) exceeds "
+            f"MaxConnectionsUpperLimit={upper} ({s['MaxConnectionsUpperLimit'].source})"
+        )
+    etcd_tls = [s[n].value for n in ("EtcdCertFile", "EtcdKeyFile")]
+    if any(etcd_tls) and not all(etcd_tls):
+        raise ConfigError("EtcdCertFile and EtcdKeyFile must be set together")

@@ -1,0 +1,118 @@
+"""Prometheus metrics: Typha's ``typha_*`` names, types and labels (typha.md §4.1), plus ours.
+
+All live on the default registry. Vector metrics are pre-created for the four syncer types so
+that they appear as 0 from the start, as Typha does.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Summary
+
+from typha.model.keys import ALL_SYNCER_TYPES
+
+_S = ["syncer"]
+
+connections_accepted = Counter("typha_connections_accepted", "Connections accepted.")
+connections_active = Gauge(
+    "typha_connections_active", "Open connections, including those still handshaking."
+)
+connections_dropped = Counter(
+    "typha_connections_dropped", "Connections dropped to rebalance or shed load."
+)
+connections_streaming = Gauge(
+    "typha_connections_streaming", "Connections past the handshake.", _S
+)
+connections_grace_used = Counter(
+    "typha_connections_grace_used", "Clients that needed the post-snapshot grace period.", _S
+)
+cache_size = Gauge("typha_cache_size", "KVs in the cache.", _S)
+updates_total = Counter("typha_updates_total", "Updates received from the datastore.", _S)
+updates_skipped = Counter("typha_updates_skipped", "Updates dropped as no-ops.", _S)
+breadcrumb_seq_number = Gauge(
+    "typha_breadcrumb_seq_number", "Current breadcrumb sequence number.", _S
+)
+breadcrumb_block = Counter(
+    "typha_breadcrumb_block", "Follower wake-ups that had to wait for a breadcrumb.", _S
+)
+breadcrumb_non_block = Counter(
+    "typha_breadcrumb_non_block", "Follower wake-ups satisfied immediately.", _S
+)
+breadcrumb_size = Summary("typha_breadcrumb_size", "KVs per breadcrumb.", _S)
+snapshots_generated = Counter("typha_snapshots_generated", "Snapshots built.", _S)
+snapshots_reused = Counter(
+    "typha_snapshots_reused", "Extra clients served from an existing snapshot.", _S
+)
+snapshot_raw_bytes = Gauge(
+    "typha_snapshot_raw_bytes", "Size of the last snapshot before compression.", _S
+)
+snapshot_compressed_bytes = Gauge(
+    "typha_snapshot_compressed_bytes", "Size of the last snapshot after compression.", _S
+)
+client_snapshot_send_secs = Summary(
+    "typha_client_snapshot_send_secs", "Time to send the initial snapshot to a client.", _S
+)
+client_latency_secs = Summary(
+    "typha_client_latency_secs", "How far behind the newest breadcrumb each write was.", _S
+)
+client_write_latency_secs = Summary(
+    "typha_client_write_latency_secs", "Duration of each slow-path write.", _S
+)
+next_breadcrumb_latency_secs = Summary(
+    "typha_next_breadcrumb_latency_secs", "Time to gather breadcrumbs while behind.", _S
+)
+ping_latency = Summary("typha_ping_latency", "Ping to pong round trip.", _S)
+kvs_per_msg = Summary("typha_kvs_per_msg", "KVs per delta write.", _S)
+logs_dropped = Counter("typha_logs_dropped", "Logs dropped because output blocked.")
+log_errors = Counter("typha_log_errors", "Logging errors.")
+
+# --- Our own features ------------------------------------------------------------------------
+resumes_served = Counter(
+    "typha_resumes_served", "Reconnecting clients resumed without a snapshot.", [*_S, "how"]
+)
+catchups_served = Counter(
+    "typha_catchups_served", "Conflated catch-ups sent to clients that fell out of history.", _S
+)
+fanout_direct_writes = Counter(
+    "typha_fanout_direct_writes", "Delta writes done on the shared fast path.", _S
+)
+fanout_slow_wakeups = Counter(
+    "typha_fanout_slow_wakeups", "Clients handed to their own writer (behind or busy).", _S
+)
+bytes_sent = Counter("typha_bytes_sent", "Bytes written to clients.", _S)
+updates_skipped_by_reason = Counter(
+    "typha_updates_skipped_by_reason", "Datastore changes that produced no update.", ["reason"]
+)
+warm_restart_loads = Counter(
+    "typha_warm_restart_loads", "Cache files loaded at start.", ["result"]
+)
+datastore_connected = Gauge("typha_datastore_connected", "1 while the datastore is reachable.")
+protocol_errors = Counter(
+    "typha_protocol_errors", "Connections closed for breaking the protocol.", ["reason"]
+)
+
+
+def precreate() -> None:
+    for syncer in ALL_SYNCER_TYPES:
+        s = str(syncer)
+        for vec in (
+            connections_streaming,
+            connections_grace_used,
+            cache_size,
+            updates_total,
+            updates_skipped,
+            breadcrumb_seq_number,
+            breadcrumb_block,
+            breadcrumb_non_block,
+            snapshots_generated,
+            snapshots_reused,
+            snapshot_raw_bytes,
+            snapshot_compressed_bytes,
+            catchups_served,
+            fanout_direct_writes,
+            fanout_slow_wakeups,
+            bytes_sent,
+        ):
+            vec.labels(s)
+
+
+precreate()

@@ -1,0 +1,416 @@
+"""One client connection: handshake, snapshot or resume, then deltas, pings and goodbyes.
+
+Each connection owns one nursery with three tasks (reader, writer, pinger). Writes have a
+single owner at any time: either the connection's writer task (``busy``) or, while the writer
+is idle and the client is caught up, the server's shared fan-out, which writes the same bytes
+to every caught-up client without waking any task (``try_fast_write``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+from typha import metrics
+from typha.cache.snapshot import SNAPSHOT_CHUNK_KVS
+from typha.model.keys import SyncerType
+from typha.protocol import (
+    FEATURE_CATCHUP,
+    FEATURE_GOODBYE,
+    FEATURE_RESUME,
+    BatchDone,
+    ClientHello,
+    Goodbye,
+    KVKind,
+    Ping,
+    Pong,
+    ProtocolError,
+    ServerProtocol,
+    SyncStatusMsg,
+    best_frame,
+    encode_kvs_payload,
+    encode_payload,
+    frame,
+)
+
+from .transport import Transport, WriteTimeout
+
+if TYPE_CHECKING:
+    from typha.cache.view import SyncerView
+
+    from .server import SyncServer
+
+log = structlog.get_logger(__name__)
+
+# Cap on the bytes one writer gathers before writing, so a far-behind client does not join a
+# huge buffer of its own; the breadcrumbs themselves are shared.
+_GATHER_LIMIT = 4 << 20
+
+
+class ConnectionClosed(Exception):
+    """Raised inside a connection's tasks to end it with a reason."""
+
+
+@dataclass
+class ClientInfo:
+    """What the status endpoint shows about a client."""
+
+    conn_id: int
+    peer: str
+    node: str = ""
+    syncer: str = ""
+    client_version: str = ""
+    connected_at: float = field(default_factory=time.time)
+    acked_seq: int = -1
+    acked_at: float = 0.0
+    bytes_sent: int = 0
+    resumed: str = ""  # "", "seq", "revision", "catchup"
+    compression: str | None = None
+
+
+class Connection:
+    def __init__(self, server: SyncServer, transport: Transport, conn_id: int) -> None:
+        self.server = server
+        self.transport = transport
+        self.cfg = server.cfg
+        self.proto = ServerProtocol()
+        self.info = ClientInfo(conn_id, transport.peer)
+        self.log = log.bind(conn_id=conn_id, peer=transport.peer)
+        self.syncer: SyncerType | None = None
+        self.view: SyncerView | None = None
+        self.zstd = False
+        # Write ownership and position.
+        self.next_seq = 0  # next breadcrumb to deliver
+        self.busy = True  # the writer task owns the socket until it goes idle
+        self.pending: memoryview | None = None  # remainder of a short fast-path write
+        self.control: list[bytes] = []
+        self.streaming = False
+        self.closing = False
+        self._wake = trio.Event()
+        self._cancel: trio.CancelScope | None = None
+        self._last_pong = time.monotonic()
+        self._send_status_after_gather = False
+
+    # --- Lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            with trio.move_on_after(self.cfg.server_handshake_timeout_secs) as hs_scope:
+                hello = await self._read_hello()
+            if hs_scope.cancelled_caught:
+                self.log.info("handshake timed out")
+                return
+            if hello is not None:
+                await self._serve(hello)
+        except ProtocolError as exc:
+            # Before the hello we do not know whether the client understands Goodbye.
+            metrics.protocol_errors.labels(type(exc).__name__).inc()
+            self.log.warning("protocol error in handshake", reason=exc.reason)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.log.info("connection lost", error=str(exc) or type(exc).__name__)
+        finally:
+            self.streaming = False
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await self.transport.aclose()
+                except Exception:  # noqa: BLE001 - closing a broken socket may fail any way
+                    pass
+
+    async def _guarded(self, task, *args) -> None:  # type: ignore[no-untyped-def]
+        """Run one of the connection's tasks; turn its ending into closing the connection."""
+        try:
+            await task(*args)
+        except ConnectionClosed as exc:
+            self.abort(str(exc))
+        except ProtocolError as exc:
+            metrics.protocol_errors.labels(type(exc).__name__).inc()
+            self.log.warning("protocol error", reason=exc.reason)
+            self.close(f"protocol error: {exc.reason}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.abort(f"connection lost: {exc or type(exc).__name__}")
+
+    async def _read_hello(self) -> ClientHello | None:
+        while True:
+            event = self.proto.next_event()
+            if event is not None:
+                assert isinstance(event, ClientHello)
+                return event
+            data = await self.transport.receive_some(65536)
+            if not data:
+                return None
+            self.proto.receive_data(data)
+
+    async def _serve(self, hello: ClientHello) -> None:
+        server = self.server
+        try:
+            syncer = SyncerType(hello.syncer)
+        except ValueError:
+            syncer = None
+        if syncer is None or syncer not in server.feed.views:
+            self.log.warning("unknown syncer type", syncer=hello.syncer)
+            # Complete the handshake only to be able to say why, if the client understands it.
+            if FEATURE_GOODBYE in hello.features:
+                await self.transport.write_all(
+                    self._accept(hello, resumed=False)
+                    + self.proto.send(Goodbye(f"unknown syncer type {hello.syncer!r}")),
+                    timeout=5,
+                )
+            return
+        self.syncer = syncer
+        self.view = server.feed.views[syncer]
+        self.info.node, self.info.syncer = hello.node, str(syncer)
+        self.info.client_version = hello.client_version
+        self.log = self.log.bind(node=hello.node, syncer=str(syncer))
+
+        start_seq, how = self._plan_start(hello)
+        initial = self._accept(
+            hello,
+            resumed=start_seq is not None,
+            resume_seq=start_seq,
+        )
+        self.zstd = self.proto.compression is not None
+        self.info.compression = self.proto.compression
+        self.info.resumed = how
+        server.register(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel = nursery.cancel_scope
+                nursery.start_soon(self._guarded, self._reader)
+                nursery.start_soon(self._guarded, self._writer, initial, start_seq)
+                nursery.start_soon(self._guarded, self._pinger)
+        finally:
+            server.unregister(self)
+
+    def _accept(self, hello: ClientHello, *, resumed: bool, resume_seq: int | None = None) -> bytes:
+        return self.proto.accept(
+            hello,
+            server_version=self.server.version,
+            epoch=self.server.epoch,
+            conn_id=self.info.conn_id,
+            resumed=resumed,
+            resume_seq=resume_seq,
+        )
+
+    def _plan_start(self, hello: ClientHello) -> tuple[int | None, str]:
+        """Resume position (a sequence number) if the client can skip the snapshot."""
+        token = hello.resume
+        view = self.view
+        assert view is not None
+        if token is None or FEATURE_RESUME not in hello.features:
+            return None, ""
+        catchup = FEATURE_CATCHUP in hello.features
+        if token.epoch == self.server.epoch:
+            if view.can_resume_from_seq(token.seq):
+                return token.seq, "seq"
+            if catchup and view.can_catch_up_from_seq(token.seq):
+                return token.seq, "catchup"
+        if token.revision is not None:
+            seq = view.seq_for_revision(token.revision)
+            if seq is not None:
+                return seq, "revision"
+        return None, ""
+
+    # --- Writer ----------------------------------------------------------------------------------
+
+    async def _writer(self, initial: bytes, start_seq: int | None) -> None:
+        view = self.view
+        assert view is not None and self.syncer is not None
+        syncer = str(self.syncer)
+        if start_seq is None:
+            started = time.monotonic()
+            snap = await self.server.snapshots[self.syncer].get()
+            await self._write(initial + snap.data(self.zstd))
+            self.next_seq = snap.seq + 1
+            metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
+            self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
+        else:
+            metrics.resumes_served.labels(syncer, self.info.resumed).inc()
+            self.log.info("resuming", from_seq=start_seq, how=self.info.resumed)
+            await self._write(initial)
+            self.next_seq = start_seq + 1
+            self._send_status_after_gather = True
+        self.streaming = True
+        while True:
+            if self.pending is not None:
+                data, self.pending = self.pending, None
+                await self._write(data)
+                continue
+            if self.control:
+                data = b"".join(self.control)
+                self.control.clear()
+                await self._write(data)
+                if self.closing:
+                    raise ConnectionClosed("goodbye sent")
+                continue
+            if self.next_seq <= view.head_seq and not self.closing:
+                metrics.breadcrumb_non_block.labels(syncer).inc()
+                data = self._gather()
+                if data is None:
+                    self.close("fell behind the retained history; reconnect for a snapshot")
+                    continue
+                await self._write(data)
+                continue
+            if self._send_status_after_gather:
+                self._send_status_after_gather = False
+                await self._write(frame(encode_payload(SyncStatusMsg(view.status))))
+                continue
+            # Idle: the shared fan-out may now write for us.
+            self.busy = False
+            metrics.breadcrumb_block.labels(syncer).inc()
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self.busy = True
+
+    def _gather(self) -> bytes | None:
+        """Frames that bring the client from ``next_seq`` towards the head."""
+        view = self.view
+        assert view is not None and self.syncer is not None
+        last = self.next_seq - 1
+        if view.can_resume_from_seq(last):
+            started = time.monotonic()
+            parts: list[bytes] = []
+            size = 0
+            kvs = 0
+            for crumb in view.crumbs_after(last):
+                part = crumb.frames_for(self.zstd)
+                parts.append(part)
+                size += len(part)
+                kvs += crumb.n_kvs
+                self.next_seq = crumb.seq + 1
+                if size >= _GATHER_LIMIT:
+                    break
+            metrics.next_breadcrumb_latency_secs.labels(str(self.syncer)).observe(
+                time.monotonic() - started
+            )
+            metrics.kvs_per_msg.labels(str(self.syncer)).observe(kvs)
+            return b"".join(parts)
+        if FEATURE_CATCHUP in self.proto.features and view.can_catch_up_from_seq(last):
+            return self._catchup(last)
+        return None  # fell behind both the history and the tombstones
+
+    def _catchup(self, since: int) -> bytes:
+        view = self.view
+        assert view is not None and self.syncer is not None
+        kvs = view.changed_since(since)
+        head, rev = view.head_seq, view.revision
+        parts = []
+        for i in range(0, len(kvs), SNAPSHOT_CHUNK_KVS):
+            payload = encode_kvs_payload(
+                KVKind.CATCHUP, head, rev, kvs[i : i + SNAPSHOT_CHUNK_KVS]
+            )
+            parts.append(best_frame(payload) if self.zstd else frame(payload))
+        parts.append(frame(encode_payload(BatchDone(KVKind.CATCHUP, head, rev, len(kvs)))))
+        parts.append(frame(encode_payload(SyncStatusMsg(view.status))))
+        self.next_seq = head + 1
+        metrics.catchups_served.labels(str(self.syncer)).inc()
+        self.log.info("conflated catch-up", since=since, head=head, kvs=len(kvs))
+        return b"".join(parts)
+
+    async def _write(self, data: bytes | memoryview) -> None:
+        if not data:
+            return
+        started = time.monotonic()
+        try:
+            n = await self.transport.write_all(data, self.cfg.server_write_timeout_secs)
+        except WriteTimeout as exc:
+            raise ConnectionClosed(f"write timeout: {exc}") from None
+        self.info.bytes_sent += n
+        assert self.syncer is not None
+        metrics.bytes_sent.labels(str(self.syncer)).inc(n)
+        metrics.client_write_latency_secs.labels(str(self.syncer)).observe(
+            time.monotonic() - started
+        )
+
+    def try_fast_write(self, first_seq: int, last_seq: int, data: bytes) -> int:
+        """Called by the shared fan-out. Writes ``data`` (the frames of breadcrumbs
+        ``first_seq..last_seq``) directly if this client is caught up and idle.
+
+        Returns the bytes written now (the writer task finishes a short write), or -1 if the
+        client is not on the fast path and must follow on its own.
+        """
+        if (
+            self.busy
+            or self.pending is not None
+            or self.control
+            or self.next_seq != first_seq
+            or not self.transport.direct
+            or self.closing
+        ):
+            return -1
+        try:
+            n = self.transport.write_nowait(data)
+        except OSError:
+            self.abort("write failed")
+            return 0
+        self.next_seq = last_seq + 1
+        self.info.bytes_sent += n
+        if n < len(data):
+            self.pending = memoryview(data)[n:]
+            self.wake()
+        return n
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- Reader and pinger -----------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        syncer = str(self.syncer)
+        while True:
+            data = await self.transport.receive_some(65536)
+            if not data:
+                raise ConnectionClosed("client closed the connection")
+            self.proto.receive_data(data)
+            while (event := self.proto.next_event()) is not None:
+                assert isinstance(event, Pong)
+                now = time.monotonic()
+                self._last_pong = now
+                if event.seq > self.info.acked_seq:
+                    self.info.acked_seq = event.seq
+                self.info.acked_at = time.time()
+                rtt = now - event.ping_timestamp / 1e9
+                if 0 <= rtt < 3600:
+                    metrics.ping_latency.labels(syncer).observe(rtt)
+
+    async def _pinger(self) -> None:
+        interval = self.cfg.server_ping_interval_secs
+        timeout = self.cfg.pong_timeout
+        while True:
+            await trio.sleep(interval * random.uniform(0.9, 1.1))
+            if time.monotonic() - self._last_pong > timeout:
+                self.close(f"no pong for {timeout:g}s")
+                return
+            self.enqueue(self.proto.send(Ping(time.monotonic_ns())))
+
+    def enqueue(self, data: bytes) -> None:
+        self.control.append(data)
+        self.wake()
+
+    # --- Closing ---------------------------------------------------------------------------------
+
+    def close(
+        self, reason: str, *, reconnect_delay: float | None = None, address: str | None = None
+    ) -> None:
+        """End the connection, with a Goodbye first where the client understands it."""
+        if self.closing:
+            return
+        self.log.info("closing connection", reason=reason)
+        if FEATURE_GOODBYE in self.proto.features and self.streaming:
+            self.closing = True
+            self.enqueue(self.proto.send(Goodbye(reason, reconnect_delay, address)))
+            # If the goodbye cannot be written promptly, give up on it.
+            if self._cancel is not None:
+                self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + 5.0)
+        else:
+            self.abort(reason)
+
+    def abort(self, reason: str) -> None:
+        self.closing = True
+        if self._cancel is not None and not self._cancel.cancel_called:
+            self.log.debug("aborting", reason=reason)
+            self._cancel.cancel()

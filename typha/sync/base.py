@@ -1,0 +1,124 @@
+"""The narrow waist between datastores and the snapshot cache.
+
+A datastore (etcd v3, Kubernetes, in-memory) turns its watch into a stream of events:
+
+* ``ResyncStarted`` — a full list begins. Everything the datastore emits until ``ResyncFinished``
+  is the complete current state.
+* ``Updates`` — model key/value updates (value ``None`` = deletion), already converted into the
+  Calico model keys Felix expects (``typha.model.keys``), with the datastore revision reached.
+* ``ResyncFinished`` — the list is complete. The cache, not the datastore, deletes every key that
+  was not seen during the resync and was not changed since, so that etcd and Kubernetes share one
+  resync mechanism and clients only ever see real changes.
+* ``ConnectionStatus`` — the datastore became reachable/unreachable (drives readiness and the
+  WaitForDatastore status; the cache keeps serving what it has).
+
+A datastore emits events by calling ``await sink.send(event)`` on the sink it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One model key update. ``value is None`` means the key was deleted (or is invalid)."""
+
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Updates:
+    """A batch of updates that together bring the state to ``revision``.
+
+    ``revision`` is the datastore revision after this batch: an ``int`` for etcd (a global
+    revision, usable for cross-replica resume) or ``None`` where the datastore has no global
+    revision (Kubernetes: resourceVersions are per resource type).
+    """
+
+    updates: Sequence[Update]
+    revision: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncStarted:
+    """A full list is starting; ``reason`` is for logs and metrics."""
+
+    reason: str = "initial"
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncFinished:
+    """The full list has been emitted; keys not seen since ResyncStarted are gone."""
+
+    revision: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatus:
+    connected: bool
+    detail: str = ""
+
+
+DatastoreEvent = Updates | ResyncStarted | ResyncFinished | ConnectionStatus
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    async def send(self, event: DatastoreEvent) -> None: ...
+
+
+class Datastore(Protocol):
+    """A source of model updates. ``run`` lists, watches and resyncs until cancelled.
+
+    ``run`` must never return on datastore errors: it reports ``ConnectionStatus(False)``,
+    backs off and retries. ``start_revision`` (etcd only) asks it to watch from a saved
+    revision instead of listing (warm restart); it falls back to a resync if that revision is
+    gone.
+    """
+
+    name: str
+
+    async def run(self, sink: EventSink, *, start_revision: int | None = None) -> None: ...
+
+
+@dataclass(slots=True)
+class ResourceExpander:
+    """Tracks which model keys each source resource produced, so that an update or a deletion
+    of the source also deletes the model keys it no longer produces.
+
+    One v3 resource can become several model keys (a Node becomes host config keys, a metadata
+    key, a wireguard key and the passthrough resource; a FelixConfiguration becomes one config
+    key per field). ``expand`` returns the updates to emit for the new set of outputs.
+    """
+
+    _outputs: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def expand(self, source: str, produced: Iterable[Update]) -> list[Update]:
+        produced = list(produced)
+        new_keys = frozenset(u.key for u in produced if u.value is not None)
+        old_keys = self._outputs.get(source, frozenset())
+        out = list(produced)
+        for gone in old_keys - new_keys:
+            if not any(u.key == gone for u in produced):
+                out.append(Update(gone, None))
+        if new_keys:
+            self._outputs[source] = new_keys
+        else:
+            self._outputs.pop(source, None)
+        return out
+
+    def delete(self, source: str) -> list[Update]:
+        return [Update(k, None) for k in sorted(self._outputs.pop(source, frozenset()))]
+
+    def sources(self) -> set[str]:
+        return set(self._outputs)
+
+    def forget_except(self, keep: set[str]) -> None:
+        """After a resync, forget sources that were not listed (the cache deletes their keys)."""
+        for source in list(self._outputs):
+            if source not in keep:
+                del self._outputs[source]

@@ -1,0 +1,65 @@
+"""Helpers to run a real Typha (feed + server) inside a trio test or the demo."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from typha.cache.feed import CacheFeed
+from typha.config import Config, load_config
+from typha.server.server import SyncServer
+from typha.sync.base import Datastore
+
+
+@dataclass
+class RunningTypha:
+    cfg: Config
+    feed: CacheFeed
+    server: SyncServer
+    datastore: Datastore
+    port: int
+    cancel: trio.CancelScope
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def test_config(**overrides: Any) -> Config:
+    base = {"ServerPort": -1, "ServerHost": "127.0.0.1", "LogFilePath": "none"}
+    base.update(overrides)
+    return load_config(environ={}, overrides=base)
+
+
+@asynccontextmanager
+async def run_typha(
+    datastore: Datastore,
+    cfg: Config | None = None,
+    *,
+    epoch: int | None = None,
+    wait_in_sync: bool = True,
+    **view_kwargs: Any,
+) -> AsyncIterator[RunningTypha]:
+    cfg = cfg or test_config()
+    view_defaults = {
+        "max_batch_size": cfg.snapshot_cache_max_batch_size,
+        "max_history_secs": cfg.server_max_fall_behind_secs,
+        "max_history_updates": cfg.history_max_updates,
+        "tombstone_retention_secs": cfg.tombstone_retention_secs,
+    }
+    view_defaults.update(view_kwargs)
+    feed = CacheFeed.create(**view_defaults)
+    server = SyncServer(cfg, feed, epoch=epoch)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(datastore.run, feed)
+        port = await nursery.start(server.run)
+        if wait_in_sync:
+            with trio.fail_after(30):
+                while not feed.in_sync:
+                    await trio.sleep(0.01)
+        yield RunningTypha(cfg, feed, server, datastore, port, nursery.cancel_scope)
+        nursery.cancel_scope.cancel()
