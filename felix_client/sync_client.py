@@ -158,6 +158,7 @@ class SyncClient:
         self._snapshot_started = 0.0
         self._pending_epoch: int | None = None
         self._preferred: str | None = None
+        self._session_scope: trio.CancelScope | None = None
 
     # --- Public ----------------------------------------------------------------------------------
 
@@ -198,6 +199,11 @@ class SyncClient:
                 delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**failures))
             await trio.sleep(delay)
 
+    def drop_connection(self) -> None:
+        """Abort the current connection (the client reconnects and tries to resume)."""
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+
     @property
     def position(self) -> ResumeToken | None:
         if self.epoch is None:
@@ -221,8 +227,12 @@ class SyncClient:
         self.stats.connects += 1
         self.connected_to = addr
         try:
-            await self._stream(stream)
+            with trio.CancelScope() as scope:
+                self._session_scope = scope
+                await self._stream(stream)
+            raise SessionEnded("connection dropped by the client")
         finally:
+            self._session_scope = None
             self.connected_to = None
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 try:

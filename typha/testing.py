@@ -29,7 +29,7 @@ class RunningTypha:
         return f"127.0.0.1:{self.port}"
 
 
-def test_config(**overrides: Any) -> Config:
+def make_config(**overrides: Any) -> Config:
     base = {"ServerPort": -1, "ServerHost": "127.0.0.1", "LogFilePath": "none"}
     base.update(overrides)
     return load_config(environ={}, overrides=base)
@@ -44,7 +44,7 @@ async def run_typha(
     wait_in_sync: bool = True,
     **view_kwargs: Any,
 ) -> AsyncIterator[RunningTypha]:
-    cfg = cfg or test_config()
+    cfg = cfg or make_config()
     view_defaults = {
         "max_batch_size": cfg.snapshot_cache_max_batch_size,
         "max_history_secs": cfg.server_max_fall_behind_secs,

@@ -130,6 +130,9 @@ class SyncerView:
     tombstone_floor: int = field(default=0, init=False)
     _history_updates: int = field(default=0, init=False)
     _resync_seen: set[str] | None = field(default=None, init=False)
+    # Clients at a revision >= this can be replayed from the history (None: not yet known,
+    # i.e. before the first complete list).
+    _base_revision: int | None = field(default=None, init=False)
 
     # --- Queries --------------------------------------------------------------------------------
 
@@ -141,10 +144,7 @@ class SyncerView:
     @property
     def history_base_revision(self) -> int | None:
         """A client at a revision ≥ this can be resumed from the history by revision."""
-        for crumb in self.crumbs:
-            if crumb.batch_start:
-                return crumb.prev_revision
-        return self.revision
+        return self._base_revision
 
     def can_resume_from_seq(self, seq: int) -> bool:
         return self.oldest_seq - 1 <= seq <= self.head_seq
@@ -161,23 +161,21 @@ class SyncerView:
 
     def seq_for_revision(self, revision: int) -> int | None:
         """The sequence number a client at datastore ``revision`` is at, if the history covers
-        it (used to resume a client that comes from another replica or an earlier epoch)."""
-        if self.revision is None:
+        it (used to resume a client that comes from another replica or an earlier epoch).
+
+        Replaying every retained breadcrumb after that sequence number brings such a client to
+        the head: breadcrumbs at or below its revision are skipped, later ones applied in order.
+        """
+        base = self._base_revision
+        if base is None or self.revision is None or not base <= revision <= self.revision:
             return None
-        base = self.history_base_revision
-        if base is None or revision < base or revision > self.revision:
-            return None
-        seq: int | None = None
+        seq = self.oldest_seq - 1
         for crumb in self.crumbs:
-            if seq is None:
-                if not crumb.batch_start:
-                    continue  # the rest of a batch whose start was trimmed
-                seq = crumb.seq - 1
-            if crumb.revision is None or crumb.revision > revision:
+            if crumb.revision is not None and crumb.revision > revision:
                 break
             if crumb.complete:
                 seq = crumb.seq
-        return self.head_seq if seq is None else seq
+        return seq
 
     def __len__(self) -> int:
         return len(self.state)
@@ -232,6 +230,8 @@ class SyncerView:
         self.stats.resync_deletions += len(gone)
         deletions = [EncodedUpdate.build(k, PACKED_NIL) for k in gone]
         crumbs = self.apply(deletions, revision)
+        if self._base_revision is None:
+            self._base_revision = self.revision
         crumbs += self.set_status(SyncStatus.IN_SYNC)
         return crumbs
 
@@ -294,6 +294,16 @@ class SyncerView:
         ):
             old = crumbs.popleft()
             self._history_updates -= old.n_kvs
+            if self._base_revision is not None and old.revision is not None:
+                self._base_revision = max(self._base_revision, old.revision)
+        if self._base_revision is not None and crumbs and not crumbs[0].batch_start:
+            # The start of a batch was trimmed: by revision, only clients past that whole batch
+            # can be replayed (by sequence number, resuming mid-batch stays exact).
+            for crumb in crumbs:
+                if crumb.complete:
+                    if crumb.revision is not None:
+                        self._base_revision = max(self._base_revision, crumb.revision)
+                    break
         tombs = self._tombstones
         while tombs:
             key = next(iter(tombs))

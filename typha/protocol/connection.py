@@ -136,8 +136,12 @@ class ServerProtocol(_Endpoint):
         )
 
     def send(self, msg: Message) -> bytes:
-        """Encode a control message, refusing what the client did not advertise."""
-        if self.state is not State.STREAMING:
+        """Encode a control message, refusing what the client did not advertise.
+
+        Sending stays possible after the client broke the protocol, so that the server can
+        still say Goodbye with the reason.
+        """
+        if self.hello is None:
             raise UnexpectedMessage(f"cannot send {type(msg).__name__} before the handshake")
         if isinstance(msg, Goodbye) and FEATURE_GOODBYE not in self.features:
             raise UnexpectedMessage("client did not advertise Goodbye support")

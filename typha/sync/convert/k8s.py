@@ -1,0 +1,470 @@
+"""Kubernetes datastore (KDD): native objects → v3 resources → model updates (felix-model.md §1.4).
+
+Design: every converter here first builds the equivalent projectcalico.org/v3 resource (pure
+dict → dict, so it can be inspected and tested on its own), and ``k8s_to_updates`` then runs it
+through ``v3_to_updates``. The v3 objects carry only fields derived from what Calico uses, so
+churn in fields Calico ignores (pod status conditions, containerStatuses, timestamps,
+managedFields, resourceVersion, node heartbeats) yields byte-identical model values.
+
+Converters: Pod → WorkloadEndpoint, Namespace → Profile ``kns.<ns>``, ServiceAccount → Profile
+``ksa.<ns>.<sa>``, networking.k8s.io/v1 NetworkPolicy → KubernetesNetworkPolicy, Node → Node,
+and every crd.projectcalico.org/v1 kind → the same v3 kind.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+from typha.model import keys
+from typha.sync.base import Update
+from typha.sync.convert._common import (
+    K8S_ORCHESTRATOR,
+    NAMESPACE_LABEL,
+    NAMESPACE_LABEL_PREFIX,
+    ORCHESTRATOR_LABEL,
+    SERVER_METADATA_FIELDS,
+    SERVICE_ACCOUNT_LABEL,
+    SERVICE_ACCOUNT_LABEL_PREFIX,
+    as_dict,
+    as_list,
+    describe,
+    metadata,
+    opt_int,
+    opt_str,
+    req_str,
+    sorted_map,
+    spec,
+    str_map,
+    strip_reserved_labels,
+)
+from typha.sync.convert.endpoints import (
+    DEFAULT_INTERFACE_PREFIX,
+    k8s_interface_name,
+    workload_endpoint_name,
+)
+from typha.sync.convert.errors import InvalidResource
+from typha.sync.convert.kinds import API_VERSION_CRD, API_VERSION_V3, KINDS
+from typha.sync.convert.knp import k8s_policy_spec_to_v3
+from typha.sync.convert.v3 import v3_to_updates
+
+# Pod annotations written by Calico's CNI plugin (and AWS VPC CNI).
+ANNOTATION_POD_IPS = "cni.projectcalico.org/podIPs"
+ANNOTATION_POD_IP = "cni.projectcalico.org/podIP"
+ANNOTATION_AWS_POD_IPS = "vpc.amazonaws.com/pod-ips"
+ANNOTATION_CONTAINER_ID = "cni.projectcalico.org/containerID"
+# Our convention (Calico's CNI does not write one): the workload MAC, when a CNI records it.
+ANNOTATION_MAC = "cni.projectcalico.org/mac"
+# Pod annotations copied onto the WEP: only the QoS controls Felix reads. Copying all of them
+# would turn annotation churn from other controllers into endpoint updates.
+COPIED_ANNOTATION_PREFIX = "qos.projectcalico.org/"
+
+# Node annotations written by calico-node.
+NODE_ANNOTATIONS = {
+    "ipv4Address": "projectcalico.org/IPv4Address",
+    "ipv6Address": "projectcalico.org/IPv6Address",
+    "ipv4IPIPTunnelAddr": "projectcalico.org/IPv4IPIPTunnelAddr",
+    "asNumber": "projectcalico.org/ASNumber",
+    "routeReflectorClusterID": "projectcalico.org/RouteReflectorClusterID",
+    "ipv4VXLANTunnelAddr": "projectcalico.org/IPv4VXLANTunnelAddr",
+    "vxlanTunnelMACAddr": "projectcalico.org/VXLANTunnelMACAddr",
+    "ipv6VXLANTunnelAddr": "projectcalico.org/IPv6VXLANTunnelAddr",
+    "vxlanTunnelMACAddrV6": "projectcalico.org/VXLANTunnelMACAddrV6",
+    "interfaceIPv4Address": "projectcalico.org/IPv4WireguardInterfaceAddr",
+    "interfaceIPv6Address": "projectcalico.org/IPv6WireguardInterfaceAddr",
+    "wireguardPublicKey": "projectcalico.org/WireguardPublicKey",
+    "wireguardPublicKeyV6": "projectcalico.org/WireguardPublicKeyV6",
+}
+
+NAMESPACE_NAME_LABEL = f"{NAMESPACE_LABEL_PREFIX}projectcalico.org/name"
+SERVICE_ACCOUNT_NAME_LABEL = f"{SERVICE_ACCOUNT_LABEL_PREFIX}projectcalico.org/name"
+_FINISHED_PHASES = ("Failed", "Succeeded")
+_DROPPED_CRD_ANNOTATIONS = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "projectcalico.org/metadata",
+)
+
+
+def _v3(kind: str, name: str, namespace: str = "", **meta_extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta.update({k: v for k, v in meta_extra.items() if v})
+    return {"apiVersion": API_VERSION_V3, "kind": kind, "metadata": meta, "spec": {}}
+
+
+# --- Pods -----------------------------------------------------------------------------------------
+
+
+def _split_ips(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def pod_ip_networks(pod: dict[str, Any]) -> list[str]:
+    """The pod's IPs as /32 or /128 CIDRs, deduplicated in order.
+
+    Sources, first non-empty wins: the ``cni.projectcalico.org/podIPs`` annotation, ``…/podIP``,
+    AWS ``vpc.amazonaws.com/pod-ips``, ``status.podIPs``, ``status.podIP``. The CNI annotations
+    come first because Calico writes them at network setup, before the kubelet reports status.
+    A terminating pod whose ``…/podIP`` annotation is ``""`` has released its IPs: none.
+    """
+    meta = metadata(pod)
+    ann = str_map(meta.get("annotations"), "metadata.annotations")
+    status = as_dict(pod.get("status"), "status")
+    if meta.get("deletionTimestamp") and ann.get(ANNOTATION_POD_IP, None) == "":
+        return []
+    if ann.get(ANNOTATION_POD_IPS):
+        raw, field = (
+            _split_ips(ann[ANNOTATION_POD_IPS]),
+            f"metadata.annotations.{ANNOTATION_POD_IPS}",
+        )
+    elif ann.get(ANNOTATION_POD_IP):
+        raw, field = _split_ips(ann[ANNOTATION_POD_IP]), f"metadata.annotations.{ANNOTATION_POD_IP}"
+    elif ann.get(ANNOTATION_AWS_POD_IPS):
+        raw, field = (
+            _split_ips(ann[ANNOTATION_AWS_POD_IPS]),
+            f"metadata.annotations.{ANNOTATION_AWS_POD_IPS}",
+        )
+    elif as_list(status.get("podIPs"), "status.podIPs"):
+        raw = [
+            opt_str(as_dict(p, "status.podIPs[]").get("ip"), "status.podIPs[].ip")
+            for p in status["podIPs"]
+        ]
+        field = "status.podIPs"
+    else:
+        raw, field = _split_ips(opt_str(status.get("podIP"), "status.podIP")), "status.podIP"
+    nets: list[str] = []
+    for text in raw:
+        try:
+            ip = ipaddress.ip_interface(text).ip
+        except ValueError:
+            raise InvalidResource(f"{text!r} is not an IP address", field=field) from None
+        net = f"{ip}/{ip.max_prefixlen}"
+        if net not in nets:
+            nets.append(net)
+    return nets
+
+
+def _pod_ports(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """containerPorts (containers, then init containers) that have a name or a hostPort."""
+    out: list[dict[str, Any]] = []
+    for group in ("containers", "initContainers"):
+        for i, container in enumerate(as_list(pod_spec.get(group), f"spec.{group}")):
+            cfield = f"spec.{group}[{i}]"
+            for j, port in enumerate(
+                as_list(as_dict(container, cfield).get("ports"), f"{cfield}.ports")
+            ):
+                pfield = f"{cfield}.ports[{j}]"
+                port = as_dict(port, pfield)
+                name = opt_str(port.get("name"), f"{pfield}.name")
+                host_port = opt_int(port.get("hostPort"), f"{pfield}.hostPort")
+                if not name and not host_port:
+                    continue
+                entry: dict[str, Any] = {
+                    "name": name,
+                    "protocol": opt_str(port.get("protocol"), f"{pfield}.protocol") or "TCP",
+                    "port": opt_int(port.get("containerPort"), f"{pfield}.containerPort"),
+                }
+                if host_port:
+                    entry["hostPort"] = host_port
+                    host_ip = opt_str(port.get("hostIP"), f"{pfield}.hostIP")
+                    if host_ip:
+                        entry["hostIP"] = host_ip
+                out.append(entry)
+    return out
+
+
+def _pod_skip_reason(pod: dict[str, Any]) -> str:
+    """Why a pod has no WorkloadEndpoint ("" if it has one)."""
+    pod_spec = spec(pod)
+    if pod_spec.get("hostNetwork") is True:
+        return "host-network"
+    if not opt_str(pod_spec.get("nodeName"), "spec.nodeName"):
+        return "unscheduled"
+    if as_dict(pod.get("status"), "status").get("phase") in _FINISHED_PHASES:
+        return "finished"
+    if not pod_ip_networks(pod):
+        return "no-ip"
+    return ""
+
+
+def pod_workload_endpoint_key(pod: dict[str, Any]) -> str | None:
+    """The model key a scheduled pod's endpoint has (None if it has no node yet)."""
+    meta = metadata(pod)
+    node = opt_str(spec(pod).get("nodeName"), "spec.nodeName")
+    if not node:
+        return None
+    namespace = req_str(meta.get("namespace"), "metadata.namespace")
+    workload = f"{namespace}/{req_str(meta.get('name'), 'metadata.name')}"
+    return keys.workload_endpoint_key(node, K8S_ORCHESTRATOR, workload, "eth0")
+
+
+def pod_to_workload_endpoint(
+    pod: dict[str, Any], *, interface_prefix: str = DEFAULT_INTERFACE_PREFIX
+) -> dict[str, Any] | None:
+    """A Pod → the v3 WorkloadEndpoint Calico derives from it, or None when the pod has none
+    (host-networked, unscheduled, Failed/Succeeded, or without an IP)."""
+    try:
+        if _pod_skip_reason(pod):
+            return None
+        meta = metadata(pod)
+        name = req_str(meta.get("name"), "metadata.name")
+        namespace = req_str(meta.get("namespace"), "metadata.namespace")
+        pod_spec = spec(pod)
+        node = req_str(pod_spec.get("nodeName"), "spec.nodeName")
+        service_account = opt_str(
+            pod_spec.get("serviceAccountName"), "spec.serviceAccountName"
+        ) or opt_str(pod_spec.get("serviceAccount"), "spec.serviceAccount")
+        ann = str_map(meta.get("annotations"), "metadata.annotations")
+
+        labels = strip_reserved_labels(str_map(meta.get("labels"), "metadata.labels"))
+        labels[NAMESPACE_LABEL] = namespace
+        labels[ORCHESTRATOR_LABEL] = K8S_ORCHESTRATOR
+        if service_account:
+            labels[SERVICE_ACCOUNT_LABEL] = service_account
+        profiles = [f"kns.{namespace}"]
+        if service_account:
+            profiles.append(f"ksa.{namespace}.{service_account}")
+
+        wep = _v3(
+            "WorkloadEndpoint",
+            workload_endpoint_name(node, K8S_ORCHESTRATOR, name, "eth0"),
+            namespace,
+            generateName=opt_str(meta.get("generateName"), "metadata.generateName"),
+            labels=sorted_map(labels),
+            annotations={k: v for k, v in ann.items() if k.startswith(COPIED_ANNOTATION_PREFIX)},
+        )
+        wep_spec: dict[str, Any] = {
+            "orchestrator": K8S_ORCHESTRATOR,
+            "node": node,
+            "pod": name,
+            "endpoint": "eth0",
+            "containerID": ann.get(ANNOTATION_CONTAINER_ID, ""),
+            "serviceAccountName": service_account,
+            "ipNetworks": pod_ip_networks(pod),
+            "profiles": profiles,
+            "interfaceName": k8s_interface_name(namespace, name, interface_prefix),
+            "ports": _pod_ports(pod_spec),
+        }
+        if ann.get(ANNOTATION_MAC):
+            wep_spec["mac"] = ann[ANNOTATION_MAC]
+        wep["spec"] = wep_spec
+        return wep
+    except InvalidResource as exc:
+        raise exc.in_resource(describe({**pod, "kind": "Pod"})) from None
+
+
+def pod_to_updates(
+    pod: dict[str, Any], *, interface_prefix: str = DEFAULT_INTERFACE_PREFIX
+) -> list[Update]:
+    """A Pod → its WorkloadEndpoint update.
+
+    Host-networked and unscheduled pods never have an endpoint (both fields are immutable once
+    set), so they give ``[]``; a finished or IP-less pod may have had one, so it gives a
+    deletion of its key.
+    """
+    try:
+        reason = _pod_skip_reason(pod)
+        if reason in ("host-network", "unscheduled"):
+            return []
+        if reason:
+            key = pod_workload_endpoint_key(pod)
+            assert key is not None  # scheduled, checked above
+            return [Update(key, None)]
+    except InvalidResource as exc:
+        raise exc.in_resource(describe({**pod, "kind": "Pod"})) from None
+    wep = pod_to_workload_endpoint(pod, interface_prefix=interface_prefix)
+    assert wep is not None
+    return v3_to_updates(wep)
+
+
+# --- Namespaces and service accounts --------------------------------------------------------------
+
+
+def namespace_to_profile(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Namespace → Profile ``kns.<ns>``: labels to apply ``pcns.<label>`` plus
+    ``pcns.projectcalico.org/name``, and allow-all ingress and egress (k8s default-allow)."""
+    meta = metadata(namespace)
+    name = req_str(meta.get("name"), "metadata.name")
+    labels = {
+        NAMESPACE_LABEL_PREFIX + k: v
+        for k, v in str_map(meta.get("labels"), "metadata.labels").items()
+    }
+    labels[NAMESPACE_NAME_LABEL] = name
+    profile = _v3("Profile", f"kns.{name}")
+    profile["spec"] = {
+        "ingress": [{"action": "Allow"}],
+        "egress": [{"action": "Allow"}],
+        "labelsToApply": sorted_map(labels),
+    }
+    return profile
+
+
+def service_account_to_profile(service_account: dict[str, Any]) -> dict[str, Any]:
+    """ServiceAccount → Profile ``ksa.<ns>.<sa>``: ``pcsa.``-prefixed labels plus
+    ``pcsa.projectcalico.org/name``; no rules."""
+    meta = metadata(service_account)
+    name = req_str(meta.get("name"), "metadata.name")
+    namespace = req_str(meta.get("namespace"), "metadata.namespace")
+    labels = {
+        SERVICE_ACCOUNT_LABEL_PREFIX + k: v
+        for k, v in str_map(meta.get("labels"), "metadata.labels").items()
+    }
+    labels[SERVICE_ACCOUNT_NAME_LABEL] = name
+    profile = _v3("Profile", f"ksa.{namespace}.{name}")
+    profile["spec"] = {"labelsToApply": sorted_map(labels)}
+    return profile
+
+
+# --- NetworkPolicy --------------------------------------------------------------------------------
+
+
+def network_policy_to_v3(policy: dict[str, Any]) -> dict[str, Any]:
+    """networking.k8s.io/v1 NetworkPolicy → v3 ``KubernetesNetworkPolicy`` (same name and
+    namespace, tier ``default``, order 1000; felix-model.md §3.3)."""
+    meta = metadata(policy)
+    out = _v3(
+        "KubernetesNetworkPolicy",
+        req_str(meta.get("name"), "metadata.name"),
+        req_str(meta.get("namespace"), "metadata.namespace"),
+    )
+    out["spec"] = k8s_policy_spec_to_v3(policy.get("spec"))
+    return out
+
+
+# --- Nodes ----------------------------------------------------------------------------------------
+
+
+def node_to_v3(node: dict[str, Any]) -> dict[str, Any]:
+    """k8s Node → v3 Node from calico-node's annotations.
+
+    ``spec.addresses`` lists the annotated Calico addresses (type ``CalicoNodeIP``) followed by
+    the node's ``InternalIP``/``ExternalIP`` status addresses, so a node without Calico
+    annotations still has an address. ``status.podCIDRs`` comes from ``spec.podCIDRs``.
+    """
+    meta = metadata(node)
+    name = req_str(meta.get("name"), "metadata.name")
+    ann = str_map(meta.get("annotations"), "metadata.annotations")
+
+    def get(field: str) -> str:
+        return ann.get(NODE_ANNOTATIONS[field], "")
+
+    out = _v3("Node", name, labels=str_map(meta.get("labels"), "metadata.labels"))
+    s: dict[str, Any] = {}
+    addresses = [
+        {"address": get(f), "type": "CalicoNodeIP"}
+        for f in ("ipv4Address", "ipv6Address")
+        if get(f)
+    ]
+    for i, addr in enumerate(
+        as_list(as_dict(node.get("status"), "status").get("addresses"), "status.addresses")
+    ):
+        addr = as_dict(addr, f"status.addresses[{i}]")
+        if addr.get("type") in ("InternalIP", "ExternalIP"):
+            addresses.append(
+                {
+                    "address": req_str(addr.get("address"), f"status.addresses[{i}].address"),
+                    "type": addr["type"],
+                }
+            )
+    if addresses:
+        s["addresses"] = addresses
+    bgp = {
+        f: get(f)
+        for f in ("ipv4Address", "ipv6Address", "ipv4IPIPTunnelAddr", "routeReflectorClusterID")
+        if get(f)
+    }
+    if get("asNumber"):
+        if not get("asNumber").isdigit():
+            raise InvalidResource(
+                "not a number", field=f"metadata.annotations.{NODE_ANNOTATIONS['asNumber']}"
+            )
+        bgp["asNumber"] = int(get("asNumber"))
+    if bgp:
+        s["bgp"] = bgp
+    for f in (
+        "ipv4VXLANTunnelAddr",
+        "vxlanTunnelMACAddr",
+        "ipv6VXLANTunnelAddr",
+        "vxlanTunnelMACAddrV6",
+    ):
+        if get(f):
+            s[f] = get(f)
+    wireguard = {f: get(f) for f in ("interfaceIPv4Address", "interfaceIPv6Address") if get(f)}
+    if wireguard:
+        s["wireguard"] = wireguard
+    s["orchRefs"] = [{"nodeName": name, "orchestrator": K8S_ORCHESTRATOR}]
+    out["spec"] = s
+    status = {f: get(f) for f in ("wireguardPublicKey", "wireguardPublicKeyV6") if get(f)}
+    pod_cidrs = [c for c in as_list(spec(node).get("podCIDRs"), "spec.podCIDRs") if c]
+    if pod_cidrs:
+        status["podCIDRs"] = pod_cidrs
+    if status:
+        out["status"] = status
+    return out
+
+
+# --- Calico CRDs ----------------------------------------------------------------------------------
+
+
+def crd_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
+    """A crd.projectcalico.org/v1 object → the projectcalico.org/v3 object of the same kind:
+    same spec (and status), metadata reduced to name, namespace, labels, annotations (without
+    kubectl's last-applied copy), uid and creationTimestamp."""
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise InvalidResource(
+            f"unknown Calico CRD kind {kind!r}", field="kind", resource=describe(obj)
+        )
+    meta = metadata(obj)
+    out = copy.deepcopy(obj)
+    out["apiVersion"] = API_VERSION_V3
+    new_meta = {
+        k: copy.deepcopy(v)
+        for k, v in meta.items()
+        if k in ("name", "namespace", "uid", "creationTimestamp", "labels")
+    }
+    annotations = {
+        k: v
+        for k, v in as_dict(meta.get("annotations"), "metadata.annotations").items()
+        if k not in _DROPPED_CRD_ANNOTATIONS
+    }
+    if annotations:
+        new_meta["annotations"] = annotations
+    for f in SERVER_METADATA_FIELDS:
+        new_meta.pop(f, None)
+    out["metadata"] = new_meta
+    return out
+
+
+# --- dispatch -------------------------------------------------------------------------------------
+
+
+def k8s_to_updates(
+    obj: dict[str, Any], *, interface_prefix: str = DEFAULT_INTERFACE_PREFIX
+) -> list[Update]:
+    """Any object a KDD watch delivers → model updates ([] for kinds Typha does not serve).
+
+    Like ``v3_to_updates``, the result is the complete set of keys the object produces now;
+    feed it through a ``ResourceExpander`` keyed by (kind, namespace, name).
+    """
+    api_version = obj.get("apiVersion")
+    kind = obj.get("kind")
+    try:
+        if api_version == API_VERSION_CRD:
+            return v3_to_updates(crd_to_v3(obj))
+        if api_version == "v1":
+            if kind == "Pod":
+                return pod_to_updates(obj, interface_prefix=interface_prefix)
+            if kind == "Namespace":
+                return v3_to_updates(namespace_to_profile(obj))
+            if kind == "ServiceAccount":
+                return v3_to_updates(service_account_to_profile(obj))
+            if kind == "Node":
+                return v3_to_updates(node_to_v3(obj))
+        if api_version == "networking.k8s.io/v1" and kind == "NetworkPolicy":
+            return v3_to_updates(network_policy_to_v3(obj))
+    except InvalidResource as exc:
+        raise exc.in_resource(describe(obj)) from None
+    return []

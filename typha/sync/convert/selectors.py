@@ -1,0 +1,289 @@
+"""Selector handling for the converters: a light syntax check and the label rewriting of
+felix-model.md §2.4.
+
+We do not parse selectors into an AST here (the node client does that); we tokenize them, which
+is enough to (a) reject obviously malformed text — unbalanced parentheses or braces, unterminated
+strings, characters outside the grammar — and (b) rename label identifiers (``pcns.``/``pcsa.``
+prefixes) and replace ``all()``/``global()`` without touching string literals. Rewritten text
+keeps the user's spelling everywhere else, and rewritten parts are parenthesised before being
+ANDed onto anything, so operator precedence never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from typha.sync.convert._common import (
+    NAMESPACE_LABEL,
+    NAMESPACE_LABEL_PREFIX,
+    SERVICE_ACCOUNT_LABEL,
+    SERVICE_ACCOUNT_LABEL_PREFIX,
+)
+from typha.sync.convert.errors import InvalidResource
+
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
+_FUNCTIONS = frozenset({"has", "all", "global"})
+
+HAS_NAMESPACE = f"has({NAMESPACE_LABEL})"
+NOT_HAS_NAMESPACE = f"!has({NAMESPACE_LABEL})"
+HAS_SERVICE_ACCOUNT = f"has({SERVICE_ACCOUNT_LABEL})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "word", "str", or the punctuation itself: ( ) { } , && || ! == !=
+    text: str
+    start: int
+    end: int
+
+
+def _tokenize(selector: str, field: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n = 0, len(selector)
+    while i < n:
+        c = selector[i]
+        if c in " \t":
+            i += 1
+        elif c in "'\"":
+            close = selector.find(c, i + 1)
+            if close < 0:
+                raise InvalidResource(
+                    f"unterminated string starting at offset {i} in selector {selector!r}",
+                    field=field,
+                )
+            tokens.append(_Token("str", selector[i : close + 1], i, close + 1))
+            i = close + 1
+        elif selector.startswith(("&&", "||", "==", "!="), i):
+            op = selector[i : i + 2]
+            tokens.append(_Token(op, op, i, i + 2))
+            i += 2
+        elif c in "(){},!":
+            tokens.append(_Token(c, c, i, i + 1))
+            i += 1
+        elif c in _WORD_CHARS:
+            j = i
+            while j < n and selector[j] in _WORD_CHARS:
+                j += 1
+            tokens.append(_Token("word", selector[i:j], i, j))
+            i = j
+        else:
+            raise InvalidResource(
+                f"unexpected character {c!r} at offset {i} in selector {selector!r}", field=field
+            )
+    return tokens
+
+
+def _check_balance(selector: str, tokens: list[_Token], field: str) -> None:
+    depth = 0
+    in_set = False
+    for tok in tokens:
+        if tok.kind == "(":
+            if in_set:
+                raise InvalidResource(f"'(' inside a set in selector {selector!r}", field=field)
+            depth += 1
+        elif tok.kind == ")":
+            depth -= 1
+            if depth < 0:
+                raise InvalidResource(f"unbalanced ')' in selector {selector!r}", field=field)
+        elif tok.kind == "{":
+            if in_set:
+                raise InvalidResource(f"nested '{{' in selector {selector!r}", field=field)
+            in_set = True
+        elif tok.kind == "}":
+            if not in_set:
+                raise InvalidResource(f"unbalanced '}}' in selector {selector!r}", field=field)
+            in_set = False
+    if depth:
+        raise InvalidResource(f"unbalanced '(' in selector {selector!r}", field=field)
+    if in_set:
+        raise InvalidResource(f"unterminated set in selector {selector!r}", field=field)
+    if tokens and tokens[0].kind in ("&&", "||"):
+        raise InvalidResource(f"selector {selector!r} starts with an operator", field=field)
+    if tokens and tokens[-1].kind in ("&&", "||", "!", "==", "!="):
+        raise InvalidResource(f"selector {selector!r} ends with an operator", field=field)
+
+
+def check_selector(selector: str, field: str) -> str:
+    """Light syntax check; returns the selector stripped of surrounding whitespace."""
+    if not isinstance(selector, str):
+        raise InvalidResource(
+            f"expected a selector string, got {type(selector).__name__}", field=field
+        )
+    # A rewrite with nothing to change walks the same token checks (functions, has() shape).
+    return rewrite_selector(selector, field)
+
+
+def rewrite_selector(
+    selector: str,
+    field: str,
+    *,
+    prefix: str = "",
+    all_replacement: str | None = None,
+    global_replacement: str | None = None,
+) -> str:
+    """Prefix every label identifier with ``prefix`` and replace ``all()``/``global()``.
+
+    A word is a label when it stands where an operand starts (start, after ``(``, ``&&``, ``||``,
+    ``!``) and is not a function call, or when it is the argument of ``has(...)``. Words right
+    after a label are operator words (``in``, ``not in``, ``contains``, ...) and stay as they are.
+    """
+    tokens = _tokenize(selector, field)
+    _check_balance(selector, tokens, field)
+    out: list[str] = []
+    pos = 0
+    operand = True  # the next word starts an operand
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if tok.kind == "word" and operand and nxt is not None and nxt.kind == "(":
+            if tok.text not in _FUNCTIONS:
+                raise InvalidResource(
+                    f"unknown function {tok.text!r} in selector {selector!r}", field=field
+                )
+            close = tokens[i + 3] if i + 3 < len(tokens) else None
+            if tok.text == "has":
+                arg = tokens[i + 2] if i + 2 < len(tokens) else None
+                if arg is None or arg.kind != "word" or close is None or close.kind != ")":
+                    raise InvalidResource(f"malformed has() in selector {selector!r}", field=field)
+                out.append(selector[pos : arg.start])
+                out.append(prefix + arg.text)
+                pos = arg.end
+                i += 4
+            else:
+                empty_call = i + 2 < len(tokens) and tokens[i + 2].kind == ")"
+                if not empty_call:
+                    raise InvalidResource(
+                        f"{tok.text}() takes no arguments in selector {selector!r}", field=field
+                    )
+                replacement = all_replacement if tok.text == "all" else global_replacement
+                if replacement is not None:
+                    out.append(selector[pos : tok.start])
+                    out.append(replacement)
+                    pos = tokens[i + 2].end
+                i += 3
+            operand = False
+            continue
+        if tok.kind == "word" and operand:
+            out.append(selector[pos : tok.start])
+            out.append(prefix + tok.text)
+            pos = tok.end
+            operand = False
+        elif tok.kind in ("(", "&&", "||", "!"):
+            operand = True
+        i += 1
+    out.append(selector[pos:])
+    return "".join(out).strip()
+
+
+def and_all(*parts: str) -> str:
+    """AND together non-empty selector parts, parenthesising each (``""`` if none)."""
+    present = [p for p in parts if p]
+    if len(present) == 1:
+        return present[0]
+    return " && ".join(f"({p})" for p in present)
+
+
+# --- the §2.4 rewrites ----------------------------------------------------------------------------
+
+
+def namespace_term(namespace: str) -> str:
+    return f"{NAMESPACE_LABEL} == '{namespace}'"
+
+
+def namespace_selector_term(namespace_selector: str, field: str) -> str:
+    """A namespaceSelector as an endpoint selector: labels ``pcns.``-prefixed, ``all()`` → any
+    namespaced endpoint, ``global()`` → any non-namespaced endpoint."""
+    return rewrite_selector(
+        namespace_selector,
+        field,
+        prefix=NAMESPACE_LABEL_PREFIX,
+        all_replacement=HAS_NAMESPACE,
+        global_replacement=NOT_HAS_NAMESPACE,
+    )
+
+
+def service_account_selector_term(sa_selector: str, field: str) -> str:
+    return rewrite_selector(
+        sa_selector, field, prefix=SERVICE_ACCOUNT_LABEL_PREFIX, all_replacement=HAS_SERVICE_ACCOUNT
+    )
+
+
+def service_account_names_term(names: list[str]) -> str:
+    quoted = ", ".join(f"'{n}'" for n in sorted(set(names)))
+    return f"{SERVICE_ACCOUNT_LABEL} in {{{quoted}}}"
+
+
+def policy_selector(
+    selector: str,
+    *,
+    namespace: str,
+    namespace_selector: str = "",
+    service_account_selector: str = "",
+    field: str = "spec",
+) -> str:
+    """The selector Felix sees for a policy (felix-model.md §2.4).
+
+    * namespaced: ``(S) && projectcalico.org/namespace == '<ns>'`` (just the term when S is empty);
+    * global with namespaceSelector N: ``(S) && (pcns.N)``, then every ``all()`` becomes
+      ``has(projectcalico.org/namespace)``;
+    * serviceAccountSelector X: ``(…) && (pcsa.X)`` with ``all()`` → ``has(…/serviceaccount)``.
+    An empty result means every endpoint and is spelled ``all()``.
+    """
+    sel = check_selector(selector, f"{field}.selector")
+    if namespace:
+        ns_term = namespace_term(namespace)
+        sel = f"({sel}) && {ns_term}" if sel else ns_term
+    elif namespace_selector.strip():
+        ns_part = rewrite_selector(
+            namespace_selector, f"{field}.namespaceSelector", prefix=NAMESPACE_LABEL_PREFIX
+        )
+        combined = f"({sel}) && ({ns_part})" if sel else ns_part
+        sel = rewrite_selector(
+            combined, f"{field}.namespaceSelector", all_replacement=HAS_NAMESPACE
+        )
+    if service_account_selector.strip():
+        sa_part = service_account_selector_term(
+            service_account_selector, f"{field}.serviceAccountSelector"
+        )
+        sel = f"({sel}) && ({sa_part})" if sel else sa_part
+    return sel or "all()"
+
+
+def entity_selector(
+    *,
+    selector: str,
+    not_selector: str,
+    namespace_selector: str,
+    sa_names: list[str],
+    sa_selector: str,
+    policy_namespace: str,
+    field: str,
+) -> str:
+    """The positive selector of a rule's source or destination (``GetEntityRuleSelector``).
+
+    Namespace part: the pcns-rewritten namespaceSelector, else (namespaced policies) the policy's
+    own namespace. Endpoint part: ``selector`` ANDed with the service-account match. The
+    namespace part is only added when the entity selects endpoints at all (selector, notSelector,
+    namespaceSelector or serviceAccounts set); a nets-only entity matches by CIDR everywhere.
+    """
+    if namespace_selector:
+        ns_part = namespace_selector_term(namespace_selector, f"{field}.namespaceSelector")
+    elif policy_namespace:
+        ns_part = namespace_term(policy_namespace)
+    else:
+        ns_part = ""
+    sa_parts = []
+    if sa_selector:
+        sa_parts.append(
+            service_account_selector_term(sa_selector, f"{field}.serviceAccounts.selector")
+        )
+    if sa_names:
+        sa_parts.append(service_account_names_term(sa_names))
+    endpoint_part = and_all(selector, and_all(*sa_parts))
+    selects_endpoints = bool(
+        selector or not_selector or namespace_selector or sa_names or sa_selector
+    )
+    if ns_part and selects_endpoints:
+        return f"({ns_part}) && ({endpoint_part})" if endpoint_part else ns_part
+    return endpoint_part
