@@ -8,6 +8,7 @@ jittered exponential backoff, resuming when the server can.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import ssl
@@ -234,11 +235,12 @@ class SyncClient:
         finally:
             self._session_scope = None
             self.connected_to = None
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.aclose()
-                except Exception:  # noqa: BLE001 - best effort on a broken stream
-                    pass
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(1),
+                contextlib.suppress(Exception),
+            ):
+                await stream.aclose()
 
     async def _stream(self, stream: trio.abc.Stream) -> None:
         proto = ClientProtocol(self.max_frame)

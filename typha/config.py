@@ -41,8 +41,13 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL", "PANIC")
 
 PARAMS: tuple[Param, ...] = (
     # Datastore (typha.md §3.1)
-    Param("DatastoreType", "choice", "etcdv3", "Datastore: etcdv3 or kubernetes.",
-          choices=("etcdv3", "kubernetes")),
+    Param(
+        "DatastoreType",
+        "choice",
+        "etcdv3",
+        "Datastore: etcdv3 or kubernetes.",
+        choices=("etcdv3", "kubernetes"),
+    ),
     Param("EtcdAddr", "str", "127.0.0.1:2379", "etcd host:port when no endpoints list."),
     Param("EtcdScheme", "choice", "http", "etcd scheme.", choices=("http", "https")),
     Param("EtcdEndpoints", "list", [], "Comma-separated etcd URLs; overrides addr/scheme."),
@@ -54,36 +59,82 @@ PARAMS: tuple[Param, ...] = (
     # Server (typha.md §3.2)
     Param("ServerPort", "port", 5473, "Listen port (0 means 5473; -1 a random port)."),
     Param("ServerHost", "str", "", "Listen address (empty: all)."),
-    Param("ServerMaxMessageSize", "int", 100, "Max KVs per message when batching deltas.",
-          minimum=1),
-    Param("ServerMaxFallBehindSecs", "float", 300.0,
-          "History kept for resumes; older clients get a conflated catch-up.", minimum=1),
-    Param("ServerNewClientFallBehindGracePeriod", "float", 300.0,
-          "Grace after a snapshot before fall-behind applies.", minimum=0),
-    Param("ServerMinBatchingAgeThresholdSecs", "float", 0.01,
-          "Breadcrumb age below which a client counts as caught up.", minimum=0),
+    Param(
+        "ServerMaxMessageSize", "int", 100, "Max KVs per message when batching deltas.", minimum=1
+    ),
+    Param(
+        "ServerMaxFallBehindSecs",
+        "float",
+        300.0,
+        "History kept for resumes; older clients get a conflated catch-up.",
+        minimum=1,
+    ),
+    Param(
+        "ServerNewClientFallBehindGracePeriod",
+        "float",
+        300.0,
+        "Grace after a snapshot before fall-behind applies.",
+        minimum=0,
+    ),
+    Param(
+        "ServerMinBatchingAgeThresholdSecs",
+        "float",
+        0.01,
+        "Breadcrumb age below which a client counts as caught up.",
+        minimum=0,
+    ),
     Param("ServerPingIntervalSecs", "float", 10.0, "Ping period.", minimum=0.01),
-    Param("ServerPongTimeoutSecs", "float", 60.0, "Drop a client with no pong for this long.",
-          minimum=0.01),
-    Param("ServerHandshakeTimeoutSecs", "float", 10.0, "Time allowed for the client hello.",
-          minimum=0.01),
-    Param("ServerWriteTimeoutSecs", "float", 120.0, "Drop a client whose writes stall this long.",
-          minimum=0.01),
+    Param(
+        "ServerPongTimeoutSecs",
+        "float",
+        60.0,
+        "Drop a client with no pong for this long.",
+        minimum=0.01,
+    ),
+    Param(
+        "ServerHandshakeTimeoutSecs",
+        "float",
+        10.0,
+        "Time allowed for the client hello.",
+        minimum=0.01,
+    ),
+    Param(
+        "ServerWriteTimeoutSecs",
+        "float",
+        120.0,
+        "Drop a client whose writes stall this long.",
+        minimum=0.01,
+    ),
     Param("SnapshotCacheMaxBatchSize", "int", 100, "Max updates per breadcrumb.", minimum=1),
     # Connection limits, rebalancing, shutdown (typha.md §3.3)
     Param("MaxConnectionsUpperLimit", "int", 10000, "Hard connection cap.", minimum=1),
-    Param("MaxConnectionsLowerLimit", "int", 400, "Floor for the computed per-replica limit.",
-          minimum=1),
-    Param("ConnectionRebalancingMode", "choice", "none", "none or kubernetes.",
-          choices=("none", "kubernetes")),
+    Param(
+        "MaxConnectionsLowerLimit",
+        "int",
+        400,
+        "Floor for the computed per-replica limit.",
+        minimum=1,
+    ),
+    Param(
+        "ConnectionRebalancingMode",
+        "choice",
+        "none",
+        "none or kubernetes.",
+        choices=("none", "kubernetes"),
+    ),
     Param("ConnectionDropIntervalSecs", "float", 1.0, "Governor tick.", minimum=0.01),
     Param("K8sServicePollIntervalSecs", "float", 30.0, "Rebalancing poll period.", minimum=0.1),
     Param("K8sNamespace", "str", "kube-system", "Namespace of the Typha service."),
     Param("K8sServiceName", "str", "calico-typha", "Service whose endpoints are counted."),
     Param("K8sPortName", "str", "calico-typha", "Port name that marks Typha's endpoints."),
     Param("ShutdownTimeoutSecs", "float", 300.0, "Graceful drain budget.", minimum=0),
-    Param("ShutdownConnectionDropIntervalMaxSecs", "float", 1.0,
-          "Cap on the gap between drops while draining.", minimum=0.001),
+    Param(
+        "ShutdownConnectionDropIntervalMaxSecs",
+        "float",
+        1.0,
+        "Cap on the gap between drops while draining.",
+        minimum=0.001,
+    ),
     # TLS (typha.md §3.4)
     Param("ServerCertFile", "file", "", "Server certificate."),
     Param("ServerKeyFile", "file", "", "Server key."),
@@ -97,15 +148,28 @@ PARAMS: tuple[Param, ...] = (
     Param("PrometheusMetricsEnabled", "bool", False, "Serve /metrics."),
     Param("PrometheusMetricsHost", "str", "", "Metrics bind address."),
     Param("PrometheusMetricsPort", "port", 9093, "Metrics port."),
-    Param("PrometheusGoMetricsEnabled", "bool", True,
-          "Include the runtime's (here: Python's GC and platform) collectors."),
+    Param(
+        "PrometheusGoMetricsEnabled",
+        "bool",
+        True,
+        "Include the runtime's (here: Python's GC and platform) collectors.",
+    ),
     Param("PrometheusProcessMetricsEnabled", "bool", True, "Include process collectors."),
     Param("PrometheusMetricsCertFile", "file", "", "Metrics HTTPS certificate."),
     Param("PrometheusMetricsKeyFile", "file", "", "Metrics HTTPS key."),
     Param("PrometheusMetricsCAFile", "file", "", "CA for metrics client certificates."),
-    Param("PrometheusMetricsClientAuth", "choice", "NoClientCert", "Metrics client auth.",
-          choices=("NoClientCert", "RequireAndVerifyClientCert", "RequireAnyClientCert",
-                   "VerifyClientCertIfGiven")),
+    Param(
+        "PrometheusMetricsClientAuth",
+        "choice",
+        "NoClientCert",
+        "Metrics client auth.",
+        choices=(
+            "NoClientCert",
+            "RequireAndVerifyClientCert",
+            "RequireAnyClientCert",
+            "VerifyClientCertIfGiven",
+        ),
+    ),
     Param("DebugPort", "int", 0, "Debug server port (0: off).", minimum=0),
     Param("DebugHost", "str", "localhost", "Debug server address."),
     Param("DebugMemoryProfilePath", "str", "", "SIGUSR1 memory profile target."),
@@ -116,20 +180,44 @@ PARAMS: tuple[Param, ...] = (
     Param("LogSeveritySys", "loglevel", "INFO", "Minimum severity to syslog; none disables."),
     # Our own (not in Typha): documented in docs/configuration.md
     Param("LogFormat", "choice", "console", "console or json.", choices=("console", "json")),
-    Param("ServerFanoutIntervalSecs", "float", 0.005,
-          "Coalescing window of the shared fan-out (latency vs. CPU).", minimum=0),
-    Param("SnapshotReuseSecs", "float", 10.0,
-          "How long a built snapshot serves later joiners.", minimum=0),
-    Param("TombstoneRetentionSecs", "float", 3600.0,
-          "How long deletions are remembered for conflated catch-ups.", minimum=0),
-    Param("HistoryMaxUpdates", "int", 200000, "Max updates kept in the breadcrumb history.",
-          minimum=1),
-    Param("RedirectAddrs", "list", [],
-          "Other replicas' host:port, suggested to clients in Goodbye messages."),
+    Param(
+        "ServerFanoutIntervalSecs",
+        "float",
+        0.005,
+        "Coalescing window of the shared fan-out (latency vs. CPU).",
+        minimum=0,
+    ),
+    Param(
+        "SnapshotReuseSecs",
+        "float",
+        10.0,
+        "How long a built snapshot serves later joiners.",
+        minimum=0,
+    ),
+    Param(
+        "TombstoneRetentionSecs",
+        "float",
+        3600.0,
+        "How long deletions are remembered for conflated catch-ups.",
+        minimum=0,
+    ),
+    Param(
+        "HistoryMaxUpdates", "int", 200000, "Max updates kept in the breadcrumb history.", minimum=1
+    ),
+    Param(
+        "RedirectAddrs",
+        "list",
+        [],
+        "Other replicas' host:port, suggested to clients in Goodbye messages.",
+    ),
     Param("CacheFilePath", "str", "", "Warm-restart cache file (empty: disabled)."),
     Param("CacheSaveIntervalSecs", "float", 30.0, "Period of warm-restart saves.", minimum=1),
-    Param("DatastoreInMemory", "bool", False,
-          "Use the in-memory datastore (demo and tests only; not a DatastoreType)."),
+    Param(
+        "DatastoreInMemory",
+        "bool",
+        False,
+        "Use the in-memory datastore (demo and tests only; not a DatastoreType).",
+    ),
 )
 
 PARAMS_BY_KEY: dict[str, Param] = {p.name.lower(): p for p in PARAMS}
@@ -138,8 +226,11 @@ PARAMS_BY_KEY: dict[str, Param] = {p.name.lower(): p for p in PARAMS}
 def _snake(name: str) -> str:
     out = []
     for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper() or (
-            i + 1 < len(name) and name[i + 1].islower())):
+        if (
+            ch.isupper()
+            and i
+            and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower()))
+        ):
             out.append("_")
         out.append(ch.lower())
     return "".join(out).replace("k8s_", "k8s_")
@@ -257,8 +348,16 @@ class Config:
 
     @property
     def tls_enabled(self) -> bool:
-        return any(getattr(self, a) for a in (
-            "server_cert_file", "server_key_file", "ca_file", "client_cn", "client_urisan"))
+        return any(
+            getattr(self, a)
+            for a in (
+                "server_cert_file",
+                "server_key_file",
+                "ca_file",
+                "client_cn",
+                "client_urisan",
+            )
+        )
 
     def etcd_urls(self) -> list[str]:
         if self.etcd_endpoints:  # type: ignore[attr-defined]
@@ -307,7 +406,7 @@ def load_config(
 
     for env_key, raw in environ.items():
         if env_key.upper().startswith(ENV_PREFIX) and env_key.upper() != "TYPHA_CONFIGFILE":
-            _set(settings, env_key[len(ENV_PREFIX):], raw, f"env:{env_key}", strict=False)
+            _set(settings, env_key[len(ENV_PREFIX) :], raw, f"env:{env_key}", strict=False)
 
     for name, value in (overrides or {}).items():
         _set(settings, name, str(value), "override", strict=True)

@@ -19,9 +19,7 @@ connections_active = Gauge(
 connections_dropped = Counter(
     "typha_connections_dropped", "Connections dropped to rebalance or shed load."
 )
-connections_streaming = Gauge(
-    "typha_connections_streaming", "Connections past the handshake.", _S
-)
+connections_streaming = Gauge("typha_connections_streaming", "Connections past the handshake.", _S)
 connections_grace_used = Counter(
     "typha_connections_grace_used", "Clients that needed the post-snapshot grace period.", _S
 )
@@ -82,9 +80,7 @@ bytes_sent = Counter("typha_bytes_sent", "Bytes written to clients.", _S)
 updates_skipped_by_reason = Counter(
     "typha_updates_skipped_by_reason", "Datastore changes that produced no update.", ["reason"]
 )
-warm_restart_loads = Counter(
-    "typha_warm_restart_loads", "Cache files loaded at start.", ["result"]
-)
+warm_restart_loads = Counter("typha_warm_restart_loads", "Cache files loaded at start.", ["result"])
 datastore_connected = Gauge("typha_datastore_connected", "1 while the datastore is reachable.")
 protocol_errors = Counter(
     "typha_protocol_errors", "Connections closed for breaking the protocol.", ["reason"]

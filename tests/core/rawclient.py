@@ -39,7 +39,10 @@ class RawClient:
     ) -> None:
         await self.stream.send_all(
             self.proto.start(
-                node=node, syncer=syncer, resume=resume, features=features,
+                node=node,
+                syncer=syncer,
+                resume=resume,
+                features=features,
                 compressions=compressions,
             )
         )

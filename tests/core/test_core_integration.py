@@ -29,7 +29,7 @@ from typha.protocol import (
 from typha.protocol.framing import frame
 from typha.sync.base import Update
 from typha.sync.memory import MemoryDatastore
-from typha.testing import run_typha, make_config
+from typha.testing import make_config, run_typha
 
 from .rawclient import RawClient
 
@@ -233,8 +233,10 @@ async def test_stalled_client_catches_up_by_conflation() -> None:
         assert view.oldest_seq > 10  # the history moved on past the stalled client
         head = view.head_seq
         await stalled.read_until(
-            lambda e: getattr(e, "seq", None) == head
-            and (isinstance(e, BatchDone) or (isinstance(e, KVs) and e.kind is KVKind.DELTA))
+            lambda e: (
+                getattr(e, "seq", None) == head
+                and (isinstance(e, BatchDone) or (isinstance(e, KVs) and e.kind is KVKind.DELTA))
+            )
         )
         apply_events(state, stalled.events)
         assert state == ds.data
@@ -377,8 +379,7 @@ async def test_status_reports_each_client() -> None:
         client = SyncClient([typha.address], "node-a")
         nursery.start_soon(client.run)
         await client.in_sync.wait()
-        await wait_until(lambda: any(
-            c["acked_seq"] >= 0 for c in typha.server.status()["clients"]))
+        await wait_until(lambda: any(c["acked_seq"] >= 0 for c in typha.server.status()["clients"]))
         status = typha.server.status()
         (entry,) = status["clients"]
         assert entry["node"] == "node-a" and entry["syncer"] == "felix"

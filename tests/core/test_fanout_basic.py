@@ -12,8 +12,12 @@ from typha.testing import run_typha
 
 def wep(i: int, node: str = "node1") -> tuple[str, dict]:
     key = workload_endpoint_key(node, "k8s", f"ns/pod{i}", "eth0")
-    return key, {"name": f"cali{i:011d}", "ipv4_nets": [f"10.0.{i // 250}.{i % 250}/32"],
-                 "labels": {"app": "x", "i": str(i)}, "profile_ids": ["kns.ns"]}
+    return key, {
+        "name": f"cali{i:011d}",
+        "ipv4_nets": [f"10.0.{i // 250}.{i % 250}/32"],
+        "labels": {"app": "x", "i": str(i)},
+        "profile_ids": ["kns.ns"],
+    }
 
 
 async def wait_until(pred, timeout: float = 10.0) -> None:

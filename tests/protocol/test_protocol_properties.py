@@ -33,7 +33,9 @@ from typha.protocol import (
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 seqs = st.integers(min_value=-1, max_value=2**62)
 text = st.text(max_size=40)
-scalar = st.none() | st.booleans() | ints | st.floats(allow_nan=False) | text | st.binary(max_size=20)
+scalar = (
+    st.none() | st.booleans() | ints | st.floats(allow_nan=False) | text | st.binary(max_size=20)
+)
 values = st.recursive(
     scalar,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),

@@ -56,7 +56,8 @@ def encode_snapshot(
     plain_parts: list[bytes] = []
     zstd_parts: list[bytes] = []
     for i in range(0, len(kvs), SNAPSHOT_CHUNK_KVS):
-        payload = encode_kvs_payload(KVKind.SNAPSHOT, seq, revision, kvs[i : i + SNAPSHOT_CHUNK_KVS])
+        chunk = kvs[i : i + SNAPSHOT_CHUNK_KVS]
+        payload = encode_kvs_payload(KVKind.SNAPSHOT, seq, revision, chunk)
         plain_parts.append(frame(payload))
         zstd_parts.append(best_frame(payload))
     tail = frame(encode_payload(BatchDone(KVKind.SNAPSHOT, seq, revision, len(kvs)))) + frame(

@@ -145,9 +145,9 @@ class ServerProtocol(_Endpoint):
             raise UnexpectedMessage(f"cannot send {type(msg).__name__} before the handshake")
         if isinstance(msg, Goodbye) and FEATURE_GOODBYE not in self.features:
             raise UnexpectedMessage("client did not advertise Goodbye support")
-        if isinstance(msg, KVs | BatchDone) and msg.kind is KVKind.CATCHUP:
-            if FEATURE_CATCHUP not in self.features:
-                raise UnexpectedMessage("client did not advertise catch-up support")
+        catchup = isinstance(msg, KVs | BatchDone) and msg.kind is KVKind.CATCHUP
+        if catchup and FEATURE_CATCHUP not in self.features:
+            raise UnexpectedMessage("client did not advertise catch-up support")
         if not isinstance(msg, Ping | Goodbye | SyncStatusMsg | KVs | BatchDone):
             raise UnexpectedMessage(f"a server does not send {type(msg).__name__}")
         return frame(encode_payload(msg))

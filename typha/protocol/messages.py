@@ -129,6 +129,4 @@ class Goodbye:
     address: str | None = None
 
 
-Message = (
-    ClientHello | ServerHello | SyncStatusMsg | KVs | BatchDone | Ping | Pong | Goodbye
-)
+Message = ClientHello | ServerHello | SyncStatusMsg | KVs | BatchDone | Ping | Pong | Goodbye

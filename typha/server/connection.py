@@ -8,6 +8,7 @@ to every caught-up client without waking any task (``try_fast_write``).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -115,11 +116,12 @@ class Connection:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
             self.streaming = False
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await self.transport.aclose()
-                except Exception:  # noqa: BLE001 - closing a broken socket may fail any way
-                    pass
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(1),
+                contextlib.suppress(Exception),
+            ):
+                await self.transport.aclose()
 
     async def _guarded(self, task, *args) -> None:  # type: ignore[no-untyped-def]
         """Run one of the connection's tasks; turn its ending into closing the connection."""
@@ -300,9 +302,7 @@ class Connection:
         head, rev = view.head_seq, view.revision
         parts = []
         for i in range(0, len(kvs), SNAPSHOT_CHUNK_KVS):
-            payload = encode_kvs_payload(
-                KVKind.CATCHUP, head, rev, kvs[i : i + SNAPSHOT_CHUNK_KVS]
-            )
+            payload = encode_kvs_payload(KVKind.CATCHUP, head, rev, kvs[i : i + SNAPSHOT_CHUNK_KVS])
             parts.append(best_frame(payload) if self.zstd else frame(payload))
         parts.append(frame(encode_payload(BatchDone(KVKind.CATCHUP, head, rev, len(kvs)))))
         parts.append(frame(encode_payload(SyncStatusMsg(view.status))))

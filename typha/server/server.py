@@ -6,6 +6,7 @@ the connection governor (connection limit, liveness), and per-connection nurseri
 
 from __future__ import annotations
 
+import contextlib
 import random
 import ssl
 import time
@@ -157,9 +158,7 @@ class SyncServer:
             log.info("TLS handshake timed out", conn_id=conn_id, peer=peer)
             await _close_quietly(stream)
             return None
-        problem = check_peer_identity(
-            tls.getpeercert(), self.cfg.client_cn, self.cfg.client_urisan
-        )
+        problem = check_peer_identity(tls.getpeercert(), self.cfg.client_cn, self.cfg.client_urisan)
         if problem:
             log.warning("client certificate refused", conn_id=conn_id, peer=peer, reason=problem)
             await _close_quietly(tls)
@@ -291,8 +290,9 @@ class SyncServer:
                 if time.monotonic() - started > timeout:
                     break
             for conn in list(self.connections.values()):
-                conn.close("server shutting down", reconnect_delay=0,
-                           address=self.suggest_address())
+                conn.close(
+                    "server shutting down", reconnect_delay=0, address=self.suggest_address()
+                )
             with trio.move_on_after(6):
                 while self.connections:
                     await trio.sleep(0.05)
@@ -348,8 +348,5 @@ class SyncServer:
 
 async def _close_quietly(stream: trio.abc.AsyncResource) -> None:
     with trio.move_on_after(1):
-        try:
+        with contextlib.suppress(Exception):
             await stream.aclose()
-        except Exception:  # noqa: BLE001
-            pass
-

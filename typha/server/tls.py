@@ -48,9 +48,7 @@ def uri_sans(cert: dict[str, Any] | None) -> list[str]:
     return [str(v) for (k, v) in cert.get("subjectAltName", ()) if k == "URI"]
 
 
-def check_peer_identity(
-    cert: dict[str, Any] | None, want_cn: str, want_uri_san: str
-) -> str | None:
+def check_peer_identity(cert: dict[str, Any] | None, want_cn: str, want_uri_san: str) -> str | None:
     """None if the certificate is acceptable, else the reason it is not."""
     if cert is None:
         return "no client certificate"

@@ -8,6 +8,7 @@ writer task.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -27,10 +28,8 @@ class SocketTransport:
         self.stream = stream
         self.sock = stream.socket
         self._fd = self.sock.fileno()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
         try:
             host, port = self.sock.getpeername()[:2]
             self.peer = f"{host}:{port}"

@@ -1,0 +1,207 @@
+"""Pure cache bookkeeping: dedupe, breadcrumbs, resync deletions, tombstones, resume points."""
+
+from __future__ import annotations
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from typha.cache.feed import encode_update
+from typha.cache.view import SyncerView
+from typha.model.keys import SyncerType
+from typha.protocol import SyncStatus, decode_payload
+from typha.protocol.framing import FrameDecoder
+from typha.sync.base import Update
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def view(**kw) -> SyncerView:
+    return SyncerView(SyncerType.FELIX, **kw)
+
+
+def enc(key: str, value) -> object:
+    return encode_update(Update(key, value))
+
+
+def replay(frames: bytes) -> dict:
+    dec = FrameDecoder(1 << 24)
+    dec.feed(frames)
+    state: dict = {}
+    while (p := dec.next_payload()) is not None:
+        msg = decode_payload(p)
+        for k, v in getattr(msg, "kvs", ()):
+            if v is None:
+                state.pop(k, None)
+            else:
+                state[k] = v
+    return state
+
+
+def loaded(v: SyncerView, data: dict, revision: int = 1) -> None:
+    v.begin_resync()
+    v.apply([enc(k, val) for k, val in data.items()], revision)
+    v.end_resync(revision)
+
+
+def test_unchanged_values_are_dropped_and_counted() -> None:
+    v = view()
+    loaded(v, {"/a": 1, "/b": 2})
+    head = v.head_seq
+    assert v.apply([enc("/a", 1)], 2) == []
+    assert v.stats.updates_skipped == 1
+    assert v.head_seq == head
+    # Positive control: a changed value mints a breadcrumb.
+    crumbs = v.apply([enc("/a", 3)], 3)
+    assert len(crumbs) == 1 and v.head_seq == head + 1
+
+
+def test_put_then_delete_in_one_batch_is_not_skipped() -> None:
+    v = view()
+    loaded(v, {})
+    crumbs = v.apply([enc("/k", 1), enc("/k", None)], 2)
+    assert [msgpack.unpackb(kv) for c in crumbs for kv in c.kv_bytes] == [["/k", 1], ["/k", None]]
+    assert "/k" not in v.state
+
+
+def test_resync_deletes_only_what_was_not_listed() -> None:
+    v = view()
+    loaded(v, {"/a": 1, "/b": 2, "/c": 3})
+    before = replay(b"".join(c.frames for c in v.crumbs))
+    assert before == {"/a": 1, "/b": 2, "/c": 3}
+    crumbs = v.begin_resync()
+    crumbs += v.apply([enc("/a", 1), enc("/c", 4)], 10)
+    crumbs += v.end_resync(10)
+    sent = [msgpack.unpackb(kv) for c in crumbs for kv in c.kv_bytes]
+    assert sent == [["/c", 4], ["/b", None]]  # only real changes; /a unchanged
+    assert v.status is SyncStatus.IN_SYNC
+    assert crumbs[-1].status is SyncStatus.IN_SYNC
+
+
+def test_in_sync_is_sent_after_the_batch() -> None:
+    v = view(max_batch_size=2)
+    v.begin_resync()
+    v.apply([enc(f"/k{i}", i) for i in range(5)], 1)
+    crumbs = v.end_resync(1)
+    assert crumbs[-1].status is SyncStatus.IN_SYNC
+
+
+def test_catch_up_gives_latest_values_and_deletions_since_a_position() -> None:
+    clock = Clock()
+    v = view(max_history_updates=3, clock=clock)
+    loaded(v, {f"/k{i}": 0 for i in range(10)})
+    pos = v.head_seq
+    client = {f"/k{i}": 0 for i in range(10)}
+    for r in range(5):
+        clock.now += 1
+        v.apply([enc("/k1", r), enc("/k2", r)], 2 + r)
+    v.apply([enc("/k3", None)], 20)
+    assert not v.can_resume_from_seq(pos)  # history moved on
+    assert v.can_catch_up_from_seq(pos)
+    for kv in v.changed_since(pos):
+        k, val = msgpack.unpackb(kv)
+        if val is None:
+            client.pop(k, None)
+        else:
+            client[k] = val
+    assert client == {k: msgpack.unpackb(e.value_bytes) for k, e in v.state.items()}
+
+
+def test_tombstones_expire_and_then_catch_up_is_refused() -> None:
+    clock = Clock()
+    v = view(tombstone_retention_secs=10, clock=clock)
+    loaded(v, {"/a": 1, "/b": 1})
+    pos = v.head_seq
+    v.apply([enc("/a", None)], 2)
+    assert v.can_catch_up_from_seq(pos)
+    clock.now = 100
+    v.apply([enc("/b", 2)], 3)  # trimming runs on updates
+    assert not v.can_catch_up_from_seq(pos)
+    assert v.can_catch_up_from_seq(v.head_seq - 1)
+
+
+def test_seq_for_revision_never_skips_part_of_a_batch() -> None:
+    v = view(max_batch_size=2)
+    loaded(v, {"/x": 0}, revision=1)
+    v.apply([enc("/a", 1), enc("/b", 1), enc("/c", 1)], 5)  # one batch, two crumbs
+    first, second = list(v.crumbs)[-2:]
+    assert not first.complete and second.complete
+    # A client that saw only the first crumb claims the previous complete revision.
+    assert first.revision == 1
+    seq = v.seq_for_revision(1)
+    assert seq is not None
+    replayed = [msgpack.unpackb(kv)[0] for c in v.crumbs_after(seq) for kv in c.kv_bytes]
+    assert replayed == ["/a", "/b", "/c"]
+    assert v.seq_for_revision(5) == v.head_seq
+    assert v.seq_for_revision(0) is None  # before the first complete list
+    assert v.seq_for_revision(6) is None  # ahead of this replica
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 8), st.none() | st.integers(0, 3)), max_size=6),
+        max_size=25,
+    ),
+    st.integers(1, 4),
+    st.integers(2, 30),
+)
+def test_any_resume_point_replays_to_the_head(batches, batch_size, history) -> None:
+    """From every position a client can hold, replay or catch-up reproduces the head state."""
+    clock = Clock()
+    v = view(max_batch_size=batch_size, max_history_updates=history, clock=clock)
+    loaded(v, {})
+    states = {v.head_seq: {}}
+    revs = {v.head_seq: 1}
+    model: dict = {}
+    for i, batch in enumerate(batches):
+        clock.now += 1
+        crumbs = v.apply([enc(f"/k{k}", val) for k, val in batch], 2 + i)
+        for crumb in crumbs:
+            for kv in crumb.kv_bytes:
+                k, val = msgpack.unpackb(kv)
+                if val is None:
+                    model.pop(k, None)
+                else:
+                    model[k] = val
+            states[crumb.seq] = dict(model)
+            revs[crumb.seq] = crumb.revision
+    head = {k: msgpack.unpackb(e.value_bytes) for k, e in v.state.items()}
+    assert head == model
+    for seq, state in states.items():
+        if v.can_resume_from_seq(seq):
+            got = dict(state)
+            for c in v.crumbs_after(seq):
+                for kv in c.kv_bytes:
+                    k, val = msgpack.unpackb(kv)
+                    if val is None:
+                        got.pop(k, None)
+                    else:
+                        got[k] = val
+            assert got == head
+        if v.can_catch_up_from_seq(seq):
+            got = dict(state)
+            for kv in v.changed_since(seq):
+                k, val = msgpack.unpackb(kv)
+                if val is None:
+                    got.pop(k, None)
+                else:
+                    got[k] = val
+            assert got == head
+        rev = revs[seq]
+        if rev is not None and (rseq := v.seq_for_revision(rev)) is not None:
+            got = dict(state)
+            for c in v.crumbs_after(rseq):
+                for kv in c.kv_bytes:
+                    k, val = msgpack.unpackb(kv)
+                    if val is None:
+                        got.pop(k, None)
+                    else:
+                        got[k] = val
+            assert got == head, (seq, rev, rseq)
