@@ -49,7 +49,9 @@ def _expand(doc: object, source: str) -> list[dict[str, Any]]:
     if isinstance(doc, list):
         return [r for item in doc for r in _expand(item, source)]
     if not isinstance(doc, dict):
-        raise InvalidResource(f"a document must be a mapping, got {type(doc).__name__}", resource=source)
+        raise InvalidResource(
+            f"a document must be a mapping, got {type(doc).__name__}", resource=source
+        )
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
         items = doc["items"]
@@ -163,7 +165,9 @@ def validate_resource(resource: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidResource("required", field="metadata.name", resource=label)
     if "/" in name or len(name) > 253:
         raise InvalidResource(
-            "must be at most 253 characters and contain no '/'", field="metadata.name", resource=label
+            "must be at most 253 characters and contain no '/'",
+            field="metadata.name",
+            resource=label,
         )
     if info.namespaced:
         meta.setdefault("namespace", DEFAULT_NAMESPACE)

@@ -175,8 +175,9 @@ def _pod_ports(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _pod_skip_reason(pod: dict[str, Any]) -> str:
-    """Why a pod has no WorkloadEndpoint ("" if it has one)."""
+def _pod_skip_reason(pod: dict[str, Any], ips: list[str] | None = None) -> str:
+    """Why a pod has no WorkloadEndpoint ("" if it has one). ``ips`` = pod_ip_networks(pod)
+    when the caller already has them."""
     pod_spec = spec(pod)
     if pod_spec.get("hostNetwork") is True:
         return "host-network"
@@ -184,7 +185,7 @@ def _pod_skip_reason(pod: dict[str, Any]) -> str:
         return "unscheduled"
     if as_dict(pod.get("status"), "status").get("phase") in _FINISHED_PHASES:
         return "finished"
-    if not pod_ip_networks(pod):
+    if not (pod_ip_networks(pod) if ips is None else ips):
         return "no-ip"
     return ""
 
@@ -200,59 +201,74 @@ def pod_workload_endpoint_key(pod: dict[str, Any]) -> str | None:
     return keys.workload_endpoint_key(node, K8S_ORCHESTRATOR, workload, "eth0")
 
 
+def _build_workload_endpoint(
+    pod: dict[str, Any], ips: list[str], interface_prefix: str
+) -> dict[str, Any]:
+    meta = metadata(pod)
+    name = req_str(meta.get("name"), "metadata.name")
+    namespace = req_str(meta.get("namespace"), "metadata.namespace")
+    pod_spec = spec(pod)
+    node = req_str(pod_spec.get("nodeName"), "spec.nodeName")
+    service_account = opt_str(
+        pod_spec.get("serviceAccountName"), "spec.serviceAccountName"
+    ) or opt_str(pod_spec.get("serviceAccount"), "spec.serviceAccount")
+    ann = str_map(meta.get("annotations"), "metadata.annotations")
+
+    labels = strip_reserved_labels(str_map(meta.get("labels"), "metadata.labels"))
+    labels[NAMESPACE_LABEL] = namespace
+    labels[ORCHESTRATOR_LABEL] = K8S_ORCHESTRATOR
+    if service_account:
+        labels[SERVICE_ACCOUNT_LABEL] = service_account
+    profiles = [f"kns.{namespace}"]
+    if service_account:
+        profiles.append(f"ksa.{namespace}.{service_account}")
+
+    wep = _v3(
+        "WorkloadEndpoint",
+        workload_endpoint_name(node, K8S_ORCHESTRATOR, name, "eth0"),
+        namespace,
+        generateName=opt_str(meta.get("generateName"), "metadata.generateName"),
+        labels=sorted_map(labels),
+        annotations={k: v for k, v in ann.items() if k.startswith(COPIED_ANNOTATION_PREFIX)},
+    )
+    wep_spec: dict[str, Any] = {
+        "orchestrator": K8S_ORCHESTRATOR,
+        "node": node,
+        "pod": name,
+        "endpoint": "eth0",
+        "containerID": ann.get(ANNOTATION_CONTAINER_ID, ""),
+        "serviceAccountName": service_account,
+        "ipNetworks": ips,
+        "profiles": profiles,
+        "interfaceName": k8s_interface_name(namespace, name, interface_prefix),
+        "ports": _pod_ports(pod_spec),
+    }
+    if ann.get(ANNOTATION_MAC):
+        wep_spec["mac"] = ann[ANNOTATION_MAC]
+    wep["spec"] = wep_spec
+    return wep
+
+
+def _convert_pod(pod: dict[str, Any], interface_prefix: str) -> tuple[str, dict[str, Any] | None]:
+    """(skip reason, v3 WEP or None), reading the pod's IPs once."""
+    try:
+        pod_spec = spec(pod)
+        scheduled = pod_spec.get("hostNetwork") is not True and pod_spec.get("nodeName")
+        ips = pod_ip_networks(pod) if scheduled else []
+        reason = _pod_skip_reason(pod, ips)
+        if reason:
+            return reason, None
+        return "", _build_workload_endpoint(pod, ips, interface_prefix)
+    except InvalidResource as exc:
+        raise exc.in_resource(describe({**pod, "kind": "Pod"})) from None
+
+
 def pod_to_workload_endpoint(
     pod: dict[str, Any], *, interface_prefix: str = DEFAULT_INTERFACE_PREFIX
 ) -> dict[str, Any] | None:
     """A Pod → the v3 WorkloadEndpoint Calico derives from it, or None when the pod has none
     (host-networked, unscheduled, Failed/Succeeded, or without an IP)."""
-    try:
-        if _pod_skip_reason(pod):
-            return None
-        meta = metadata(pod)
-        name = req_str(meta.get("name"), "metadata.name")
-        namespace = req_str(meta.get("namespace"), "metadata.namespace")
-        pod_spec = spec(pod)
-        node = req_str(pod_spec.get("nodeName"), "spec.nodeName")
-        service_account = opt_str(
-            pod_spec.get("serviceAccountName"), "spec.serviceAccountName"
-        ) or opt_str(pod_spec.get("serviceAccount"), "spec.serviceAccount")
-        ann = str_map(meta.get("annotations"), "metadata.annotations")
-
-        labels = strip_reserved_labels(str_map(meta.get("labels"), "metadata.labels"))
-        labels[NAMESPACE_LABEL] = namespace
-        labels[ORCHESTRATOR_LABEL] = K8S_ORCHESTRATOR
-        if service_account:
-            labels[SERVICE_ACCOUNT_LABEL] = service_account
-        profiles = [f"kns.{namespace}"]
-        if service_account:
-            profiles.append(f"ksa.{namespace}.{service_account}")
-
-        wep = _v3(
-            "WorkloadEndpoint",
-            workload_endpoint_name(node, K8S_ORCHESTRATOR, name, "eth0"),
-            namespace,
-            generateName=opt_str(meta.get("generateName"), "metadata.generateName"),
-            labels=sorted_map(labels),
-            annotations={k: v for k, v in ann.items() if k.startswith(COPIED_ANNOTATION_PREFIX)},
-        )
-        wep_spec: dict[str, Any] = {
-            "orchestrator": K8S_ORCHESTRATOR,
-            "node": node,
-            "pod": name,
-            "endpoint": "eth0",
-            "containerID": ann.get(ANNOTATION_CONTAINER_ID, ""),
-            "serviceAccountName": service_account,
-            "ipNetworks": pod_ip_networks(pod),
-            "profiles": profiles,
-            "interfaceName": k8s_interface_name(namespace, name, interface_prefix),
-            "ports": _pod_ports(pod_spec),
-        }
-        if ann.get(ANNOTATION_MAC):
-            wep_spec["mac"] = ann[ANNOTATION_MAC]
-        wep["spec"] = wep_spec
-        return wep
-    except InvalidResource as exc:
-        raise exc.in_resource(describe({**pod, "kind": "Pod"})) from None
+    return _convert_pod(pod, interface_prefix)[1]
 
 
 def pod_to_updates(
@@ -264,18 +280,13 @@ def pod_to_updates(
     set), so they give ``[]``; a finished or IP-less pod may have had one, so it gives a
     deletion of its key.
     """
-    try:
-        reason = _pod_skip_reason(pod)
-        if reason in ("host-network", "unscheduled"):
-            return []
-        if reason:
-            key = pod_workload_endpoint_key(pod)
-            assert key is not None  # scheduled, checked above
-            return [Update(key, None)]
-    except InvalidResource as exc:
-        raise exc.in_resource(describe({**pod, "kind": "Pod"})) from None
-    wep = pod_to_workload_endpoint(pod, interface_prefix=interface_prefix)
-    assert wep is not None
+    reason, wep = _convert_pod(pod, interface_prefix)
+    if reason in ("host-network", "unscheduled"):
+        return []
+    if wep is None:
+        key = pod_workload_endpoint_key(pod)
+        assert key is not None  # scheduled, checked above
+        return [Update(key, None)]
     return v3_to_updates(wep)
 
 
