@@ -1,0 +1,92 @@
+"""Configuration: Typha's names and defaults, precedence, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from typha.config import PARAMS, ConfigError, load_config
+
+
+def test_defaults_match_typha() -> None:
+    cfg = load_config(environ={})
+    assert cfg.datastore_type == "etcdv3"
+    assert cfg.listen_port == 5473
+    assert cfg.server_ping_interval_secs == 10
+    assert cfg.server_pong_timeout_secs == 60
+    assert cfg.server_handshake_timeout_secs == 10
+    assert cfg.server_write_timeout_secs == 120
+    assert cfg.max_connections_upper_limit == 10000
+    assert cfg.max_connections_lower_limit == 400
+    assert cfg.health_port == 9098 and cfg.prometheus_metrics_port == 9093
+    assert cfg.shutdown_timeout_secs == 300
+    assert cfg.k8s_service_name == "calico-typha" and cfg.k8s_namespace == "kube-system"
+    assert cfg.log_file_path == "/var/log/calico/typha.log"
+    assert cfg.etcd_urls() == ["http://127.0.0.1:2379"]
+    assert {p.name for p in PARAMS} >= {
+        "ServerMaxFallBehindSecs", "ServerNewClientFallBehindGracePeriod",
+        "ServerMinBatchingAgeThresholdSecs", "SnapshotCacheMaxBatchSize",
+        "ConnectionRebalancingMode", "ConnectionDropIntervalSecs", "K8sServicePollIntervalSecs",
+        "K8sPortName", "ShutdownConnectionDropIntervalMaxSecs", "ClientCN", "ClientURISAN",
+        "PrometheusMetricsClientAuth", "DebugMemoryProfilePath", "LogSeveritySys",
+    }
+
+
+def test_env_beats_file_beats_default(tmp_path: Path) -> None:
+    cfgfile = tmp_path / "typha.cfg"
+    cfgfile.write_text("[global]\nServerPingIntervalSecs = 3\nHealthPort = 9999\n")
+    cfg = load_config(
+        environ={"typha_serverpingintervalsecs": "5", "TYPHA_LOGFILEPATH": "none"},
+        config_file=str(cfgfile),
+    )
+    assert cfg.server_ping_interval_secs == 5.0
+    assert cfg.settings["ServerPingIntervalSecs"].source == "env:typha_serverpingintervalsecs"
+    assert cfg.health_port == 9999
+    assert cfg.settings["HealthPort"].source == f"file:{cfgfile}"
+    assert cfg.settings["ServerWriteTimeoutSecs"].source == "default"
+    assert cfg.log_file_path == ""  # "none" is the zero value
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"TYPHA_SERVERPINGINTERVALSECS": "soon"}, "ServerPingIntervalSecs='soon' (from env"),
+        ({"TYPHA_DATASTORETYPE": "consul"}, "must be one of etcdv3, kubernetes"),
+        ({"TYPHA_HEALTHPORT": "70000"}, "port number"),
+        ({"TYPHA_LOGSEVERITYSCREEN": "loud"}, "must be one of DEBUG"),
+        ({"TYPHA_HEALTHENABLED": "maybe"}, "expected a boolean"),
+        ({"TYPHA_ETCDCAFILE": "/does/not/exist"}, "does not exist"),
+        ({"TYPHA_CLIENTCN": "calico-node"}, "TLS"),
+        ({"TYPHA_MAXCONNECTIONSLOWERLIMIT": "20000"}, "exceeds MaxConnectionsUpperLimit"),
+        ({"TYPHA_SERVERMAXMESSAGESIZE": "0"}, "at least 1"),
+    ],
+)
+def test_bad_values_stop_the_start_with_key_value_source_and_rule(env, fragment) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(environ=env)
+    assert fragment in str(err.value)
+
+
+def test_unknown_file_keys_are_errors_but_unknown_env_vars_are_ignored(tmp_path: Path) -> None:
+    cfgfile = tmp_path / "typha.cfg"
+    cfgfile.write_text("[global]\nServerPingIntervalSec = 3\n")
+    with pytest.raises(ConfigError, match="unknown parameter 'ServerPingIntervalSec'"):
+        load_config(environ={}, config_file=str(cfgfile))
+    assert load_config(environ={"TYPHA_NOTAPARAM": "x"}).listen_port == 5473
+
+
+def test_password_is_redacted_in_descriptions() -> None:
+    cfg = load_config(environ={"TYPHA_ETCDPASSWORD": "hunter2"})
+    rows = {name: (value, source) for name, value, source in cfg.describe()}
+    assert rows["EtcdPassword"] == ("<redacted>", "env:TYPHA_ETCDPASSWORD")
+    assert cfg.etcd_password == "hunter2"
+
+
+def test_pong_timeout_too_close_to_ping_is_widened_like_typha() -> None:
+    cfg = load_config(environ={"TYPHA_SERVERPINGINTERVALSECS": "10",
+                               "TYPHA_SERVERPONGTIMEOUTSECS": "15"})
+    assert cfg.pong_timeout == 60
+    ok = load_config(environ={"TYPHA_SERVERPONGTIMEOUTSECS": "25",
+                              "TYPHA_SERVERPINGINTERVALSECS": "10"})
+    assert ok.pong_timeout == 25
