@@ -205,3 +205,28 @@ def test_any_resume_point_replays_to_the_head(batches, batch_size, history) -> N
                     else:
                         got[k] = val
             assert got == head, (seq, rev, rseq)
+
+
+def test_scoped_resync_deletes_only_that_scopes_missing_keys() -> None:
+    from typha.cache.feed import CacheFeed
+    from typha.model.keys import profile_labels_key, workload_endpoint_key
+    from typha.sync.base import ResyncFinished, ResyncStarted, Updates
+
+    feed = CacheFeed.create()
+    pod_a = workload_endpoint_key("n", "k8s", "ns/a", "eth0")
+    pod_b = workload_endpoint_key("n", "k8s", "ns/b", "eth0")
+    prof = profile_labels_key("kns.ns")
+    feed.apply(ResyncStarted())
+    feed.apply(Updates([Update(pod_a, {"x": 1}), Update(pod_b, {"x": 1})], None, "pods"))
+    feed.apply(Updates([Update(prof, {"l": "v"})], None, "namespaces"))
+    feed.apply(ResyncFinished())
+    view = feed.views[SyncerType.FELIX]
+    assert set(view.state) == {pod_a, pod_b, prof}
+    status_crumbs = sum(1 for c in view.crumbs if c.status is not None)
+    # Relist pods only: pod_b vanished; the namespace profile is not pods' to delete.
+    feed.apply(ResyncStarted("410", scope="pods"))
+    feed.apply(Updates([Update(pod_a, {"x": 1})], None, "pods"))
+    feed.apply(ResyncFinished(scope="pods"))
+    assert set(view.state) == {pod_a, prof}
+    assert view.status is SyncStatus.IN_SYNC
+    assert sum(1 for c in view.crumbs if c.status is not None) == status_crumbs

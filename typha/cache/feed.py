@@ -49,6 +49,10 @@ class CacheFeed:
     connected: bool = field(default=False, init=False)
     synced_once: bool = field(default=False, init=False)
     _published: dict[SyncerType, trio.Event] = field(default_factory=dict, init=False)
+    # For datastores with several watches: which scope last wrote each key, and the keys a
+    # scoped relist has seen so far.
+    _scope_of: dict[str, str] = field(default_factory=dict, init=False)
+    _scope_seen: dict[str, set[str]] = field(default_factory=dict, init=False)
 
     @classmethod
     def create(cls, syncers: Iterable[SyncerType] = ALL_SYNCER_TYPES, **view_kwargs) -> CacheFeed:
@@ -67,17 +71,24 @@ class CacheFeed:
     def apply(self, event: DatastoreEvent) -> None:
         """Apply one datastore event synchronously (also used by tests and warm restart)."""
         match event:
-            case Updates(updates=updates, revision=revision):
+            case Updates(updates=updates, revision=revision, scope=scope):
+                if scope is not None:
+                    self._track_scope(updates, scope)
                 self._apply_updates(updates, revision)
-            case ResyncStarted(reason=reason):
+            case ResyncStarted(reason=reason, scope=None):
                 log.info("resync started", reason=reason)
                 for syncer, view in self.views.items():
                     self._publish(syncer, view.begin_resync())
-            case ResyncFinished(revision=revision):
+            case ResyncStarted(reason=reason, scope=scope):
+                log.info("scoped resync started", reason=reason, scope=scope)
+                self._scope_seen[scope] = set()
+            case ResyncFinished(revision=revision, scope=None):
                 for syncer, view in self.views.items():
                     self._publish(syncer, view.end_resync(revision))
                 self.synced_once = True
                 log.info("resync finished", revision=revision, keys=self.sizes())
+            case ResyncFinished(revision=revision, scope=scope):
+                self._finish_scoped_resync(scope, revision)
             case ConnectionStatus(connected=connected, detail=detail):
                 self._set_connected(connected, detail)
 
@@ -96,6 +107,24 @@ class CacheFeed:
             batch = routed[syncer]
             if batch or revision is not None:
                 self._publish(syncer, view.apply(batch, revision))
+
+    def _track_scope(self, updates: Iterable[Update], scope: str) -> None:
+        seen = self._scope_seen.get(scope)
+        scope_of = self._scope_of
+        for upd in updates:
+            if seen is not None:
+                seen.add(upd.key)
+            if upd.value is None:
+                scope_of.pop(upd.key, None)
+            else:
+                scope_of[upd.key] = scope
+
+    def _finish_scoped_resync(self, scope: str, revision: int | None) -> None:
+        seen = self._scope_seen.pop(scope, set())
+        gone = [k for k, s in self._scope_of.items() if s == scope and k not in seen]
+        log.info("scoped resync finished", scope=scope, deleted=len(gone))
+        if gone:
+            self.apply(Updates([Update(k, None) for k in gone], revision, scope))
 
     def _set_connected(self, connected: bool, detail: str) -> None:
         if connected == self.connected:

@@ -12,6 +12,13 @@ A datastore (etcd v3, Kubernetes, in-memory) turns its watch into a stream of ev
 * ``ConnectionStatus`` — the datastore became reachable/unreachable (drives readiness and the
   WaitForDatastore status; the cache keeps serving what it has).
 
+Scopes: a datastore with several independent watches (Kubernetes: one per resource type) tags
+its updates with a ``scope`` (the resource type) and may relist one scope alone:
+``ResyncStarted(scope=s)`` … ``Updates(…, scope=s)`` … ``ResyncFinished(scope=s)`` deletes only
+keys last written under scope ``s`` that the relist did not list. A relist of one scope does not
+change the sync status clients see; its differences arrive as ordinary deltas. The unscoped
+resync (``scope=None``) covers everything and drives the status (resync → in-sync).
+
 A datastore emits events by calling ``await sink.send(event)`` on the sink it is given.
 """
 
@@ -41,6 +48,7 @@ class Updates:
 
     updates: Sequence[Update]
     revision: int | None = None
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,7 @@ class ResyncStarted:
     """A full list is starting; ``reason`` is for logs and metrics."""
 
     reason: str = "initial"
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,7 @@ class ResyncFinished:
     """The full list has been emitted; keys not seen since ResyncStarted are gone."""
 
     revision: int | None = None
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
