@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,7 @@ import structlog
 import trio
 
 from typha import metrics
+from typha.cache import persist
 from typha.cache.feed import CacheFeed
 from typha.config import Config
 from typha.health import HealthAggregator
@@ -56,11 +59,13 @@ class Typha:
         self.datastore = datastore or build_datastore(cfg)
         self.feed = build_feed(cfg)
         self.health = HealthAggregator()
+        self.start_revision: int | None = None
+        epoch = self._warm_start() if cfg.cache_file_path else None
         ssl_ctx = None
         if cfg.tls_enabled:
             ssl_ctx = server_ssl_context(cfg.server_cert_file, cfg.server_key_file, cfg.ca_file)
         self.server = SyncServer(
-            cfg, self.feed, ssl_context=ssl_ctx, on_liveness=self._server_alive
+            cfg, self.feed, ssl_context=ssl_ctx, on_liveness=self._server_alive, epoch=epoch
         )
         for syncer in self.feed.views:
             self.health.register(f"{syncer}-cache", timeout=20)
@@ -69,6 +74,53 @@ class Typha:
         self.nursery: trio.Nursery | None = None
         self.extra_tasks: list[Callable[..., Any]] = []
         self._exported: dict[Any, tuple[int, int]] = {}
+
+    def _warm_start(self) -> int | None:
+        """Load the warm-restart file if there is a usable one; returns its epoch."""
+        path = self.cfg.cache_file_path
+        try:
+            saved = persist.read_cache_file(path)
+        except persist.CacheFileError as exc:
+            log.warning("ignoring unusable cache file", path=path, error=str(exc))
+            metrics.warm_restart_loads.labels("corrupt").inc()
+            return None
+        if saved is None:
+            metrics.warm_restart_loads.labels("missing").inc()
+            return None
+        try:
+            loaded = persist.restore(self.feed, saved)
+        except persist.CacheFileError as exc:
+            log.warning("ignoring unusable cache file", path=path, error=str(exc))
+            metrics.warm_restart_loads.labels("corrupt").inc()
+            self.feed = build_feed(self.cfg)
+            return None
+        self.start_revision = loaded.revision
+        metrics.warm_restart_loads.labels("loaded").inc()
+        log.info(
+            "warm restart: cache loaded",
+            path=path,
+            keys=loaded.keys,
+            revision=loaded.revision,
+            age_s=round(time.time() - loaded.saved_at, 1),
+        )
+        return loaded.epoch
+
+    async def save_cache(self) -> None:
+        if not self.cfg.cache_file_path:
+            return
+        snap = persist.snapshot_for_save(self.feed, self.server.epoch)
+        size = await trio.to_thread.run_sync(
+            persist.write_cache_file, self.cfg.cache_file_path, snap
+        )
+        log.info("cache saved", path=self.cfg.cache_file_path, bytes=size)
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.cfg.cache_save_interval_secs)
+            try:
+                await self.save_cache()
+            except OSError as exc:
+                log.warning("cache save failed", error=str(exc))
 
     def _server_alive(self) -> None:
         self.health.report("SyncServer", live=True, ready=True)
@@ -116,7 +168,11 @@ class Typha:
         cfg = self.cfg
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            nursery.start_soon(self.datastore.run, self.feed)
+            nursery.start_soon(
+                functools.partial(self.datastore.run, self.feed, start_revision=self.start_revision)
+            )
+            if cfg.cache_file_path:
+                nursery.start_soon(self._save_periodically)
             port = await nursery.start(self.server.run)
             nursery.start_soon(self._report_caches)
             if cfg.health_enabled:
@@ -132,7 +188,13 @@ class Typha:
             nursery.cancel_scope.cancel()
 
     async def drain_and_stop(self) -> None:
+        # Save before the drain too: clients that move to a replica restarted from this file
+        # can resume; then again after, with whatever changed meanwhile.
+        with trio.move_on_after(10):
+            await self.save_cache()
         await self.server.drain()
+        with trio.move_on_after(10):
+            await self.save_cache()
 
 
 async def _any_event(events: list[trio.Event]) -> None:

@@ -223,8 +223,15 @@ class SyncerView:
         return self.set_status(SyncStatus.RESYNC)
 
     def end_resync(self, revision: int | None = None) -> list[Breadcrumb]:
-        """Delete every key the resync did not list; then the view is in sync."""
-        seen = self._resync_seen or set()
+        """Delete every key the resync did not list; then the view is in sync.
+
+        Without a resync in progress (a warm-restarted cache whose watch has caught up), there
+        is nothing to diff: the view just becomes in sync.
+        """
+        if self._resync_seen is None:
+            crumbs = self.apply([], revision)
+            return crumbs + self.set_status(SyncStatus.IN_SYNC)
+        seen = self._resync_seen
         self._resync_seen = None
         gone = [k for k in self.state if k not in seen]
         self.stats.resync_deletions += len(gone)

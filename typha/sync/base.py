@@ -19,6 +19,11 @@ keys last written under scope ``s`` that the relist did not list. A relist of on
 change the sync status clients see; its differences arrive as ordinary deltas. The unscoped
 resync (``scope=None``) covers everything and drives the status (resync → in-sync).
 
+Warm restart: started with ``start_revision``, a datastore watches from there without a list
+and sends ``ResyncFinished(revision)`` *without* a ResyncStarted once it has caught up with the
+datastore; the cache then only marks itself in sync (there is nothing to diff). If the revision
+is gone (compacted), it resyncs normally (ResyncStarted … ResyncFinished).
+
 A datastore emits events by calling ``await sink.send(event)`` on the sink it is given.
 """
 

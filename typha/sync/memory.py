@@ -49,8 +49,12 @@ class MemoryDatastore:
 
     async def run(self, sink: EventSink, *, start_revision: int | None = None) -> None:
         await sink.send(ConnectionStatus(True))
-        if start_revision is None:
-            await self._list(sink, "initial")
+        if start_revision is not None and start_revision == self.revision:
+            # Warm restart with nothing missed: caught up at once, no list.
+            await sink.send(ResyncFinished(self.revision))
+        else:
+            # No saved revision, or one this datastore cannot replay from: list everything.
+            await self._list(sink, "initial" if start_revision is None else "revision gone")
         async for item in self._recv:
             if item == "resync":
                 await self._list(sink, "forced")

@@ -1,0 +1,90 @@
+"""Warm restart in process: a restarted Typha loads its cache file, keeps its epoch and serves
+reconnecting clients by resume, without snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from felix_client.sync_client import SyncClient
+from typha import metrics
+from typha.app import Typha
+from typha.cache import persist
+from typha.config import load_config
+from typha.sync.memory import MemoryDatastore
+
+from ..peers.ports import free_ports
+from .test_core_integration import wait_until, wep
+
+
+def config(port: int, path: Path):  # type: ignore[no-untyped-def]
+    return load_config(
+        environ={},
+        overrides={
+            "ServerPort": port,
+            "ServerHost": "127.0.0.1",
+            "LogFilePath": "none",
+            "CacheFilePath": str(path),
+            "ShutdownTimeoutSecs": 0.5,
+        },
+    )
+
+
+async def run_until_synced(typha: Typha, nursery: trio.Nursery) -> None:
+    await nursery.start(typha.run)
+    await wait_until(lambda: typha.feed.in_sync)
+
+
+async def test_restart_resumes_clients_without_snapshots(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    path = tmp_path / "typha-cache.msgpack"
+    ds = MemoryDatastore(dict(wep(i) for i in range(500)))
+    clients = [SyncClient([f"127.0.0.1:{port}"], f"n{i}", backoff_cap=0.3) for i in range(20)]
+    loads_before = metrics.warm_restart_loads.labels("loaded")._value.get()
+    async with trio.open_nursery() as outer:
+        first = Typha(config(port, path), ds)
+        async with trio.open_nursery() as n1:
+            await run_until_synced(first, n1)
+            for c in clients:
+                outer.start_soon(c.run)
+            await wait_until(lambda: all(c.state == ds.data for c in clients))
+            ds.set(*wep(1, rev=1))
+            await wait_until(lambda: all(c.state == ds.data for c in clients))
+            await first.drain_and_stop()  # saves the cache before and after the drain
+        assert path.exists()
+        # While Typha is down, the datastore changes.
+        ds.set(*wep(2, rev=2))
+        ds.delete(wep(3)[0])
+
+        second = Typha(config(port, path), ds)
+        assert second.server.epoch == first.server.epoch
+        assert second.start_revision is not None
+        async with trio.open_nursery() as n2:
+            await run_until_synced(second, n2)
+            await wait_until(lambda: all(c.state == ds.data for c in clients), 20)
+            assert all(c.stats.snapshots == 1 for c in clients)
+            assert all(c.stats.resumes >= 1 for c in clients)
+            n2.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
+    assert metrics.warm_restart_loads.labels("loaded")._value.get() == loads_before + 1
+
+
+async def test_corrupt_cache_file_is_ignored_and_clients_get_snapshots(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    path = tmp_path / "typha-cache.msgpack"
+    path.write_bytes(b"\x00garbage")
+    ds = MemoryDatastore(dict(wep(i) for i in range(50)))
+    typha = Typha(config(port, path), ds)
+    assert typha.start_revision is None
+    async with trio.open_nursery() as nursery:
+        await run_until_synced(typha, nursery)
+        client = SyncClient([f"127.0.0.1:{port}"], "n")
+        nursery.start_soon(client.run)
+        await wait_until(lambda: client.state == ds.data)
+        assert client.stats.snapshots == 1
+        nursery.cancel_scope.cancel()
+    # Positive control: a good file round-trips.
+    snap = persist.snapshot_for_save(typha.feed, typha.server.epoch)
+    persist.write_cache_file(str(path), snap)
+    assert persist.read_cache_file(str(path))["epoch"] == typha.server.epoch

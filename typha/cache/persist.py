@@ -1,0 +1,176 @@
+"""Warm restart: save the cache (state, history, tombstones, epoch, revision) to a local file
+and load it at start, so a restarted Typha serves clients at once, resumes their tokens and
+watches the datastore from the saved revision instead of listing everything again.
+
+No anchor does this: Calico Typha relists everything on every restart (calico#637).
+
+The file is msgpack, written atomically (temporary file, fsync, rename). Breadcrumb ages are
+stored relative to the save time and restored relative to the load time minus the downtime, so
+history retention keeps counting across the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from typha.model.keys import SyncerType
+from typha.protocol import SyncStatus
+
+from .feed import CacheFeed
+from .view import Breadcrumb, SyncerView, _encode_crumb, _Entry
+
+FORMAT_VERSION = 1
+# Bound the history we write: older clients get a conflated catch-up or a snapshot anyway.
+MAX_SAVED_HISTORY_UPDATES = 50_000
+
+
+class CacheFileError(Exception):
+    """The cache file is unusable (corrupt, wrong version, wrong layout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCache:
+    epoch: int
+    revision: int | None
+    saved_at: float
+    keys: int
+
+
+def snapshot_for_save(feed: CacheFeed, epoch: int) -> dict[str, Any]:
+    """Collect what to save, on the event loop (references only; packing happens later)."""
+    now_mono = time.monotonic()
+    views: dict[str, Any] = {}
+    for syncer, view in feed.views.items():
+        crumbs: list[Breadcrumb] = []
+        budget = MAX_SAVED_HISTORY_UPDATES
+        for crumb in reversed(view.crumbs):
+            budget -= crumb.n_kvs
+            if budget < 0 and crumbs:
+                break
+            crumbs.append(crumb)
+        crumbs.reverse()
+        # A saved history must start at a batch boundary (see SyncerView.seq_for_revision).
+        while crumbs and not crumbs[0].batch_start and len(crumbs) > 1:
+            crumbs.pop(0)
+        views[str(syncer)] = {
+            "state": [(k, e.value_bytes, e.kv_bytes, e.changed_seq) for k, e in view.state.items()],
+            "tombstones": [(k, s, now_mono - t, kv) for k, (s, t, kv) in view._tombstones.items()],
+            "tombstone_floor": view.tombstone_floor,
+            "head_seq": view.head_seq,
+            "revision": view.revision,
+            "base_revision": view._base_revision,
+            "status": int(view.status),
+            "crumbs": [
+                (
+                    c.seq,
+                    c.prev_revision,
+                    c.revision,
+                    now_mono - c.timestamp,
+                    c.kv_bytes,
+                    None if c.status is None else int(c.status),
+                    c.batch_start,
+                    c.complete,
+                )
+                for c in crumbs
+            ],
+            "dropped_history": len(crumbs) < len(view.crumbs),
+        }
+    return {
+        "version": FORMAT_VERSION,
+        "epoch": epoch,
+        "saved_at": time.time(),
+        "synced_once": feed.synced_once,
+        "views": views,
+    }
+
+
+def write_cache_file(path: str, snapshot: dict[str, Any]) -> int:
+    """Pack and write atomically (safe to run in a worker thread). Returns the byte count."""
+    data = msgpack.packb(snapshot, use_bin_type=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(data)
+
+
+def read_cache_file(path: str) -> dict[str, Any] | None:
+    """The saved snapshot, None if there is no file. Raises CacheFileError if unusable."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:
+        raise CacheFileError(f"{path}: not a cache file ({type(exc).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION:
+        raise CacheFileError(f"{path}: unsupported cache file version")
+    return obj
+
+
+def restore(feed: CacheFeed, saved: dict[str, Any]) -> LoadedCache:
+    """Load a saved snapshot into an empty feed. Views come back marked "resync" until the
+    datastore has caught up (it then sends ResyncFinished)."""
+    try:
+        downtime = max(0.0, time.time() - float(saved["saved_at"]))
+        now_mono = time.monotonic()
+        revision: int | None = None
+        keys = 0
+        for name, data in saved["views"].items():
+            view = feed.views.get(SyncerType(name))
+            if view is None:
+                continue
+            _restore_view(view, data, now_mono, downtime)
+            revision = view.revision
+            keys += len(view)
+        feed.synced_once = bool(saved.get("synced_once"))
+        return LoadedCache(int(saved["epoch"]), revision, float(saved["saved_at"]), keys)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CacheFileError(f"cache file layout: {exc}") from None
+
+
+def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downtime: float) -> None:
+    if view.state or view.crumbs:
+        raise ValueError("restore into a non-empty view")
+    view.state = {
+        k: _Entry(value_bytes, kv_bytes, seq) for k, value_bytes, kv_bytes, seq in data["state"]
+    }
+    view._tombstones = {
+        k: (seq, now_mono - age - downtime, kv) for k, seq, age, kv in data["tombstones"]
+    }
+    view.tombstone_floor = data["tombstone_floor"]
+    view.head_seq = data["head_seq"]
+    view.revision = data["revision"]
+    view._base_revision = data["base_revision"]
+    for seq, prev_rev, rev, age, kvs, status, batch_start, complete in data["crumbs"]:
+        crumb = Breadcrumb(
+            seq=seq,
+            prev_revision=prev_rev,
+            revision=rev,
+            timestamp=now_mono - age - downtime,
+            kv_bytes=list(kvs),
+            status=None if status is None else SyncStatus(status),
+            batch_start=batch_start,
+            complete=complete,
+        )
+        crumb.frames = _encode_crumb(crumb, compress=False)
+        view.crumbs.append(crumb)
+        view._history_updates += crumb.n_kvs
+    if data.get("dropped_history") and view.crumbs and view._base_revision is not None:
+        first = view.crumbs[0]
+        if first.prev_revision is not None:
+            view._base_revision = max(view._base_revision, first.prev_revision)
+    # Serve at once, but say "resync" until the datastore confirms we are caught up.
+    view.status = SyncStatus(data["status"])
+    if view.status is SyncStatus.IN_SYNC:
+        view.set_status(SyncStatus.RESYNC)
