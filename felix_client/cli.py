@@ -119,6 +119,8 @@ async def run_client(args: argparse.Namespace) -> int:
         args.syncer,
         callbacks=dataplane,
         ssl_context=ssl_ctx,
+        server_cn=env.cn,
+        server_uri_san=env.uri_san,
         read_timeout=env.read_timeout,
         write_timeout=env.write_timeout,
     )

@@ -21,6 +21,7 @@ import structlog
 import trio
 
 from typha import __version__
+from typha.server.tls import check_peer_identity
 from typha.protocol import (
     CLIENT_DEFAULT_MAX_FRAME,
     COMPRESSION_ZSTD,
@@ -116,6 +117,8 @@ class SyncClient:
         *,
         callbacks: SyncCallbacks | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        server_cn: str = "",
+        server_uri_san: str = "",
         read_timeout: float = 30.0,
         write_timeout: float = 10.0,
         connect_timeout: float = 10.0,
@@ -132,6 +135,8 @@ class SyncClient:
         self.syncer = syncer
         self.callbacks = callbacks or _NoCallbacks()
         self.ssl_context = ssl_context
+        self.server_cn = server_cn
+        self.server_uri_san = server_uri_san
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.connect_timeout = connect_timeout
@@ -224,6 +229,14 @@ class SyncClient:
                 except (ssl.SSLError, trio.BrokenResourceError) as exc:
                     await stream.aclose()
                     raise OSError(f"TLS handshake failed: {exc}") from None
+                # Like Felix: the chain is verified by the context; the identity is checked
+                # against the configured CN / URI SAN rather than the address we dialled.
+                problem = check_peer_identity(
+                    tls.getpeercert(), self.server_cn, self.server_uri_san
+                )
+                if problem:
+                    await tls.aclose()
+                    raise OSError(f"Typha's certificate refused: {problem}")
                 stream = tls
         self.stats.connects += 1
         self.connected_to = addr

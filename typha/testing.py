@@ -12,6 +12,7 @@ import trio
 from typha.cache.feed import CacheFeed
 from typha.config import Config, load_config
 from typha.server.server import SyncServer
+from typha.server.tls import server_ssl_context
 from typha.sync.base import Datastore
 
 
@@ -53,7 +54,10 @@ async def run_typha(
     }
     view_defaults.update(view_kwargs)
     feed = CacheFeed.create(**view_defaults)
-    server = SyncServer(cfg, feed, epoch=epoch)
+    ssl_ctx = None
+    if cfg.tls_enabled:
+        ssl_ctx = server_ssl_context(cfg.server_cert_file, cfg.server_key_file, cfg.ca_file)
+    server = SyncServer(cfg, feed, epoch=epoch, ssl_context=ssl_ctx)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(datastore.run, feed)
         port = await nursery.start(server.run)

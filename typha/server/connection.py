@@ -169,6 +169,7 @@ class Connection:
         self.info.client_version = hello.client_version
         self.log = self.log.bind(node=hello.node, syncer=str(syncer))
 
+        await self._wait_for_revision(hello)
         start_seq, how = self._plan_start(hello)
         initial = self._accept(
             hello,
@@ -197,6 +198,21 @@ class Connection:
             resumed=resumed,
             resume_seq=resume_seq,
         )
+
+    async def _wait_for_revision(self, hello: ClientHello, timeout: float = 3.0) -> None:
+        """A client coming from a replica that is slightly ahead of us: wait a little for our
+        watch to reach its revision rather than send it a snapshot (the Kubernetes watch cache
+        waits up to 3 s for a "too large" resourceVersion the same way)."""
+        token = hello.resume
+        view = self.view
+        assert view is not None and self.syncer is not None
+        if token is None or token.revision is None or token.epoch == self.server.epoch:
+            return
+        if view.revision is None or token.revision <= view.revision:
+            return
+        with trio.move_on_after(timeout):
+            while view.revision is None or view.revision < token.revision:
+                await self.server.feed.wait_for_crumb(self.syncer, view.head_seq)
 
     def _plan_start(self, hello: ClientHello) -> tuple[int | None, str]:
         """Resume position (a sequence number) if the client can skip the snapshot."""
