@@ -113,6 +113,7 @@ class ServerProtocol(_Endpoint):
         if self.state is not State.AWAIT_HELLO:
             raise UnexpectedMessage("handshake already done")
         if hello.protocol < 1:
+            self.state = State.CLOSED
             raise HandshakeRejected(f"unsupported protocol version {hello.protocol}")
         self.hello = hello
         if offer_compression and COMPRESSION_ZSTD in hello.compressions:

@@ -91,6 +91,7 @@ class Connection:
         self.pending: memoryview | None = None  # remainder of a short fast-path write
         self.control: list[bytes] = []
         self.streaming = False
+        self.registered = False
         self.closing = False
         self._wake = trio.Event()
         self._cancel: trio.CancelScope | None = None

@@ -120,24 +120,24 @@ class SyncServer:
                 metrics.connections_dropped.inc()
                 await stream.aclose()
                 continue
+            # Count it now, not when its task first runs, so a burst cannot overshoot the cap.
+            self._handshaking += 1
             self.nursery.start_soon(self._handle, stream)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn_id = self._next_conn_id
         self._next_conn_id += 1
-        self._handshaking += 1
+        # Counted as "handshaking" (by the accept loop) until the connection registers.
         metrics.connections_active.set(self.active_connections)
-        registered = False
+        conn: Connection | None = None
         try:
             transport = await self._make_transport(stream, conn_id)
             if transport is None:
                 return
             conn = Connection(self, transport, conn_id)
-            self._handshaking -= 1
-            registered = True
             await conn.run()
         finally:
-            if not registered:
+            if conn is None or not conn.registered:
                 self._handshaking -= 1
             metrics.connections_active.set(self.active_connections)
 
@@ -166,6 +166,8 @@ class SyncServer:
         return StreamTransport(tls, peer)
 
     def register(self, conn: Connection) -> None:
+        self._handshaking -= 1
+        conn.registered = True
         self.connections[conn.info.conn_id] = conn
         assert conn.syncer is not None
         self.by_syncer[conn.syncer].add(conn)
