@@ -90,3 +90,12 @@ def test_pong_timeout_too_close_to_ping_is_widened_like_typha() -> None:
     ok = load_config(environ={"TYPHA_SERVERPONGTIMEOUTSECS": "25",
                               "TYPHA_SERVERPINGINTERVALSECS": "10"})
     assert ok.pong_timeout == 25
+
+
+def test_docs_configuration_table_is_current() -> None:
+    from pathlib import Path
+
+    from typha.config import markdown_table
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    assert markdown_table() in doc, "regenerate the table with typha.config.markdown_table()"

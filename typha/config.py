@@ -452,3 +452,16 @@ def _validate(cfg: Config) -> None:
     etcd_tls = [s[n].value for n in ("EtcdCertFile", "EtcdKeyFile")]
     if any(etcd_tls) and not all(etcd_tls):
         raise ConfigError("EtcdCertFile and EtcdKeyFile must be set together")
+
+
+def markdown_table() -> str:
+    """The parameter table of docs/configuration.md (a test keeps the doc in sync)."""
+    rows = ["| parameter | env var | default | meaning |", "|---|---|---|---|"]
+    for p in PARAMS:
+        default = _show(p.default) if p.default not in ("", []) else "–"
+        if p.choices:
+            meaning = f"{p.help} One of: {', '.join(p.choices)}."
+        else:
+            meaning = p.help
+        rows.append(f"| `{p.name}` | `TYPHA_{p.name.upper()}` | `{default}` | {meaning} |")
+    return "\n".join(rows) + "\n"
