@@ -52,7 +52,7 @@ async def run_write(cfg: Config, path: str, delete: bool) -> int:
         return 1
     try:
         await write_etcd(cfg, resources, delete)
-    except Exception as exc:  # noqa: BLE001 - report any datastore failure as a clean error
+    except Exception as exc:
         print(f"typha: {'delete' if delete else 'apply'} failed: {exc}", file=sys.stderr)
         return 1
     verb = "deleted" if delete else "applied"
