@@ -1,0 +1,425 @@
+"""The etcd v3 datastore: one consistent list, then one watch, feeding every syncer type.
+
+Algorithm (docs/etcd.md):
+
+1. **List** every key of the Calico sub-trees (``CALICO_ETCD_PREFIXES``: v3 resources and IPAM
+   blocks/affinities) in pages of ``page_size`` keys, all read at the revision of the first page,
+   and emit ``ResyncStarted`` → ``Updates`` (≤ ``batch_size`` each) → ``ResyncFinished(rev)``.
+   The cache, not this class, deletes keys that the list did not produce.
+2. **Watch** the smallest key range covering those sub-trees from ``rev + 1`` with progress
+   notifications, filtering out keys in between (e.g. IPAM handles). Each watch response becomes
+   one ``Updates`` stamped with its last event's revision; a progress notification becomes an
+   empty ``Updates`` with the notified revision, so the cache knows how far it is.
+3. **Compaction** (watch cancelled with ``compact_revision``, or the pinned list revision
+   compacted), any other watch cancellation, a store revision that went backwards (etcd
+   restored from a backup) or a different cluster id → back to 1 with a new ``ResyncStarted``.
+4. **Unreachable etcd** → ``ConnectionStatus(False, detail)``, exponential backoff with jitter
+   (capped at ``backoff_cap``), then resume the *watch* from the last revision + 1: no list is
+   needed while that revision is still in etcd's history. ``ConnectionStatus(True)`` when a
+   request succeeds again.
+5. **Invalid values** (not JSON, or a resource the converter rejects) are logged, counted
+   (``invalid_values`` and ``typha_datastore_invalid_values_total``) and treated as a deletion of
+   everything that key produced before.
+
+``run(sink, start_revision=n)`` (warm restart) skips step 1 and watches from ``n + 1``; a
+compacted ``n`` falls back to step 1. Because the source → model-key map of the
+``ResourceExpander`` is empty after a warm start, the watch then asks etcd for ``prev_kv`` so
+that deleting or shrinking a resource still deletes what its previous value produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+import trio
+from prometheus_client import Counter
+
+from typha.sync.base import (
+    ConnectionStatus,
+    EventSink,
+    ResourceExpander,
+    ResyncFinished,
+    ResyncStarted,
+    Update,
+    Updates,
+)
+from typha.sync.etcd_client import (
+    DEFAULT_ENDPOINT,
+    EtcdClient,
+    EtcdError,
+    EtcdUnavailable,
+    KeyValue,
+    RevisionCompacted,
+    WatchCanceled,
+    WatchEnded,
+    WatchEvent,
+    prefix_range_end,
+)
+
+log = structlog.get_logger()
+
+INVALID_VALUES = Counter(
+    "typha_datastore_invalid_values_total",
+    "Datastore values that could not be decoded or converted (treated as deletions).",
+)
+
+# Fallback if the converter package cannot be imported (it is imported lazily).
+_DEFAULT_PREFIXES: tuple[str, ...] = (
+    "/calico/resources/v3/projectcalico.org/",
+    "/calico/ipam/v2/assignment/",
+    "/calico/ipam/v2/host/",
+)
+
+# How often a watch may end without delivering anything before we stop trusting it and
+# re-list (libcalico-go re-lists after repeated watch errors without progress).
+_MAX_FRUITLESS_WATCHES = 5
+
+# Yield to the scheduler every this many converted values, so that a 20k-event watch message
+# or a long list page does not block the fan-out for its whole conversion.
+_CHECKPOINT_EVERY = 500
+
+
+class _Resync(Exception):
+    """Internal: the watch cannot continue; list again (``reason`` for logs and metrics)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _converter() -> tuple[Callable[[str, dict[str, Any]], list[Update]], type[Exception]]:
+    # Imported lazily so that this module (and the client) import without the converters.
+    from typha.sync.convert import InvalidResource, convert_etcd_kv
+
+    return convert_etcd_kv, InvalidResource
+
+
+def _calico_prefixes() -> tuple[str, ...]:
+    try:
+        from typha.sync.convert import CALICO_ETCD_PREFIXES
+    except ImportError:  # pragma: no cover - only while the converters are missing
+        return _DEFAULT_PREFIXES
+    return tuple(CALICO_ETCD_PREFIXES)
+
+
+class EtcdDatastore:
+    """The etcd v3 :class:`~typha.sync.base.Datastore` (``DatastoreType = etcdv3``).
+
+    Public counters for tests and diagnostics: ``invalid_values``, ``resyncs``,
+    ``watches_started``, and ``revision`` (the last revision emitted).
+    """
+
+    name = "etcdv3"
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str = (DEFAULT_ENDPOINT,),
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        page_size: int = 1000,
+        batch_size: int = 1000,
+        prefixes: Sequence[str] | None = None,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 5.0,
+        min_resync_interval: float = 0.5,
+        watch_idle_timeout: float | None = 660.0,
+    ):
+        """``watch_idle_timeout`` re-opens a watch that stayed silent that long (a half-open
+        TCP connection would otherwise hang forever); keep it above etcd's
+        ``--watch-progress-notify-interval`` (10 min by default) or set None."""
+        self.endpoints = endpoints
+        self._client_kwargs: dict[str, Any] = {
+            "ca_file": ca_file,
+            "cert_file": cert_file,
+            "key_file": key_file,
+            "username": username,
+            "password": password,
+            "request_timeout": request_timeout,
+            "connect_timeout": connect_timeout,
+        }
+        self.page_size = page_size
+        self.batch_size = batch_size
+        self.prefixes = tuple(prefixes) if prefixes is not None else _calico_prefixes()
+        # The smallest single range that covers every prefix: one list and one watch see all
+        # sub-trees at one revision; keys in between are filtered out client-side.
+        self._range_start = min(self.prefixes).encode()
+        self._range_end = max(prefix_range_end(p) for p in self.prefixes)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.min_resync_interval = min_resync_interval
+        self.watch_idle_timeout = watch_idle_timeout
+
+        self.invalid_values = 0
+        self.resyncs = 0
+        self.watches_started = 0
+        self.revision: int | None = None
+        self._expander = ResourceExpander()
+        self._connected: bool | None = None
+        self._cluster_id: str | None = None
+        self._last_resync_at: float | None = None
+        # After a warm start the expander knows nothing; ask etcd for previous values until a
+        # full list has filled it in.
+        self._need_prev_kv = False
+        self._convert, self._invalid_error = _converter()
+
+    @classmethod
+    def from_config(cls, cfg: Any, **kwargs: Any) -> EtcdDatastore:
+        """Build from a config object with Typha's etcd parameters (typha.md §3.1):
+        ``etcd_endpoints`` (comma list, overrides the rest), ``etcd_addr`` (host:port),
+        ``etcd_scheme``, ``etcd_ca_file``/``etcd_cert_file``/``etcd_key_file``,
+        ``etcd_username``/``etcd_password``. Extra keyword arguments go to the constructor."""
+        scheme = (getattr(cfg, "etcd_scheme", None) or "http").strip()
+        raw = getattr(cfg, "etcd_endpoints", None)
+        if isinstance(raw, str):
+            endpoints = [e.strip() for e in raw.split(",") if e.strip()]
+        else:
+            endpoints = [str(e).strip() for e in raw or () if str(e).strip()]
+        if not endpoints:
+            addr = (getattr(cfg, "etcd_addr", None) or "127.0.0.1:2379").strip()
+            endpoints = [addr]
+        # An endpoint without a scheme takes EtcdScheme, as in Typha.
+        endpoints = [e if "://" in e else f"{scheme}://{e}" for e in endpoints]
+        return cls(
+            endpoints,
+            ca_file=getattr(cfg, "etcd_ca_file", None) or None,
+            cert_file=getattr(cfg, "etcd_cert_file", None) or None,
+            key_file=getattr(cfg, "etcd_key_file", None) or None,
+            username=getattr(cfg, "etcd_username", None) or None,
+            password=getattr(cfg, "etcd_password", None) or None,
+            **kwargs,
+        )
+
+    def make_client(self) -> EtcdClient:
+        """A client with this datastore's endpoints and credentials (for tools and tests)."""
+        return EtcdClient(self.endpoints, **self._client_kwargs)
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    async def run(self, sink: EventSink, *, start_revision: int | None = None) -> None:
+        """List and watch until cancelled; never returns on etcd errors (see module doc)."""
+        async with self.make_client() as client:
+            resync_reason: str | None = "initial"
+            if start_revision is not None:
+                resync_reason = None
+                self.revision = start_revision
+                self._need_prev_kv = True
+                log.info("etcd warm start", start_revision=start_revision)
+            failures = 0  # consecutive unavailability, for the backoff
+            fruitless = 0  # consecutive watches that ended without delivering anything
+            while True:
+                try:
+                    if resync_reason is not None:
+                        await self._resync(client, sink, resync_reason)
+                        resync_reason = None
+                        failures = 0
+                    delivered = await self._watch(client, sink)
+                    failures = 0
+                    fruitless = 0 if delivered else fruitless + 1
+                    if fruitless >= _MAX_FRUITLESS_WATCHES:
+                        resync_reason, fruitless = "watch-errors", 0
+                    elif fruitless:
+                        await trio.sleep(self._backoff(fruitless))
+                except _Resync as exc:
+                    resync_reason = exc.reason
+                except RevisionCompacted as exc:
+                    log.info("etcd revision compacted; resyncing", detail=str(exc))
+                    resync_reason = "compacted"
+                except WatchCanceled as exc:
+                    log.warning("etcd watch cancelled; resyncing", detail=str(exc))
+                    resync_reason = "watch-canceled"
+                except EtcdError as exc:
+                    # Unreachable, or refusing us (auth, permissions): either way we are not
+                    # syncing. Keep serving the cache, report it, back off and retry.
+                    failures += 1
+                    delay = self._backoff(failures)
+                    level = log.info if isinstance(exc, EtcdUnavailable) else log.error
+                    level(
+                        "etcd request failed; retrying",
+                        error=str(exc),
+                        kind=type(exc).__name__,
+                        retry_in=round(delay, 3),
+                    )
+                    await self._set_connected(sink, False, f"{type(exc).__name__}: {exc}")
+                    await trio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def _set_connected(self, sink: EventSink, connected: bool, detail: str = "") -> None:
+        if connected != self._connected:
+            self._connected = connected
+            await sink.send(ConnectionStatus(connected, detail))
+
+    # --- list --------------------------------------------------------------------------------
+
+    async def _resync(self, client: EtcdClient, sink: EventSink, reason: str) -> None:
+        if self._last_resync_at is not None:
+            # Do not hammer etcd with back-to-back full lists (libcalico-go waits 500 ms).
+            await trio.sleep_until(self._last_resync_at + self.min_resync_interval)
+        self._last_resync_at = trio.current_time()
+        started = False
+        listed: set[str] = set()
+        batch: list[Update] = []
+        revision = 0
+        t0 = trio.current_time()
+        pages = client.range_paginated(
+            self._range_start, page_size=self.page_size, range_end=self._range_end
+        )
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                if not started:
+                    # Only once etcd answered: a list that cannot start is an outage, not a
+                    # resync, and must not put the cache into "resync in progress".
+                    await self._set_connected(sink, True)
+                    self.resyncs += 1
+                    log.info("etcd resync started", reason=reason, revision=page.revision)
+                    await sink.send(ResyncStarted(reason))
+                    started = True
+                revision = page.revision
+                for i, kv in enumerate(page.kvs):
+                    if not kv.key.startswith(self.prefixes):
+                        continue
+                    listed.add(kv.key)
+                    batch.extend(self._on_put(kv, None))
+                    while len(batch) >= self.batch_size:
+                        await sink.send(Updates(batch[: self.batch_size], revision))
+                        batch = batch[self.batch_size :]
+                    if i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                        await trio.lowlevel.checkpoint()
+        if batch:
+            await sink.send(Updates(batch, revision))
+        self._expander.forget_except(listed)
+        self._need_prev_kv = False
+        self.revision = revision
+        await sink.send(ResyncFinished(revision))
+        log.info(
+            "etcd resync finished",
+            reason=reason,
+            revision=revision,
+            keys=len(listed),
+            seconds=round(trio.current_time() - t0, 3),
+        )
+
+    # --- watch -------------------------------------------------------------------------------
+
+    async def _watch(self, client: EtcdClient, sink: EventSink) -> bool:
+        """Watch from ``self.revision + 1`` until the stream ends (returns whether it delivered
+        anything) or fails (raises)."""
+        assert self.revision is not None
+        start = self.revision + 1
+        delivered = False
+        try:
+            async with client.watch(
+                self._range_start,
+                self._range_end,
+                start_revision=start,
+                progress_notify=True,
+                prev_kv=self._need_prev_kv,
+                idle_timeout=self.watch_idle_timeout,
+            ) as stream:
+                self.watches_started += 1
+                self._check_same_store(stream.cluster_id, stream.created_revision)
+                await self._set_connected(sink, True)
+                log.debug("etcd watch started", start_revision=start, endpoint=stream.endpoint)
+                async for resp in stream:
+                    delivered = True
+                    if resp.events:
+                        await self._on_events(sink, resp.events)
+                    elif resp.revision > self.revision:
+                        # Progress notification: nothing else up to resp.revision is coming.
+                        self.revision = resp.revision
+                        await sink.send(Updates([], resp.revision))
+        except WatchEnded as exc:
+            log.info("etcd watch ended; re-watching", detail=str(exc), revision=self.revision)
+        return delivered
+
+    def _check_same_store(self, cluster_id: str, created_revision: int) -> None:
+        """Detect an etcd that is not the history we were following (resync if so)."""
+        assert self.revision is not None
+        if cluster_id:
+            if self._cluster_id is not None and cluster_id != self._cluster_id:
+                self._cluster_id = cluster_id
+                raise _Resync("cluster-changed")
+            self._cluster_id = cluster_id
+        if created_revision and created_revision < self.revision:
+            # Revisions never go down in one etcd history: this one was restored from an
+            # older backup (or is another cluster), so events we hold may never have happened.
+            raise _Resync("revision-went-backwards")
+
+    async def _on_events(self, sink: EventSink, events: list[WatchEvent]) -> None:
+        assert self.revision is not None
+        out: list[Update] = []
+        for i, ev in enumerate(events):
+            kv = ev.kv
+            if not kv.key.startswith(self.prefixes):
+                continue
+            if ev.type == "DELETE":
+                out.extend(self._on_delete(kv.key, ev.prev_kv))
+            else:
+                out.extend(self._on_put(kv, ev.prev_kv))
+            if i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                await trio.lowlevel.checkpoint()
+        # Events are never dropped for being "old": a resumed watch starts after our revision
+        # anyway, and if a server ever sent an event at or below a revision it had already
+        # notified, applying it is harmless while dropping it would lose it. The revision we
+        # report just never goes backwards. Even with no updates (only filtered keys changed)
+        # the revision moved on, so the batch is sent regardless.
+        self.revision = max(self.revision, events[-1].kv.mod_revision)
+        await sink.send(Updates(out, self.revision))
+
+    # --- conversion --------------------------------------------------------------------------
+
+    def _on_put(self, kv: KeyValue, prev: KeyValue | None) -> list[Update]:
+        if prev is not None and self._need_prev_kv:
+            self._seed(prev)
+        return self._expander.expand(kv.key, self._decode(kv.key, kv.value, kv.mod_revision))
+
+    def _on_delete(self, key: str, prev: KeyValue | None) -> list[Update]:
+        if prev is not None and self._need_prev_kv:
+            self._seed(prev)
+        return self._expander.delete(key)
+
+    def _seed(self, prev: KeyValue) -> None:
+        """Teach the expander what the previous value produced (warm start only)."""
+        self._expander.expand(prev.key, self._decode(prev.key, prev.value, None, count=False))
+
+    def _decode(
+        self, key: str, raw: bytes, revision: int | None, *, count: bool = True
+    ) -> list[Update]:
+        """Model updates for one etcd value; [] (after logging/counting) if it is invalid."""
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:  # includes UnicodeDecodeError
+            return self._invalid(key, revision, f"value is not valid JSON: {exc}", count)
+        if not isinstance(obj, dict):
+            return self._invalid(
+                key, revision, f"value is a JSON {type(obj).__name__}, not an object", count
+            )
+        try:
+            return self._convert(key, obj)
+        except self._invalid_error as exc:
+            return self._invalid(key, revision, str(exc), count)
+        except Exception as exc:
+            # A converter bug must not stop the sync of everything else; make it loud.
+            log.exception("converter failed", key=key, revision=revision)
+            return self._invalid(key, revision, f"converter error: {exc!r}", count)
+
+    def _invalid(self, key: str, revision: int | None, reason: str, count: bool) -> list[Update]:
+        if count:
+            self.invalid_values += 1
+            INVALID_VALUES.inc()
+            log.warning("invalid etcd value", key=key, revision=revision, reason=reason)
+        return []
