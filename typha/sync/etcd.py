@@ -171,6 +171,8 @@ class EtcdDatastore:
         # After a warm start the expander knows nothing; ask etcd for previous values until a
         # full list has filled it in.
         self._need_prev_kv = False
+        self._warm_catch_up = False
+        self._catch_up_to: int | None = None
         self._convert, self._invalid_error = _converter()
 
     @classmethod
@@ -214,6 +216,9 @@ class EtcdDatastore:
                 resync_reason = None
                 self.revision = start_revision
                 self._need_prev_kv = True
+                # Caught up once the watch reaches the revision etcd had when it was created;
+                # then the cache learns it is in sync (ResyncFinished without ResyncStarted).
+                self._warm_catch_up = True
                 log.info("etcd warm start", start_revision=start_revision)
             failures = 0  # consecutive unavailability, for the backoff
             fruitless = 0  # consecutive watches that ended without delivering anything
@@ -303,6 +308,7 @@ class EtcdDatastore:
             await sink.send(Updates(batch, revision))
         self._expander.forget_except(listed)
         self._need_prev_kv = False
+        self._warm_catch_up = False  # a full list supersedes the warm start's catch-up
         self.revision = revision
         await sink.send(ResyncFinished(revision))
         log.info(
@@ -333,6 +339,9 @@ class EtcdDatastore:
                 self.watches_started += 1
                 self._check_same_store(stream.cluster_id, stream.created_revision)
                 await self._set_connected(sink, True)
+                if self._warm_catch_up and self._catch_up_to is None:
+                    self._catch_up_to = stream.created_revision or self.revision
+                await self._maybe_caught_up(sink)
                 log.debug("etcd watch started", start_revision=start, endpoint=stream.endpoint)
                 async for resp in stream:
                     delivered = True
@@ -342,9 +351,18 @@ class EtcdDatastore:
                         # Progress notification: nothing else up to resp.revision is coming.
                         self.revision = resp.revision
                         await sink.send(Updates([], resp.revision))
+                    await self._maybe_caught_up(sink)
         except WatchEnded as exc:
             log.info("etcd watch ended; re-watching", detail=str(exc), revision=self.revision)
         return delivered
+
+    async def _maybe_caught_up(self, sink: EventSink) -> None:
+        if not self._warm_catch_up or self._catch_up_to is None or self.revision is None:
+            return
+        if self.revision >= self._catch_up_to:
+            self._warm_catch_up = False
+            log.info("etcd warm start caught up", revision=self.revision)
+            await sink.send(ResyncFinished(self.revision))
 
     def _check_same_store(self, cluster_id: str, created_revision: int) -> None:
         """Detect an etcd that is not the history we were following (resync if so)."""
