@@ -69,6 +69,9 @@ async def test_prometheus_scrapes_typha_metrics(prometheus_factory) -> None:  # 
                 prom.query_value, "typha_connections_accepted_total"
             )
             assert accepted is not None and accepted >= 3
+            # Calico Typha's bare counter name works too (dashboards written for Typha).
+            bare = await trio.to_thread.run_sync(prom.query_value, "typha_connections_accepted")
+            assert bare == accepted
             # Pre-created vectors: the bgp syncer exists at 0 from the start.
             bgp = await trio.to_thread.run_sync(
                 prom.query_value, 'typha_connections_streaming{syncer="bgp"}'

@@ -6,9 +6,12 @@ that they appear as 0 from the start, as Typha does.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Summary
+from prometheus_client import REGISTRY, Counter, Gauge, Summary, disable_created_metrics
 
 from typha.model.keys import ALL_SYNCER_TYPES
+
+# Typha exports no *_created series; neither do we.
+disable_created_metrics()
 
 _S = ["syncer"]
 
@@ -112,3 +115,42 @@ def precreate() -> None:
 
 
 precreate()
+
+
+# --- Typha-compatible counter names ------------------------------------------------------------
+# Go's client exposes Typha's counters under their bare names (``typha_connections_accepted``);
+# the Python client always adds ``_total``. So that dashboards and alerts written for Calico
+# Typha work unchanged, each such counter is also exposed under its bare name, as an untyped
+# metric (the text format cannot type a counter without the suffix).
+TYPHA_BARE_COUNTERS = (
+    connections_accepted,
+    connections_dropped,
+    connections_grace_used,
+    updates_skipped,
+    breadcrumb_block,
+    breadcrumb_non_block,
+    snapshots_generated,
+    snapshots_reused,
+    logs_dropped,
+    log_errors,
+)
+
+
+class _BareCounterNames:
+    def describe(self) -> list[object]:
+        # Nothing to reserve: these names belong to the counters themselves.
+        return []
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.metrics_core import Metric
+
+        for counter in TYPHA_BARE_COUNTERS:
+            for family in counter.collect():
+                bare = Metric(family.name, family.documentation, "unknown")
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        bare.add_sample(family.name, sample.labels, sample.value)
+                yield bare
+
+
+REGISTRY.register(_BareCounterNames())  # type: ignore[arg-type]
