@@ -160,7 +160,16 @@ class Typha:
             return (200 if ok else 503), "text/plain", self.health.table().encode()
 
         def status() -> tuple[int, str, bytes]:
-            return 200, "application/json", json.dumps(self.server.status(), indent=1).encode()
+            body = self.server.status()
+            ds = self.datastore
+            body["datastore"] = {
+                "name": getattr(ds, "name", type(ds).__name__),
+                "connected": self.feed.connected,
+                "warm_started": self.start_revision is not None,
+                "resyncs": getattr(ds, "resyncs", None),
+                "invalid_values": getattr(ds, "invalid_values", None),
+            }
+            return 200, "application/json", json.dumps(body, indent=1).encode()
 
         return {"/liveness": liveness, "/readiness": readiness, "/status": status}
 
