@@ -197,3 +197,37 @@ def test_negotiation_only_grants_advertised_features() -> None:
     else:
         raise AssertionError("sent catch-up to a client that did not advertise it")
     assert FEATURE_CATCHUP not in server.supports
+
+
+def test_compression_is_safe_from_several_threads_at_once() -> None:
+    """Snapshots compress in worker threads while the event loop compresses deltas."""
+    import threading
+
+    payloads = [
+        encode_payload(
+            KVs(
+                KVKind.SNAPSHOT,
+                i,
+                i,
+                tuple((f"/k/{i}/{j}", {"v": "x" * (j % 50)}) for j in range(400)),
+            )
+        )
+        for i in range(8)
+    ]
+    errors: list[BaseException] = []
+
+    def work(p: bytes) -> None:
+        try:
+            for _ in range(30):
+                dec = FrameDecoder(1 << 24)
+                dec.feed(compressed_frame(p))
+                assert dec.next_payload() == p
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]

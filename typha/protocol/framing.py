@@ -14,6 +14,8 @@ built once and sent to every client.
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
 from .errors import FrameTooLarge, MalformedFrame
@@ -28,7 +30,16 @@ SERVER_MAX_INBOUND_FRAME = 1 << 20
 CLIENT_DEFAULT_MAX_FRAME = 64 << 20
 
 # zstd level 1: on 2 cores the snapshot must compress faster than loopback can send it.
-_compressor = zstandard.ZstdCompressor(level=1, write_content_size=True)
+# A compressor context is not thread-safe, and snapshots are compressed in worker threads
+# while the event loop compresses deltas: one context per thread.
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    ctx = getattr(_local, "cctx", None)
+    if ctx is None:
+        ctx = _local.cctx = zstandard.ZstdCompressor(level=1, write_content_size=True)
+    return ctx
 
 
 def frame(payload: bytes, flags: int = 0) -> bytes:
@@ -38,14 +49,14 @@ def frame(payload: bytes, flags: int = 0) -> bytes:
 
 def compressed_frame(payload: bytes) -> bytes:
     """A frame whose payload is zstd-compressed once (to be shared by many connections)."""
-    return frame(_compressor.compress(payload), FLAG_ZSTD)
+    return frame(_compressor().compress(payload), FLAG_ZSTD)
 
 
 def best_frame(payload: bytes, *, min_size: int = 512) -> bytes:
     """The compressed frame if compression pays off, else the plain one."""
     if len(payload) < min_size:
         return frame(payload)
-    packed = _compressor.compress(payload)
+    packed = _compressor().compress(payload)
     if len(packed) >= len(payload):
         return frame(payload)
     return frame(packed, FLAG_ZSTD)
