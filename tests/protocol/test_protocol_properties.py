@@ -222,7 +222,7 @@ def test_compression_is_safe_from_several_threads_at_once() -> None:
                 dec = FrameDecoder(1 << 24)
                 dec.feed(compressed_frame(p))
                 assert dec.next_payload() == p
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(p,)) for p in payloads]
