@@ -148,6 +148,9 @@ class EtcdWriter:
 
         self.client = EtcdClient([url])
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
     async def apply(self, resources: list[dict[str, Any]]) -> None:
         from typha.sync.etcd_writer import apply_resources
 
@@ -195,7 +198,9 @@ class Churn:
         self.writes += 1
 
 
-def status_line(typha: Typha, clients: list[SyncClient], churn: Churn, elapsed: float) -> str:
+def status_line(
+    typha: Typha, clients: list[SyncClient], churn: Churn, elapsed: float, rate: float
+) -> str:
     view = typha.feed.views["felix"]
     in_sync = sum(1 for c in clients if c.status is SyncStatus.IN_SYNC)
     lag = max((view.head_seq - c.seq for c in clients if c.seq >= 0), default=0)
@@ -203,8 +208,8 @@ def status_line(typha: Typha, clients: list[SyncClient], churn: Churn, elapsed: 
     return (
         f"[{elapsed:6.1f}s] nodes in sync {in_sync}/{len(clients)}  "
         f"same state {agree}/{len(clients)}  keys {len(view):4d}  seq {view.head_seq:5d}  "
-        f"max lag {lag:3d}  writes {churn.writes:5d}  "
-        f"datastore updates {view.stats.updates_total:6d} (skipped {view.stats.updates_skipped})  "
+        f"max lag {lag:3d}  writes {churn.writes:5d}  updates/s {rate:5.1f}  "
+        f"skipped {view.stats.updates_skipped}  "
         f"snapshots {sum(c.stats.snapshots for c in clients)}"
     )
 
@@ -264,13 +269,20 @@ async def run_demo(args: argparse.Namespace) -> None:
                     await churn.step()
 
             nursery.start_soon(churn_loop)
+            view = typha.feed.views["felix"]
+            last_total, last_t = view.stats.updates_total, time.monotonic()
             while True:
                 await trio.sleep(1)
-                elapsed = time.monotonic() - started
-                print(status_line(typha, clients, churn, elapsed), flush=True)
+                now = time.monotonic()
+                elapsed = now - started
+                rate = (view.stats.updates_total - last_total) / max(now - last_t, 1e-9)
+                last_total, last_t = view.stats.updates_total, now
+                print(status_line(typha, clients, churn, elapsed, rate), flush=True)
                 if args.duration and elapsed >= args.duration:
                     break
             nursery.cancel_scope.cancel()
+        if isinstance(writer, EtcdWriter):
+            await writer.aclose()
         ok = all(c.state == clients[0].state for c in clients)
         print(f"demo: done; all {len(clients)} nodes hold the same state: {ok}")
     finally:
