@@ -87,10 +87,16 @@ async def run_client(args: argparse.Namespace) -> int:
     if env.tls_enabled:
         ssl_ctx = client_ssl_context(env.cert_file, env.key_file, env.ca_file)
     if not addrs and env.k8s_service_name:
-        from felix_client.discovery import discover_typha  # Kubernetes discovery
+        from felix_client.discovery import DiscoveryError, discover_typha
 
         def addresses() -> list[str]:
-            return discover_typha(env.k8s_service_name, env.k8s_namespace, args.node)
+            # Re-discovered before each connection attempt, as Felix does; a failed lookup
+            # means "try again after the backoff", not "give up".
+            try:
+                return discover_typha(env.k8s_service_name, env.k8s_namespace, args.node)
+            except DiscoveryError as exc:
+                log.warning("Typha discovery failed", error=str(exc))
+                return []
 
         source: object = addresses
     elif addrs:

@@ -74,6 +74,12 @@ class Typha:
         self.nursery: trio.Nursery | None = None
         self.extra_tasks: list[Callable[..., Any]] = []
         self._exported: dict[Any, tuple[int, int]] = {}
+        if cfg.connection_rebalancing_mode == "kubernetes":
+            from typha.k8s_rebalance import rebalance_task
+
+            task = rebalance_task(self)
+            if task is not None:
+                self.extra_tasks.append(task)
 
     def _warm_start(self) -> int | None:
         """Load the warm-restart file if there is a usable one; returns its epoch."""

@@ -458,10 +458,7 @@ def markdown_table() -> str:
     """The parameter table of docs/configuration.md (a test keeps the doc in sync)."""
     rows = ["| parameter | env var | default | meaning |", "|---|---|---|---|"]
     for p in PARAMS:
-        default = _show(p.default) if p.default not in ("", []) else "–"
-        if p.choices:
-            meaning = f"{p.help} One of: {', '.join(p.choices)}."
-        else:
-            meaning = p.help
+        default = _show(p.default) if p.default not in ("", []) else "-"
+        meaning = f"{p.help} One of: {', '.join(p.choices)}." if p.choices else p.help
         rows.append(f"| `{p.name}` | `TYPHA_{p.name.upper()}` | `{default}` | {meaning} |")
     return "\n".join(rows) + "\n"

@@ -37,7 +37,6 @@ from typing import Any
 
 import structlog
 import trio
-from prometheus_client import Counter
 
 from typha.sync.base import (
     ConnectionStatus,
@@ -60,13 +59,11 @@ from typha.sync.etcd_client import (
     WatchEvent,
     prefix_range_end,
 )
+from typha.sync.metrics import datastore_invalid_values
 
 log = structlog.get_logger()
 
-INVALID_VALUES = Counter(
-    "typha_datastore_invalid_values_total",
-    "Datastore values that could not be decoded or converted (treated as deletions).",
-)
+INVALID_VALUES = datastore_invalid_values  # shared with the Kubernetes datastore
 
 # Fallback if the converter package cannot be imported (it is imported lazily).
 _DEFAULT_PREFIXES: tuple[str, ...] = (

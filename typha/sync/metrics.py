@@ -1,0 +1,12 @@
+"""Metrics shared by the datastores (etcd v3 and Kubernetes), registered once per process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+datastore_invalid_values = Counter(
+    "typha_datastore_invalid_values_total",
+    "Datastore values that could not be decoded or converted (treated as deletions).",
+)
+
+__all__ = ["datastore_invalid_values"]
