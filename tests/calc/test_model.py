@@ -1,0 +1,243 @@
+"""The model adapter: key parsing, tolerant value parsing, and the converter's real output."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from felix_client.calc.engine import CalcEngine, render_files
+from felix_client.calc.model import (
+    Action,
+    EncapMode,
+    Kind,
+    PolicyId,
+    PortRange,
+    parse_key,
+    parse_update,
+)
+from felix_client.calc.policy import INGRESS, Packet, verdict
+from tests.calc.iptsim import IpsetSim, IptablesSim
+from tests.calc.test_crosscheck import simulate
+from typha.model import keys
+
+
+@pytest.mark.parametrize(
+    ("key", "kind", "ident", "host"),
+    [
+        (
+            keys.workload_endpoint_key("n1", "k8s", "ns/pod", "eth0"),
+            Kind.WORKLOAD_ENDPOINT,
+            None,
+            "n1",
+        ),
+        (keys.host_endpoint_key("n1", "eth0"), Kind.HOST_ENDPOINT, None, "n1"),
+        (
+            keys.policy_key("GlobalNetworkPolicy", "", "x"),
+            Kind.POLICY,
+            PolicyId("GlobalNetworkPolicy", "", "x"),
+            "",
+        ),
+        (
+            keys.policy_key("NetworkPolicy", "ns", "a/b"),
+            Kind.POLICY,
+            PolicyId("NetworkPolicy", "ns", "a/b"),
+            "",
+        ),
+        (
+            "/calico/v1/policy/tier/default/policy/shop%2fknp.default.allow-db",
+            Kind.POLICY,
+            PolicyId("", "shop", "knp.default.allow-db", legacy_tier="default"),
+            "",
+        ),
+        (keys.tier_key("t"), Kind.TIER, "t", ""),
+        (keys.profile_rules_key("kns.a"), Kind.PROFILE_RULES, "kns.a", ""),
+        (keys.profile_labels_key("kns.a"), Kind.PROFILE_LABELS, "kns.a", ""),
+        (keys.network_set_key("ns/x"), Kind.NETWORK_SET, "ns/x", ""),
+        (keys.ip_pool_key("10.0.0.0/16"), Kind.IP_POOL, "10.0.0.0/16", ""),
+        (keys.ip_pool_key("fd00::/64"), Kind.IGNORED, None, ""),
+        (keys.block_key("10.0.1.0/26"), Kind.BLOCK, "10.0.1.0/26", ""),
+        (keys.block_key("fd00::/122"), Kind.IGNORED, None, ""),
+        (
+            keys.host_config_key("n1", "IPv4VXLANTunnelAddr"),
+            Kind.HOST_CONFIG,
+            "IPv4VXLANTunnelAddr",
+            "n1",
+        ),
+        (keys.global_config_key("LogPrefix"), Kind.GLOBAL_CONFIG, "LogPrefix", ""),
+        (keys.resource_key("nodes", "n1"), Kind.NODE, "n1", ""),
+        ("/calico/v1/host/n1/bird_ip", Kind.HOST_IP, "n1", "n1"),
+        (keys.READY_FLAG_KEY, Kind.READY, None, ""),
+        (keys.block_affinity_key("n1", "10.0.1.0/26"), Kind.IGNORED, None, ""),
+        (keys.resource_key("bgppeers", "p"), Kind.IGNORED, None, ""),
+        ("/something/else", Kind.IGNORED, None, ""),
+    ],
+)
+def test_parse_key(key, kind, ident, host) -> None:
+    parsed = parse_key(key)
+    assert parsed.kind is kind
+    if ident is not None:
+        assert parsed.id == ident
+    assert parsed.host == host
+
+
+def test_tolerant_values() -> None:
+    pool = parse_update(
+        keys.ip_pool_key("10.0.0.0/16"),
+        {"cidr": "10.0.0.0/16", "ipipMode": "cross-subnet", "natOutgoing": True},
+    ).value
+    assert pool.ipip_mode is EncapMode.CROSS_SUBNET and pool.masquerade
+    assert (
+        parse_update(keys.ip_pool_key("10.0.0.0/16"), {"ipip": "tunl0"}).value.ipip_mode
+        is EncapMode.ALWAYS
+    )
+    tier = parse_update(keys.tier_key("t"), {"order": 5, "defaultAction": "Pass"}).value
+    assert tier.order == 5 and tier.default_action is Action.PASS
+    policy = parse_update(
+        keys.policy_key("NetworkPolicy", "ns", "p"),
+        {
+            "inboundRules": [
+                {
+                    "action": "next-tier",
+                    "protocol": "TCP",
+                    "dstPorts": [80, "90:99", "http", "8080"],
+                    "srcNets": ["10.0.0.1"],
+                    "notICMP": {"type": 8},
+                }
+            ],
+            "types": ["Ingress"],
+            "order": None,
+        },
+    ).value
+    rule = policy.inbound_rules[0]
+    assert rule.action is Action.PASS and rule.protocol == 6
+    assert rule.dst_ports == (PortRange(80, 80), PortRange(90, 99), "http", PortRange(8080, 8080))
+    assert rule.src_nets == ("10.0.0.1/32",) and rule.not_icmp_type == 8
+    assert (
+        policy.ingress and not policy.egress and policy.order is None and policy.tier == "default"
+    )
+    # An unparseable value is a deletion, as Felix's validation filter would make it.
+    bad = parse_update(
+        keys.policy_key("NetworkPolicy", "ns", "p"), {"inbound_rules": [{"action": "explode"}]}
+    )
+    assert bad.kind is Kind.POLICY and bad.value is None
+    netset = parse_update(
+        keys.network_set_key("g"), {"nets": ["0.0.0.0/0", "fd00::/8", "1.2.3.4"]}
+    ).value
+    assert netset.ipv4_nets == ("0.0.0.0/1", "128.0.0.0/1", "1.2.3.4/32")
+    block = parse_update(
+        keys.block_key("10.0.1.0/26"), {"cidr": "10.0.1.0/26", "affinity": "virtual:x"}
+    ).value
+    assert block.affinity_host is None
+
+
+# --- Against the converter's real output ------------------------------------------------------
+
+convert = pytest.importorskip("typha.sync.convert")
+
+
+def k8s_objects():
+    def ns(name, labels=None):
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels or {}},
+        }
+
+    def pod(name, namespace, node, ip, labels, ports=()):
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels, "uid": name},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": "default",
+                "containers": [{"name": "c", "ports": list(ports)}],
+            },
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+        }
+
+    return [
+        ns("np-demo"),
+        ns("myproject", {"project": "myproject"}),
+        ns("other"),
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": "np-demo"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": "node-1",
+                "annotations": {"projectcalico.org/IPv4Address": "192.168.1.11/24"},
+            },
+            "spec": {},
+        },
+        pod("db", "np-demo", "node-1", "10.0.1.5", {"role": "db"}),
+        pod("fe", "np-demo", "node-2", "10.0.2.6", {"role": "frontend"}),
+        pod("mp", "myproject", "node-2", "10.0.2.7", {"app": "x"}),
+        pod("stranger", "other", "node-2", "10.0.2.8", {"role": "frontend"}),
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "db-network-policy", "namespace": "np-demo"},
+            "spec": {
+                "podSelector": {"matchLabels": {"role": "db"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {"ipBlock": {"cidr": "172.17.0.0/16", "except": ["172.17.1.0/24"]}},
+                            {"namespaceSelector": {"matchLabels": {"project": "myproject"}}},
+                            {"podSelector": {"matchLabels": {"role": "frontend"}}},
+                        ],
+                        "ports": [{"protocol": "TCP", "port": 6379}],
+                    }
+                ],
+                "egress": [
+                    {
+                        "to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+                        "ports": [{"protocol": "TCP", "port": 5978}],
+                    }
+                ],
+            },
+        },
+    ]
+
+
+def test_k8s_network_policy_example_through_the_converter() -> None:
+    kvs = []
+    for obj in k8s_objects():
+        kvs += [(u.key, u.value) for u in convert.k8s_to_updates(obj)]
+    engine = CalcEngine("node-1")
+    engine.apply_updates(kvs)
+    engine.flush()
+    state = engine.state()
+    files = render_files(state)
+    sim = IptablesSim(files["iptables-filter"], IpsetSim(files["ipsets"]))
+    model = engine.model
+    db = next(w for w in model.weps.values() if w.host == "node-1")
+    cases = {
+        ("10.0.2.6", 6379): Action.ALLOW,  # podSelector frontend, same namespace
+        ("10.0.2.7", 6379): Action.ALLOW,  # namespace labelled project=myproject
+        ("10.0.2.8", 6379): Action.DENY,  # frontend label but another namespace
+        ("172.17.3.3", 6379): Action.ALLOW,  # ipBlock
+        ("172.17.1.3", 6379): Action.DENY,  # ipBlock except
+        ("10.0.2.6", 6380): Action.DENY,
+    }
+    for (src, port), expected in cases.items():
+        packet = Packet(src, "10.0.1.5", 6, 40000, port)
+        assert verdict(model, db, INGRESS, packet) is expected, (src, port)
+        assert simulate(sim, db.iface, INGRESS, packet) is expected, (src, port)
+    rng = random.Random(0)
+    for _ in range(200):
+        packet = Packet(
+            rng.choice(["10.0.2.6", "10.0.2.7", "10.0.2.8", "172.17.1.1", "172.17.9.9"]),
+            "10.0.1.5",
+            rng.choice([6, 17]),
+            1,
+            rng.choice([6379, 5978, 80]),
+        )
+        assert simulate(sim, db.iface, INGRESS, packet) is verdict(model, db, INGRESS, packet)
