@@ -21,7 +21,6 @@ import structlog
 import trio
 
 from typha import __version__
-from typha.server.tls import check_peer_identity
 from typha.protocol import (
     CLIENT_DEFAULT_MAX_FRAME,
     COMPRESSION_ZSTD,
@@ -38,6 +37,7 @@ from typha.protocol import (
     SyncStatus,
     SyncStatusMsg,
 )
+from typha.server.tls import check_peer_identity
 
 log = structlog.get_logger(__name__)
 
@@ -169,8 +169,12 @@ class SyncClient:
     # --- Public ----------------------------------------------------------------------------------
 
     def addresses(self) -> list[str]:
-        addrs = list(self._addresses() if callable(self._addresses) else self._addresses)
-        random.shuffle(addrs)
+        if callable(self._addresses):
+            # Discovery orders its answer (this node's Typhas first, each group shuffled).
+            addrs = list(self._addresses())
+        else:
+            addrs = list(self._addresses)
+            random.shuffle(addrs)
         if self._preferred:
             addrs = [self._preferred] + [a for a in addrs if a != self._preferred]
         return addrs
