@@ -83,8 +83,13 @@ async def status(health: int) -> dict[str, Any]:
         return (await http.get(f"http://127.0.0.1:{health}/status")).json()  # type: ignore[no-any-return]
 
 
-async def connect(addr: str, n: int, nursery: trio.Nursery, prefix: str) -> list[SyncClient]:
-    clients = [SyncClient([addr], f"{prefix}{i}", backoff_cap=0.5) for i in range(n)]
+async def connect(
+    addr: str, n: int, nursery: trio.Nursery, prefix: str, *, keep_state: bool = True
+) -> list[SyncClient]:
+    # keep_state=False: 500 in-process copies of a 20k-key state would need ~10 GB.
+    clients = [
+        SyncClient([addr], f"{prefix}{i}", backoff_cap=0.5, keep_state=keep_state) for i in range(n)
+    ]
     for c in clients:
         nursery.start_soon(c.run)
     with trio.fail_after(300):
@@ -127,7 +132,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 async with trio.open_nursery() as nursery:
                     one = await connect(f"127.0.0.1:{port}", 1, nursery, "one")
                     w1 = etcd_watchers(httpx.get(etcd.url + "/metrics").text)
-                    many = await connect(f"127.0.0.1:{port}", args.clients - 1, nursery, "many")
+                    many = await connect(
+                        f"127.0.0.1:{port}", args.clients - 1, nursery, "many", keep_state=False
+                    )
                     wn = etcd_watchers(httpx.get(etcd.url + "/metrics").text)
                     out["etcd_watchers"] = {
                         "typha_only": base,
