@@ -27,6 +27,11 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
         super().__init__(q)
         self._block = block
 
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The stdlib version formats the record here, turning structlog's event dict into a
+        # string; the listener's ProcessorFormatter needs the dict, so pass it on untouched.
+        return record
+
     def enqueue(self, record: logging.LogRecord) -> None:
         if self._block:
             self.queue.put(record)
