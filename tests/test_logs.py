@@ -18,7 +18,7 @@ from .peers.ports import free_ports
 
 
 async def test_json_file_log_with_connection_context(tmp_path: Path) -> None:
-    port, health = free_ports(2)
+    (port,) = free_ports(1)
     logfile = tmp_path / "typha.log"
     env = {
         **os.environ,
