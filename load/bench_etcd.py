@@ -56,7 +56,7 @@ def start_typha(
         "TYPHA_HEALTHPORT": str(health),
         "TYPHA_HEALTHHOST": "127.0.0.1",
         "TYPHA_LOGFILEPATH": "none",
-        "TYPHA_LOGSEVERITYSCREEN": "WARNING",
+        "TYPHA_LOGSEVERITYSCREEN": os.environ.get("TYPHA_LOGSEVERITYSCREEN", "WARNING"),
         "TYPHA_SHUTDOWNTIMEOUTSECS": "2",
     }
     if cache:
