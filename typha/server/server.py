@@ -7,6 +7,7 @@ the connection governor (connection limit, liveness), and per-connection nurseri
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import ssl
 import time
@@ -199,7 +200,15 @@ class SyncServer:
         while True:
             await self.feed.wait_for_crumb(syncer, last)
             if interval:
-                await trio.sleep(interval)  # coalesce a burst into one write per client
+                # Coalesce a burst into one write per client. The window runs from the birth
+                # of the oldest unsent breadcrumb, not from now: breadcrumbs that arrived
+                # while the previous run was writing have waited long enough already.
+                oldest = next(view.crumbs_after(last), None)
+                wait = interval if oldest is None else interval - (view.clock() - oldest.timestamp)
+                if wait > 0:
+                    await trio.sleep(wait)
+                else:
+                    await trio.lowlevel.checkpoint()  # never hog the loop between runs
             first, last = last + 1, view.head_seq
             seq_gauge.set(last)
             size_gauge.set(len(view))
@@ -331,6 +340,8 @@ class SyncServer:
         return {
             "epoch": self.epoch,
             "version": self.version,
+            # Lets load tools read this process's CPU and RSS from /proc.
+            "pid": os.getpid(),
             "connections": len(self.connections),
             "max_connections": self.max_connections,
             "shutting_down": self.shutting_down,

@@ -11,12 +11,21 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Sequence
 
 import trio
 
 
 class WriteTimeout(Exception):
     """A client made no write progress for the write timeout."""
+
+
+# Buffers per writev(2) call (Linux's IOV_MAX).
+_IOV_MAX = 1024
+# TLS: buffers smaller than this are joined before send_all (one TLS record instead of many).
+_COALESCE = 64 << 10
+
+Buffers = Sequence[bytes | memoryview]
 
 
 class SocketTransport:
@@ -62,6 +71,34 @@ class SocketTransport:
         await trio.lowlevel.checkpoint()
         return total
 
+    async def write_all_vec(self, parts: Buffers, timeout: float) -> int:
+        """Write several buffers in order with writev(2): the shared snapshot and breadcrumb
+        bytes go to the kernel without being joined into a per-client copy first."""
+        views = [memoryview(p) for p in parts if len(p)]
+        total = sum(len(v) for v in views)
+        i = 0
+        while i < len(views):
+            try:
+                n = os.writev(self._fd, views[i : i + _IOV_MAX])
+            except BlockingIOError:
+                n = 0
+            if not n:
+                with trio.move_on_after(timeout) as scope:
+                    await trio.lowlevel.wait_writable(self.sock)
+                if scope.cancelled_caught:
+                    raise WriteTimeout(f"no write progress for {timeout:g}s")
+                continue
+            while n:
+                size = len(views[i])
+                if n >= size:
+                    n -= size
+                    i += 1
+                else:
+                    views[i] = views[i][n:]
+                    n = 0
+        await trio.lowlevel.checkpoint()
+        return total
+
     async def receive_some(self, max_bytes: int) -> bytes:
         return await self.stream.receive_some(max_bytes)
 
@@ -87,6 +124,23 @@ class StreamTransport:
         if scope.cancelled_caught:
             raise WriteTimeout(f"write did not finish in {timeout:g}s")
         return len(data)
+
+    async def write_all_vec(self, parts: Buffers, timeout: float) -> int:
+        """Write several buffers in order; small ones are joined (fewer TLS records), large
+        ones (a snapshot) are sent as they are rather than copied."""
+        total = 0
+        small: list[bytes | memoryview] = []
+        for part in parts:
+            if len(part) < _COALESCE:
+                small.append(part)
+                continue
+            if small:
+                total += await self.write_all(b"".join(small), timeout)
+                small = []
+            total += await self.write_all(part, timeout)
+        if small:
+            total += await self.write_all(b"".join(small), timeout)
+        return total
 
     async def receive_some(self, max_bytes: int) -> bytes:
         return await self.stream.receive_some(max_bytes)
