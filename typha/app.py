@@ -112,10 +112,10 @@ class Typha:
         )
         return loaded.epoch
 
-    async def save_cache(self) -> None:
+    async def save_cache(self, *, clean: bool = False) -> None:
         if not self.cfg.cache_file_path:
             return
-        snap = persist.snapshot_for_save(self.feed, self.server.epoch)
+        snap = persist.snapshot_for_save(self.feed, self.server.epoch, clean=clean)
         size = await trio.to_thread.run_sync(
             persist.write_cache_file, self.cfg.cache_file_path, snap
         )
@@ -221,7 +221,7 @@ class Typha:
             await self.save_cache()
         await self.server.drain()
         with trio.move_on_after(10):
-            await self.save_cache()
+            await self.save_cache(clean=True)
 
 
 async def _any_event(events: list[trio.Event]) -> None:

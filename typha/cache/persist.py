@@ -36,13 +36,20 @@ class CacheFileError(Exception):
 @dataclass(frozen=True, slots=True)
 class LoadedCache:
     epoch: int
+    clean: bool
     revision: int | None
     saved_at: float
     keys: int
 
 
-def snapshot_for_save(feed: CacheFeed, epoch: int) -> dict[str, Any]:
-    """Collect what to save, on the event loop (references only; packing happens later)."""
+def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> dict[str, Any]:
+    """Collect what to save, on the event loop (references only; packing happens later).
+
+    ``clean`` marks the final save of a graceful shutdown, after every client was sent away:
+    only then did no client receive breadcrumbs newer than the file, so only then may the next
+    process keep the epoch (and its sequence numbers). After a crash the file can be older than
+    what clients hold; the next process then takes a new epoch and clients resume by revision.
+    """
     now_mono = time.monotonic()
     views: dict[str, Any] = {}
     for syncer, view in feed.views.items():
@@ -83,6 +90,7 @@ def snapshot_for_save(feed: CacheFeed, epoch: int) -> dict[str, Any]:
     return {
         "version": FORMAT_VERSION,
         "epoch": epoch,
+        "clean": clean,
         "saved_at": time.time(),
         "synced_once": feed.synced_once,
         "views": views,
@@ -134,7 +142,9 @@ def restore(feed: CacheFeed, saved: dict[str, Any]) -> LoadedCache:
             revision = view.revision
             keys += len(view)
         feed.synced_once = bool(saved.get("synced_once"))
-        return LoadedCache(int(saved["epoch"]), revision, float(saved["saved_at"]), keys)
+        return LoadedCache(
+            int(saved["epoch"]), bool(saved.get("clean")), revision, float(saved["saved_at"]), keys
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise CacheFileError(f"cache file layout: {exc}") from None
 

@@ -237,8 +237,14 @@ class SyncerView:
         self.stats.resync_deletions += len(gone)
         deletions = [EncodedUpdate.build(k, PACKED_NIL) for k in gone]
         crumbs = self.apply(deletions, revision)
+        # A resync's breadcrumbs are a diff from our previous state, not the datastore's
+        # history: a client that saw some revision in between (on another replica) cannot be
+        # replayed through them. Only clients at or after the listed revision can, by revision.
+        # (By sequence number replay stays exact: a client's state is one of our states.)
         if self._base_revision is None:
             self._base_revision = self.revision
+        elif self.revision is not None:
+            self._base_revision = max(self._base_revision, self.revision)
         crumbs += self.set_status(SyncStatus.IN_SYNC)
         return crumbs
 
