@@ -102,15 +102,18 @@ class Typha:
             self.feed = build_feed(self.cfg)
             return None
         self.start_revision = loaded.revision
-        metrics.warm_restart_loads.labels("loaded").inc()
+        metrics.warm_restart_loads.labels("loaded" if loaded.clean else "loaded-unclean").inc()
         log.info(
             "warm restart: cache loaded",
             path=path,
             keys=loaded.keys,
             revision=loaded.revision,
+            clean=loaded.clean,
             age_s=round(time.time() - loaded.saved_at, 1),
         )
-        return loaded.epoch
+        # Keep the epoch only after a clean shutdown; otherwise clients may hold sequence
+        # numbers this file never saw, and must resume by revision instead (a new epoch).
+        return loaded.epoch if loaded.clean else None
 
     async def save_cache(self, *, clean: bool = False) -> None:
         if not self.cfg.cache_file_path:
