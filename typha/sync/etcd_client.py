@@ -40,6 +40,8 @@ import httpx
 import structlog
 import trio
 
+from typha.sync.httpstreams import OneShotBody, finish_stream
+
 log = structlog.get_logger()
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
@@ -518,7 +520,7 @@ class EtcdClient:
     def _build_request(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Request:
         request = self._http.build_request("POST", url, content=content, headers=headers)
         # build_request set Content-Length; swap httpx's generator-based body for ours.
-        request.stream = _Body(content)
+        request.stream = OneShotBody(content)
         return request
 
     def _order(self) -> list[int]:
@@ -772,7 +774,7 @@ class EtcdClient:
                     yield stream
                     return
                 finally:
-                    await _finish_stream(chunks)
+                    await finish_stream(chunks)
             finally:
                 await response.aclose()
         raise EtcdUnavailable("no etcd endpoint accepted the watch: " + "; ".join(errors))
@@ -809,37 +811,6 @@ class EtcdClient:
         return result  # type: ignore[no-any-return]
 
 
-class _Body(httpx.AsyncByteStream):
-    """A request body whose iterator is a plain object rather than an async generator.
-
-    httpx's own ``ByteStream`` yields the body from an async generator; when sending fails
-    after that ``yield`` (a refused TLS client cert, a reset), httpcore abandons it suspended
-    and trio reports a ResourceWarning when it is collected. A one-shot iterator cannot leak.
-    """
-
-    def __init__(self, data: bytes):
-        self._data = data
-
-    def __aiter__(self) -> _OneShot:  # type: ignore[override]
-        return _OneShot(self._data)
-
-
-class _OneShot:
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes | None):
-        self._data = data
-
-    def __aiter__(self) -> _OneShot:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._data is None:
-            raise StopAsyncIteration
-        data, self._data = self._data, None
-        return data
-
-
 def _describe(exc: BaseException) -> str:
     """``Type: message``, taking the message from the first cause that has one (httpx's
     ConnectError around an SSL error has an empty message of its own)."""
@@ -851,25 +822,6 @@ def _describe(exc: BaseException) -> str:
     if cause is exc:
         return f"{type(exc).__name__}: {exc}"
     return f"{type(exc).__name__}: {type(cause).__name__}: {cause}"
-
-
-async def _finish_stream(chunks: AsyncGenerator[bytes, None]) -> None:
-    """Run an abandoned httpx byte stream to its end so that no generator is left suspended.
-
-    ``aiter_bytes`` sits on five nested async generators (httpx and httpcore); closing the
-    outer one with ``aclose``/``aclosing`` leaves the inner ones suspended at their ``yield``,
-    and trio reports each as a ResourceWarning when it is garbage collected (an error under
-    ``filterwarnings = error``). Resuming the chain inside an already-cancelled scope drains
-    what httpcore has buffered and then raises Cancelled at the first network read, which
-    unwinds and finishes every layer. The scope is shielded so that this also works while the
-    calling task is itself being cancelled, and it is its own cancel, so nothing escapes.
-    """
-    with trio.CancelScope(shield=True) as scope:
-        scope.cancel()
-        with contextlib.suppress(StopAsyncIteration, httpx.HTTPError, RuntimeError):
-            while True:
-                await chunks.__anext__()
-    await chunks.aclose()
 
 
 def _json_or_text(response: httpx.Response) -> Any:

@@ -41,8 +41,9 @@ from urllib.parse import quote
 
 import httpx
 import structlog
-import trio
 import yaml
+
+from typha.sync.httpstreams import OneShotBody, finish_stream
 
 log = structlog.get_logger(__name__)
 
@@ -541,7 +542,7 @@ class WatchStream:
 
     async def aclose(self) -> None:
         self._done = True
-        await _finish_stream(self._chunks)
+        await finish_stream(self._chunks)
         await self._response.aclose()
 
 
@@ -619,7 +620,7 @@ class KubeClient:
             if timeout is not None
             else self.timeout,
         )
-        request.stream = _OneShotBody(body)
+        request.stream = OneShotBody(body)
         what = f"{method} {path}"
         try:
             resp = await self._http.send(request)
@@ -835,7 +836,7 @@ class KubeClient:
         timeout = httpx.Timeout(self.timeout.connect, connect=self.timeout.connect, read=idle)
         what = f"WATCH {path}"
         request = self._http.build_request("GET", path, params=query, timeout=timeout)
-        request.stream = _OneShotBody(b"")
+        request.stream = OneShotBody(b"")
         try:
             response = await self._http.send(request, stream=True)
         except httpx.RequestError as exc:
@@ -864,52 +865,6 @@ class KubeClient:
         async with self.open_watch(path, resource_version, **kwargs) as stream:
             async for event in stream:
                 yield event
-
-
-class _OneShotBody(httpx.AsyncByteStream):
-    """A request body whose iterator is a plain object, not an async generator: httpx's own
-    body stream is a generator that httpcore abandons suspended when a send fails (TLS
-    refusal, reset), which trio reports as a ResourceWarning when it is collected."""
-
-    def __init__(self, data: bytes):
-        self._data = data
-
-    def __aiter__(self) -> _OneShot:  # type: ignore[override]
-        return _OneShot(self._data)
-
-
-class _OneShot:
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes | None):
-        self._data = data
-
-    def __aiter__(self) -> _OneShot:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._data is None:
-            raise StopAsyncIteration
-        data, self._data = self._data, None
-        return data
-
-
-async def _finish_stream(chunks: AsyncGenerator[bytes, None]) -> None:
-    """Run an abandoned httpx byte stream to its end so that no generator stays suspended.
-
-    ``Response.aiter_bytes`` sits on several nested async generators (httpx, httpcore);
-    ``aclose`` on the outer one leaves the inner ones suspended at their ``yield``, and trio
-    reports each as a ResourceWarning when collected. Resuming the chain in an
-    already-cancelled (shielded, so it also works while our task is being cancelled) scope
-    returns what is buffered and then raises Cancelled at the first network read, which
-    unwinds and finishes every layer.
-    """
-    with trio.CancelScope(shield=True) as scope:
-        scope.cancel()
-        with contextlib.suppress(StopAsyncIteration, httpx.HTTPError, RuntimeError):
-            while True:
-                await chunks.__anext__()
-    await chunks.aclose()
 
 
 def _clean(params: Mapping[str, Any] | None) -> dict[str, str] | None:
