@@ -383,6 +383,36 @@ class Connection:
             self.wake()
         return n
 
+    def try_fast_catch_up(self, last_seq: int, parts: list[bytes]) -> int:
+        """Called by the shared fan-out for an idle client that is a few breadcrumbs behind:
+        ``parts`` are the shared frames of breadcrumbs ``next_seq..last_seq``, written with one
+        writev instead of waking this client's writer task (which, for hundreds of clients
+        that hiccuped at once, costs more than the writes and keeps them behind).
+
+        Returns the bytes written now, or -1 if the client must follow on its own.
+        """
+        if (
+            self.busy
+            or self.pending is not None
+            or self.control
+            or not self.transport.direct
+            or self.closing
+        ):
+            return -1
+        try:
+            n = self.transport.write_nowait_vec(parts)  # type: ignore[union-attr]
+        except OSError:
+            self.abort("write failed")
+            return 0
+        self.next_seq = last_seq + 1
+        self.info.bytes_sent += n
+        total = sum(len(p) for p in parts)
+        if n < total:
+            # Rare: the copy is made only for the part the kernel did not take.
+            self.pending = memoryview(b"".join(parts))[n:]
+            self.wake()
+        return n
+
     def wake(self) -> None:
         self._wake.set()
 

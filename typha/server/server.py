@@ -29,6 +29,10 @@ from .transport import SocketTransport, StreamTransport, Transport
 
 log = structlog.get_logger(__name__)
 
+# The fan-out catches idle clients up directly when they are at most this many breadcrumbs
+# behind (one writev; IOV_MAX is 1024); further behind, their own writer follows the history.
+_MAX_CATCH_UP = 512
+
 
 class SyncServer:
     def __init__(
@@ -197,14 +201,18 @@ class SyncServer:
         size_gauge = metrics.cache_size.labels(label)
         interval = self.cfg.server_fanout_interval_secs
         last = view.head_seq
+        run_secs = 0.0  # how long the previous run over all clients took
         while True:
             await self.feed.wait_for_crumb(syncer, last)
-            if interval:
-                # Coalesce a burst into one write per client. The window runs from the birth
-                # of the oldest unsent breadcrumb, not from now: breadcrumbs that arrived
-                # while the previous run was writing have waited long enough already.
+            # Coalesce a burst into one write per client. The window runs from the birth of
+            # the oldest unsent breadcrumb, not from now: breadcrumbs that arrived while the
+            # previous run was writing have waited long enough already. It is at least as long
+            # as the previous run, so that with many clients the runs (whose cost grows with
+            # clients x runs, not with updates) take at most about half of the loop.
+            window = max(interval, run_secs)
+            if window:
                 oldest = next(view.crumbs_after(last), None)
-                wait = interval if oldest is None else interval - (view.clock() - oldest.timestamp)
+                wait = window if oldest is None else window - (view.clock() - oldest.timestamp)
                 if wait > 0:
                     await trio.sleep(wait)
                 else:
@@ -219,28 +227,45 @@ class SyncServer:
                 for conn in conns:
                     conn.wake()
                 continue
+            run_started = time.monotonic()
             crumbs = list(view.crumbs_after(first - 1))
-            oldest_age = time.monotonic() - crumbs[0].timestamp
+            oldest_age = run_started - crumbs[0].timestamp
             plain: bytes | None = None
             compressed: bytes | None = None
+            # Frames for idle clients a little behind, by (position, compression): a hiccup
+            # leaves many clients at the same few positions.
+            behind: dict[tuple[int, bool], list[bytes]] = {}
+            oldest_seq = view.oldest_seq
             n = 0
             written = 0
             for conn in list(conns):
-                if conn.zstd:
-                    if compressed is None:
-                        compressed = b"".join(c.frames_for(True) for c in crumbs)
-                    data = compressed
+                if conn.next_seq == first:
+                    if conn.zstd:
+                        if compressed is None:
+                            compressed = b"".join(c.frames_for(True) for c in crumbs)
+                        data = compressed
+                    else:
+                        if plain is None:
+                            plain = b"".join(c.frames for c in crumbs)
+                        data = plain
+                    wrote = conn.try_fast_write(first, last, data)
+                elif oldest_seq <= conn.next_seq < first and last - conn.next_seq < _MAX_CATCH_UP:
+                    key = (conn.next_seq, conn.zstd)
+                    parts = behind.get(key)
+                    if parts is None:
+                        parts = behind[key] = [
+                            c.frames_for(conn.zstd) for c in view.crumbs_after(conn.next_seq - 1)
+                        ]
+                    wrote = conn.try_fast_catch_up(last, parts)
                 else:
-                    if plain is None:
-                        plain = b"".join(c.frames for c in crumbs)
-                    data = plain
-                wrote = conn.try_fast_write(first, last, data)
+                    wrote = -1
                 if wrote >= 0:
                     n += 1
                     written += wrote
                 else:
                     conn.wake()
                     slow.inc()
+            run_secs = time.monotonic() - run_started
             if n:
                 direct_writes.inc(n)
                 latency.observe(oldest_age)

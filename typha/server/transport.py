@@ -55,6 +55,14 @@ class SocketTransport:
         except BlockingIOError:
             return 0
 
+    def write_nowait_vec(self, parts: Buffers) -> int:
+        """One writev(2) of up to IOV_MAX buffers, taking what the kernel takes now (0 if
+        full). Raises OSError if the connection is broken."""
+        try:
+            return os.writev(self._fd, parts[:_IOV_MAX])
+        except BlockingIOError:
+            return 0
+
     async def write_all(self, data: bytes | memoryview, timeout: float) -> int:
         """Write everything; raise WriteTimeout if no progress is made for ``timeout``."""
         view = memoryview(data)
