@@ -8,6 +8,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests.seed_examples import db_network_policy
 from typha.sync.base import Update
 from typha.sync.convert import (
     InvalidResource,
@@ -31,31 +32,7 @@ def packed(updates: list[Update]) -> list[tuple[str, bytes]]:
 
 # --- NetworkPolicy --------------------------------------------------------------------------------
 
-DB_NETWORK_POLICY: dict[str, Any] = {
-    "apiVersion": "networking.k8s.io/v1",
-    "kind": "NetworkPolicy",
-    "metadata": {"name": "db-network-policy", "namespace": "np-demo", "resourceVersion": "42"},
-    "spec": {
-        "podSelector": {"matchLabels": {"role": "db"}},
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [
-            {
-                "from": [
-                    {"ipBlock": {"cidr": "172.17.0.0/16", "except": ["172.17.1.0/24"]}},
-                    {"namespaceSelector": {"matchLabels": {"project": "myproject"}}},
-                    {"podSelector": {"matchLabels": {"role": "frontend"}}},
-                ],
-                "ports": [{"protocol": "TCP", "port": 6379}],
-            }
-        ],
-        "egress": [
-            {
-                "to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
-                "ports": [{"protocol": "TCP", "port": 5978}],
-            }
-        ],
-    },
-}
+DB_NETWORK_POLICY: dict[str, Any] = db_network_policy(resourceVersion="42")
 
 
 def test_db_network_policy_seed_example_v3() -> None:

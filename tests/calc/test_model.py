@@ -19,6 +19,7 @@ from felix_client.calc.model import (
 from felix_client.calc.policy import INGRESS, Packet, verdict
 from tests.calc.iptsim import IpsetSim, IptablesSim
 from tests.calc.test_crosscheck import simulate
+from tests.seed_examples import db_network_policy
 from typha.model import keys
 
 
@@ -179,31 +180,7 @@ def k8s_objects():
         pod("fe", "np-demo", "node-2", "10.0.2.6", {"role": "frontend"}),
         pod("mp", "myproject", "node-2", "10.0.2.7", {"app": "x"}),
         pod("stranger", "other", "node-2", "10.0.2.8", {"role": "frontend"}),
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "db-network-policy", "namespace": "np-demo"},
-            "spec": {
-                "podSelector": {"matchLabels": {"role": "db"}},
-                "policyTypes": ["Ingress", "Egress"],
-                "ingress": [
-                    {
-                        "from": [
-                            {"ipBlock": {"cidr": "172.17.0.0/16", "except": ["172.17.1.0/24"]}},
-                            {"namespaceSelector": {"matchLabels": {"project": "myproject"}}},
-                            {"podSelector": {"matchLabels": {"role": "frontend"}}},
-                        ],
-                        "ports": [{"protocol": "TCP", "port": 6379}],
-                    }
-                ],
-                "egress": [
-                    {
-                        "to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
-                        "ports": [{"protocol": "TCP", "port": 5978}],
-                    }
-                ],
-            },
-        },
+        db_network_policy(),
     ]
 
 

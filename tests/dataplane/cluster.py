@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from tests.dataplane.nstools import NetnsPool, nsrun, run, veth
+from tests.seed_examples import db_network_policy
 from typha.resources import validate_resource, workload_endpoint_for_pod
 from typha.sync.convert.k8s import (
     namespace_to_profile,
@@ -103,31 +104,7 @@ POD_TCP = "80,6379,6380,7000,7001"
 POD_UDP = "9998,9999"
 
 # The seed's Kubernetes NetworkPolicy, verbatim apart from the namespace.
-DB_NETWORK_POLICY = {
-    "apiVersion": "networking.k8s.io/v1",
-    "kind": "NetworkPolicy",
-    "metadata": {"name": "db-network-policy", "namespace": "np-demo"},
-    "spec": {
-        "podSelector": {"matchLabels": {"role": "db"}},
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [
-            {
-                "from": [
-                    {"ipBlock": {"cidr": "172.17.0.0/16", "except": ["172.17.1.0/24"]}},
-                    {"namespaceSelector": {"matchLabels": {"project": "myproject"}}},
-                    {"podSelector": {"matchLabels": {"role": "frontend"}}},
-                ],
-                "ports": [{"protocol": "TCP", "port": 6379}],
-            }
-        ],
-        "egress": [
-            {
-                "to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
-                "ports": [{"protocol": "TCP", "port": 5978}],
-            }
-        ],
-    },
-}
+DB_NETWORK_POLICY = db_network_policy()
 
 
 def _v3(kind: str, name: str, spec: dict[str, Any], namespace: str | None = None) -> dict:
