@@ -459,7 +459,10 @@ class Connection:
         if self.closing:
             return
         self.log.info("closing connection", reason=reason)
-        if FEATURE_GOODBYE in self.proto.features and self.streaming:
+        # Once the handshake is done the writer owns the socket: a Goodbye queued now goes out
+        # right after whatever it is writing (even the initial snapshot), so a client that has
+        # just connected is told too, instead of seeing a reset.
+        if FEATURE_GOODBYE in self.proto.features and self.registered:
             self.closing = True
             self.enqueue(self.proto.send(Goodbye(reason, reconnect_delay, address)))
             # If the goodbye cannot be written promptly, give up on it.
