@@ -176,35 +176,26 @@ def test_any_resume_point_replays_to_the_head(batches, batch_size, history) -> N
     assert head == model
     for seq, state in states.items():
         if v.can_resume_from_seq(seq):
-            got = dict(state)
-            for c in v.crumbs_after(seq):
-                for kv in c.kv_bytes:
-                    k, val = msgpack.unpackb(kv)
-                    if val is None:
-                        got.pop(k, None)
-                    else:
-                        got[k] = val
+            got = applied(state, (kv for c in v.crumbs_after(seq) for kv in c.kv_bytes))
             assert got == head
         if v.can_catch_up_from_seq(seq):
-            got = dict(state)
-            for kv in v.changed_since(seq):
-                k, val = msgpack.unpackb(kv)
-                if val is None:
-                    got.pop(k, None)
-                else:
-                    got[k] = val
-            assert got == head
+            assert applied(state, v.changed_since(seq)) == head
         rev = revs[seq]
         if rev is not None and (rseq := v.seq_for_revision(rev)) is not None:
-            got = dict(state)
-            for c in v.crumbs_after(rseq):
-                for kv in c.kv_bytes:
-                    k, val = msgpack.unpackb(kv)
-                    if val is None:
-                        got.pop(k, None)
-                    else:
-                        got[k] = val
+            got = applied(state, (kv for c in v.crumbs_after(rseq) for kv in c.kv_bytes))
             assert got == head, (seq, rev, rseq)
+
+
+def applied(state: dict, kv_bytes) -> dict:  # type: ignore[no-untyped-def]
+    """``state`` after applying encoded KVs in order (value None deletes)."""
+    out = dict(state)
+    for kv in kv_bytes:
+        k, val = msgpack.unpackb(kv)
+        if val is None:
+            out.pop(k, None)
+        else:
+            out[k] = val
+    return out
 
 
 def test_scoped_resync_deletes_only_that_scopes_missing_keys() -> None:
