@@ -372,6 +372,45 @@ async def test_drain_says_goodbye_to_everyone_spread_over_time() -> None:
             await raw.aclose()
 
 
+async def test_goodbye_queued_while_a_ping_is_being_written_still_goes_out() -> None:
+    """close() can run while the writer task yields inside the write of a Ping it has already
+    taken from the control queue. The Goodbye queued then must still be written before the
+    socket closes (before the fix, the writer saw ``closing`` after the Ping and hung up
+    without it: the client saw a bare EOF). A second client closed while idle is the control."""
+    ds = MemoryDatastore(dict(wep(i) for i in range(5)))
+    cfg = make_config(ServerPingIntervalSecs=0.05, RedirectAddrs="127.0.0.1:5999")
+    async with run_typha(ds, cfg) as typha:
+        raced, idle = await RawClient.connect(typha.port), await RawClient.connect(typha.port)
+        for node, raw in (("raced", raced), ("idle", idle)):
+            await raw.hello(node=node)
+            await raw.read_until(lambda e: isinstance(e, SyncStatusMsg))
+        await wait_until(lambda: len(typha.server.connections) == 2)
+        conns = {c.info.node: c for c in typha.server.connections.values()}
+        conn = conns["raced"]
+        real_write_all = conn.transport.write_all
+        closed_mid_ping = trio.Event()
+
+        async def write_all_then_close(data, timeout):  # type: ignore[no-untyped-def]
+            n = await real_write_all(data, timeout)
+            if not closed_mid_ping.is_set() and not conn.closing:
+                closed_mid_ping.set()
+                conn.close("closed mid-ping", address="127.0.0.1:5999")
+            return n
+
+        conn.transport.write_all = write_all_then_close  # type: ignore[method-assign]
+        await raced.read_until_closed(timeout=5)
+        assert closed_mid_ping.is_set()
+        byes = [e for e in raced.events if isinstance(e, Goodbye)]
+        assert [b.reason for b in byes] == ["closed mid-ping"], raced.events[-3:]
+        assert isinstance(raced.events[-1], Goodbye)  # nothing after it, not even a Ping
+
+        conns["idle"].close("closed while idle")
+        await idle.read_until_closed(timeout=5)
+        assert [e.reason for e in idle.events if isinstance(e, Goodbye)] == ["closed while idle"]
+        for raw in (raced, idle):
+            await raw.aclose()
+
+
 async def test_status_reports_each_client() -> None:
     ds = MemoryDatastore(dict(wep(i) for i in range(5)))
     cfg = make_config(ServerPingIntervalSecs=0.05)

@@ -132,7 +132,10 @@ async def test_two_replicas_sigkill_then_sigterm(etcd_server, tmp_path) -> None:
                 converge=conv2,
             )
             assert code == 0, b.log_tail()
-            assert d2["goodbyes"] == len(clients), d2
+            assert d2["goodbyes"] == len(clients), (
+                d2,
+                [(c.node, c.stats.last_error) for c in clients if c.stats.last_goodbye == ""],
+            )
             assert all(c.stats.last_goodbye == "server shutting down" for c in clients)
             assert d2["resumes"] >= 0.8 * len(clients), d2
             assert built_a <= 1, built_a

@@ -274,7 +274,9 @@ class Connection:
                 data = b"".join(self.control)
                 self.control.clear()
                 await self._write(data)
-                if self.closing:
+                # Only once the Goodbye itself is out: close() may have queued it while that
+                # write yielded, after ``data`` had been taken from the queue.
+                if self.closing and not self.control:
                     raise ConnectionClosed("goodbye sent")
                 continue
             if self.next_seq <= view.head_seq and not self.closing:
@@ -447,6 +449,8 @@ class Connection:
             self.enqueue(self.proto.send(Ping(time.monotonic_ns())))
 
     def enqueue(self, data: bytes) -> None:
+        if self.closing:
+            return  # nothing follows a Goodbye (a ping could still be queued after it)
         self.control.append(data)
         self.wake()
 
@@ -463,8 +467,8 @@ class Connection:
         # right after whatever it is writing (even the initial snapshot), so a client that has
         # just connected is told too, instead of seeing a reset.
         if FEATURE_GOODBYE in self.proto.features and self.registered:
-            self.closing = True
             self.enqueue(self.proto.send(Goodbye(reason, reconnect_delay, address)))
+            self.closing = True
             # If the goodbye cannot be written promptly, give up on it.
             if self._cancel is not None:
                 self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + 5.0)
