@@ -38,8 +38,16 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 
+FUZZ_RUNS ?= 200000
+ATHERIS_TARGETS := server-stream client-stream etcd-value model-value selector
+
+# hypothesis at 100,000 examples a test, then each atheris (libFuzzer) target for FUZZ_RUNS runs.
 fuzz: setup
+	$(BIN)/python -m pip install -q -e '.[test,fuzz]'
 	TYPHA_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/fuzz $(PYTEST_ARGS)
+	for t in $(ATHERIS_TARGETS); do \
+		$(BIN)/python -m tests.fuzz.atheris_main $$t -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
+	done
 
 load: setup
 	$(BIN)/python -m load.matrix

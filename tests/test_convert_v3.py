@@ -1024,7 +1024,24 @@ def test_convert_etcd_kv_rejects_mismatches() -> None:
 def test_convert_etcd_kv_ipam_and_others() -> None:
     block_key = "/calico/ipam/v2/assignment/ipv4/block/10.0.1.0-26"
     block = {"cidr": "10.0.1.0/26", "affinity": "host:node1", "allocations": [None] * 64}
-    assert convert_etcd_kv(block_key, block) == [Update(block_key, block)]
+    (update,) = convert_etcd_kv(block_key, block)
+    assert update.key == block_key
+    assert {k: update.value[k] for k in block} == block  # the rest is filled in with defaults
+    assert update.value["unallocated"] == [] and update.value["deleted"] is False
+    # Checked like the IPAMBlock spec: a broken block never reaches the node clients.
+    for bad, message in [
+        ({**block, "cidr": "10.0.1.0/33"}, "cidr"),
+        ({**block, "cidr": "10.0.2.0/26"}, "does not match the key"),
+        ({**block, "allocations": [None] * 3}, "64 entries"),
+        ({**block, "affinity": 7}, "affinity"),
+    ]:
+        with pytest.raises(InvalidResource, match=message) as err:
+            convert_etcd_kv(block_key, bad)
+        assert err.value.resource == block_key
+    with pytest.raises(InvalidResource, match="state"):
+        convert_etcd_kv(
+            "/calico/ipam/v2/host/node1/ipv4/block/10.0.1.0-26", {"state": "weird"}
+        )
     aff_key = "/calico/ipam/v2/host/node1/ipv4/block/10.0.1.0-26"
     assert convert_etcd_kv(aff_key, {"state": "confirmed", "deleted": False}) == [
         Update(aff_key, {"state": "confirmed", "deleted": False})

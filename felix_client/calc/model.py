@@ -10,6 +10,7 @@ cannot be understood are treated as deletions (as Felix's validation filter does
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -450,35 +451,103 @@ def _get(value: Mapping[str, Any], *names: str, default: Any = None) -> Any:
     return default
 
 
+# Every helper below raises ValueError/TypeError on a value of the wrong type or form, which
+# parse_update turns into a deletion of that one key. Being strict here is what keeps a bad value
+# from failing later, in rendering or in the kernel, where it would hurt every other key.
+
+
+def _str(raw: Any, what: str) -> str:
+    if type(raw) is not str:
+        raise TypeError(f"{what}: expected a string, got {type(raw).__name__}")
+    return raw
+
+
+def _opt_str(raw: Any, what: str) -> str | None:
+    return None if raw is None else _str(raw, what)
+
+
+def _str_tuple(raw: Any, what: str) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise TypeError(f"{what}: expected a list, got {type(raw).__name__}")
+    for item in raw:
+        if type(item) is not str:
+            raise TypeError(f"{what}: expected strings, got {type(item).__name__}")
+    return tuple(raw)
+
+
 def _labels(raw: Any) -> Mapping[str, str]:
     if not raw:
         return {}
-    return {str(k): str(v) for k, v in raw.items()}
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"labels: expected a map, got {type(raw).__name__}")
+    for k, v in raw.items():
+        if type(k) is not str or type(v) is not str:
+            raise TypeError("labels: expected string keys and values")
+    return dict(raw)
 
 
-def _v4_host_nets(raw: Iterable[Any]) -> tuple[str, ...]:
+def _ipv4(text: str) -> str:
+    """``text`` if it is a dotted-quad IPv4 address, else ValueError."""
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        raise ValueError(f"not an IPv4 address: {text!r}") from None
+    return text
+
+
+def _ipv4_net(raw: Any, default_len: int = 32) -> str:
+    """An IPv4 address or CIDR → ``a.b.c.d/n`` (the host bits are kept, as Felix does)."""
+    addr, sep, plen = _str(raw, "address").partition("/")
+    _ipv4(addr)
+    if not sep:
+        return f"{addr}/{default_len}"
+    if not plen.isdigit() or int(plen) > 32 or len(plen) > 2:
+        raise ValueError(f"bad prefix length in {raw!r}")
+    return f"{addr}/{int(plen)}"
+
+
+def _ipv6_net(raw: Any) -> str:
+    addr, sep, plen = _str(raw, "address").partition("/")
+    try:
+        socket.inet_pton(socket.AF_INET6, addr)
+    except OSError:
+        raise ValueError(f"not an IPv6 address: {raw!r}") from None
+    if sep and (not plen.isdigit() or int(plen) > 128 or len(plen) > 3):
+        raise ValueError(f"bad prefix length in {raw!r}")
+    return raw  # type: ignore[no-any-return]
+
+
+def _net_list(raw: Any, what: str) -> Iterable[Any]:
+    if not raw:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise TypeError(f"{what}: expected a list, got {type(raw).__name__}")
+    return raw  # type: ignore[no-any-return]
+
+
+def _v4_host_nets(raw: Any) -> tuple[str, ...]:
     out = []
-    for text in raw or ():
-        if type(text) is not str:
-            text = str(text)
-        if ":" in text:
-            continue
-        out.append(text if "/" in text else text + "/32")
+    for text in _net_list(raw, "nets"):
+        if type(text) is str and ":" in text:
+            continue  # IPv6: not rendered by this client
+        out.append(_ipv4_net(text))
     return tuple(out)
 
 
-def _v6_nets(raw: Iterable[Any]) -> tuple[str, ...]:
-    return tuple(str(i) for i in raw or () if ":" in str(i))
+def _v6_nets(raw: Any) -> tuple[str, ...]:
+    return tuple(
+        _ipv6_net(i) for i in _net_list(raw, "nets") if not (type(i) is str and ":" not in i)
+    )
 
 
-def _v4_nets(raw: Iterable[Any]) -> tuple[str, ...]:
+def _v4_nets(raw: Any) -> tuple[str, ...]:
     out: list[str] = []
-    for item in raw or ():
-        text = str(item)
-        if ":" in text:
+    for item in _net_list(raw, "nets"):
+        if type(item) is str and ":" in item:
             continue
-        if "/" not in text:
-            text += "/32"
+        text = _ipv4_net(item)
         if text.endswith("/0"):
             # hash:net sets cannot hold /0; two /1s cover the same space.
             out.extend(("0.0.0.0/1", "128.0.0.0/1"))
@@ -487,17 +556,20 @@ def _v4_nets(raw: Iterable[Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _named_ports(raw: Iterable[Any]) -> tuple[NamedPort, ...]:
+def _named_ports(raw: Any) -> tuple[NamedPort, ...]:
     out = []
-    for item in raw or ():
+    for item in _net_list(raw, "ports"):
         name = item.get("name")
         port = item.get("port")
         if not name or port is None:
             continue
-        proto = str(item.get("protocol") or "tcp").lower()
-        if proto.isdigit():
-            proto = PROTOCOL_NAMES.get(int(proto), proto)
-        out.append(NamedPort(str(name), proto, int(port)))
+        if type(port) is not int or not 0 < port <= 65535:
+            raise ValueError(f"bad port {port!r}")
+        number = parse_protocol(item.get("protocol") or "tcp")
+        proto = PROTOCOL_NAMES.get(number) if number is not None else None
+        if proto is None:
+            raise ValueError(f"bad protocol in named port {name!r}")
+        out.append(NamedPort(_str(name, "port name"), proto, port))
     return tuple(out)
 
 
@@ -519,13 +591,13 @@ def parse_workload_endpoint(key: str, host: str, value: Mapping[str, Any]) -> Wo
     return WorkloadEndpoint(
         key,
         host,
-        str(get("state") or "active"),
-        str(get("name") or ""),
-        get("mac"),
-        tuple(profiles),
+        _str(get("state") or "active", "state"),
+        _str(get("name") or "", "name"),
+        _opt_str(get("mac"), "mac"),
+        _str_tuple(profiles, "profile_ids"),
         _v4_host_nets(nets),
         _v6_nets(v6) if v6 else (),
-        dict(labels) if labels else {},
+        _labels(labels),
         _named_ports(ports) if ports else (),
     )
 
@@ -540,10 +612,10 @@ def parse_host_endpoint(key: str, host: str, value: Mapping[str, Any]) -> HostEn
         key=key,
         host=host,
         endpoint_id=unescape(key.split("/")[6]),
-        iface=str(_get(value, "name", default="")),
+        iface=_str(_get(value, "name", default=""), "name"),
         ipv4_nets=_v4_host_nets(addrs),
         labels=_labels(_get(value, "labels")),
-        profile_ids=tuple(str(p) for p in _get(value, "profile_ids", "profileIds", default=())),
+        profile_ids=_str_tuple(_get(value, "profile_ids", "profileIds"), "profile_ids"),
         ports=_named_ports(_get(value, "ports", default=())),
     )
 
@@ -554,31 +626,41 @@ def parse_network_set(name: str, value: Mapping[str, Any]) -> NetworkSet:
         name=name,
         ipv4_nets=_v4_nets(_get(value, "nets", default=())),
         labels=_labels(_get(value, "labels")),
-        profile_ids=tuple(str(p) for p in _get(value, "profile_ids", "profileIds", default=())),
+        profile_ids=_str_tuple(_get(value, "profile_ids", "profileIds"), "profile_ids"),
     )
 
 
 def _selector_text(raw: Any) -> str | None:
     if raw is None:
         return None
-    text = str(raw)
+    text = _str(raw, "selector")
     return text if text.strip() else None
 
 
 def _opt_int(raw: Any) -> int | None:
-    return None if raw is None or raw == "" else int(raw)
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool | float):
+        raise TypeError(f"expected an integer, got {raw!r}")
+    return int(raw)
 
 
 def _ports(raw: Any) -> tuple[RulePort, ...]:
-    return tuple(parse_port(p) for p in raw or ())
+    return tuple(parse_port(p) for p in _net_list(raw, "ports"))
+
+
+def _named_rule_ports(raw: Any) -> tuple[str, ...]:
+    return _str_tuple(raw, "named ports")
 
 
 def parse_rule(raw: Mapping[str, Any]) -> Rule:
     """One rule; raises ``ValueError`` when it cannot be understood."""
-    action_text = str(_get(raw, "action", default="allow")).strip().lower()
+    action_text = _str(_get(raw, "action", default="allow"), "action").strip().lower()
     action = _ACTION_ALIASES.get(action_text) or Action(action_text)
     icmp = _get(raw, "icmp", default=None) or {}
     not_icmp = _get(raw, "not_icmp", "notICMP", default=None) or {}
+    if not isinstance(icmp, Mapping) or not isinstance(not_icmp, Mapping):
+        raise TypeError("icmp: expected a map")
     return Rule(
         action=action,
         ip_version=_opt_int(_get(raw, "ip_version", "ipVersion")),
@@ -589,17 +671,17 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         src_selector=_selector_text(_get(raw, "src_selector", "srcSelector")),
         not_src_selector=_selector_text(_get(raw, "not_src_selector", "notSrcSelector")),
         src_ports=_ports(_get(raw, "src_ports", "srcPorts"))
-        + tuple(_get(raw, "src_named_ports", "srcNamedPorts", default=())),
+        + _named_rule_ports(_get(raw, "src_named_ports", "srcNamedPorts")),
         not_src_ports=_ports(_get(raw, "not_src_ports", "notSrcPorts"))
-        + tuple(_get(raw, "not_src_named_ports", "notSrcNamedPorts", default=())),
+        + _named_rule_ports(_get(raw, "not_src_named_ports", "notSrcNamedPorts")),
         dst_nets=_rule_nets(raw, "dst_nets", "dst_net", "dstNets", "dstNet"),
         not_dst_nets=_rule_nets(raw, "not_dst_nets", "not_dst_net", "notDstNets", "notDstNet"),
         dst_selector=_selector_text(_get(raw, "dst_selector", "dstSelector")),
         not_dst_selector=_selector_text(_get(raw, "not_dst_selector", "notDstSelector")),
         dst_ports=_ports(_get(raw, "dst_ports", "dstPorts"))
-        + tuple(_get(raw, "dst_named_ports", "dstNamedPorts", default=())),
+        + _named_rule_ports(_get(raw, "dst_named_ports", "dstNamedPorts")),
         not_dst_ports=_ports(_get(raw, "not_dst_ports", "notDstPorts"))
-        + tuple(_get(raw, "not_dst_named_ports", "notDstNamedPorts", default=())),
+        + _named_rule_ports(_get(raw, "not_dst_named_ports", "notDstNamedPorts")),
         icmp_type=_opt_int(_get(raw, "icmp_type", "icmpType", default=icmp.get("type"))),
         icmp_code=_opt_int(_get(raw, "icmp_code", "icmpCode", default=icmp.get("code"))),
         not_icmp_type=_opt_int(
@@ -617,25 +699,30 @@ def _rule_nets(raw: Mapping[str, Any], *names: str) -> tuple[str, ...]:
         got = raw.get(name)
         if not got:
             continue
-        for net in [got] if isinstance(got, str) else got:
-            text = str(net)
-            out.append(text if "/" in text else (text + ("/128" if ":" in text else "/32")))
+        for net in [got] if isinstance(got, str) else _net_list(got, name):
+            if type(net) is str and ":" in net:
+                text = _ipv6_net(net)
+                out.append(text if "/" in text else text + "/128")
+            else:
+                out.append(_ipv4_net(net))
     return tuple(dict.fromkeys(out))
 
 
 def parse_rules(raw: Any) -> tuple[Rule, ...]:
-    return tuple(parse_rule(r) for r in raw or ())
+    return tuple(parse_rule(r) for r in _net_list(raw, "rules"))
 
 
 def _order(raw: Any) -> float | None:
     if raw is None:
         return None
+    if isinstance(raw, bool | str):
+        raise TypeError(f"order: expected a number, got {raw!r}")
     order = float(raw)
     return None if math.isnan(order) else order
 
 
 def parse_policy(pid: PolicyId, value: Mapping[str, Any]) -> Policy:
-    types = {str(t).lower() for t in _get(value, "types", default=()) or ()}
+    types = {t.lower() for t in _str_tuple(_get(value, "types"), "types")}
     inbound = parse_rules(_get(value, "inbound_rules", "inboundRules"))
     outbound = parse_rules(_get(value, "outbound_rules", "outboundRules"))
     # Felix treats a policy that arrives with no types as applying in both directions
@@ -644,9 +731,9 @@ def parse_policy(pid: PolicyId, value: Mapping[str, Any]) -> Policy:
     egress = "egress" in types or not types
     return Policy(
         id=pid,
-        tier=str(_get(value, "tier", default=pid.legacy_tier or "default")),
+        tier=_str(_get(value, "tier", default=pid.legacy_tier or "default"), "tier"),
         order=_order(_get(value, "order")),
-        selector=str(_get(value, "selector", default="") or ""),
+        selector=_str(_get(value, "selector", default="") or "", "selector"),
         inbound_rules=inbound,
         outbound_rules=outbound,
         ingress=ingress,
@@ -667,7 +754,7 @@ def api_default_types(has_ingress_rules: bool, has_egress_rules: bool) -> tuple[
 
 
 def parse_tier(name: str, value: Mapping[str, Any]) -> Tier:
-    action = str(_get(value, "default_action", "defaultAction", default="deny")).lower()
+    action = _str(_get(value, "default_action", "defaultAction", default="deny"), "action").lower()
     return Tier(
         name=name,
         order=_order(_get(value, "order")),
@@ -688,7 +775,7 @@ def parse_ip_pool(cidr: str, value: Mapping[str, Any]) -> IPPool:
     if ipip_mode is None and _get(value, "ipip"):
         ipip_mode = "Always"
     return IPPool(
-        cidr=str(_get(value, "cidr", default=cidr)),
+        cidr=_ipv4_or_v6_cidr(_get(value, "cidr", default=cidr)),
         ipip_mode=_encap_mode(ipip_mode),
         vxlan_mode=_encap_mode(_get(value, "vxlan_mode", "vxlanMode")),
         masquerade=bool(_get(value, "masquerade", "natOutgoing", "nat_outgoing", default=False)),
@@ -701,22 +788,41 @@ def parse_block(cidr: str, value: Mapping[str, Any]) -> Block:
     host = None
     if isinstance(affinity, str) and affinity.startswith("host:"):
         host = affinity[len("host:") :]
-    return Block(cidr=str(_get(value, "cidr", default=cidr)), affinity_host=host)
+    # The key names the block; a value that disagrees is broken (and could be of the other IP
+    # version, which the route index for this key's version cannot hold).
+    if _ipv4_or_v6_cidr(_get(value, "cidr", default=cidr)) != cidr:
+        raise ValueError(f"block value's cidr does not match its key ({cidr})")
+    return Block(cidr=cidr, affinity_host=host)
+
+
+def _ipv4_or_v6_cidr(raw: Any) -> str:
+    text = _str(raw, "cidr")
+    if ":" in text:
+        return _ipv6_net(text)
+    if "/" not in text:
+        raise ValueError(f"not a CIDR: {text!r}")
+    return _ipv4_net(text)
 
 
 def parse_node(name: str, value: Mapping[str, Any]) -> NodeInfo:
     spec = value.get("spec") or {}
     bgp = spec.get("bgp") or {}
-    cidr = bgp.get("ipv4Address") or bgp.get("ipv4_address")
-    address = str(cidr).partition("/")[0] if cidr else None
+    raw_cidr = bgp.get("ipv4Address") or bgp.get("ipv4_address")
+    address = subnet = None
+    if raw_cidr:
+        cidr = _ipv4_net(raw_cidr)
+        address = cidr.partition("/")[0]
+        subnet = cidr if "/" in raw_cidr else None
     meta = value.get("metadata") or {}
+    ipip = bgp.get("ipv4IPIPTunnelAddr") or spec.get("ipv4IPIPTunnelAddr")
+    vxlan = spec.get("ipv4VXLANTunnelAddr")
     return NodeInfo(
-        name=str(meta.get("name") or name),
+        name=_str(meta.get("name") or name, "name"),
         ipv4_address=address,
-        ipv4_cidr=str(cidr) if cidr and "/" in str(cidr) else None,
-        ipip_tunnel_addr=bgp.get("ipv4IPIPTunnelAddr") or spec.get("ipv4IPIPTunnelAddr"),
-        vxlan_tunnel_addr=spec.get("ipv4VXLANTunnelAddr"),
-        vxlan_tunnel_mac=spec.get("vxlanTunnelMACAddr"),
+        ipv4_cidr=subnet,
+        ipip_tunnel_addr=_ipv4(_str(ipip, "ipv4IPIPTunnelAddr")) if ipip else None,
+        vxlan_tunnel_addr=_ipv4(_str(vxlan, "ipv4VXLANTunnelAddr")) if vxlan else None,
+        vxlan_tunnel_mac=_opt_str(spec.get("vxlanTunnelMACAddr"), "vxlanTunnelMACAddr"),
     )
 
 

@@ -132,6 +132,95 @@ def test_tolerant_values() -> None:
     assert block.affinity_host is None
 
 
+GOOD_WEP = {
+    "state": "active",
+    "name": "cali1",
+    "mac": "ee:ee:ee:ee:ee:ee",
+    "profile_ids": ["kns.ns"],
+    "ipv4_nets": ["10.0.1.5/32"],
+    "labels": {"app": "a"},
+    "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "good", "bad"),
+    [
+        # Each was found by the fuzzers (tests/fuzz): accepted once, it failed later in the
+        # route index, the label index or the renderer, taking every other key down with it.
+        (
+            keys.block_key("10.0.1.0/26"),
+            {"cidr": "10.0.1.0/26", "affinity": "host:n1"},
+            {"cidr": "10.0.1.300/26", "affinity": "host:n1"},
+        ),
+        (keys.block_key("10.0.1.0/26"), {"cidr": "10.0.1.0/26"}, {"cidr": "10.0.1.0/b/c"}),
+        (keys.block_key("10.0.1.0/26"), {"cidr": "10.0.1.0/26"}, {"cidr": "::1"}),
+        (keys.block_key("10.0.1.0/26"), {"affinity": "host:n1"}, {"cidr": "10.0.2.0/26"}),
+        (
+            keys.workload_endpoint_key("n1", "k8s", "ns/p", "eth0"),
+            GOOD_WEP,
+            {**GOOD_WEP, "labels": {"app": {"nested": 1}}},
+        ),
+        (
+            keys.workload_endpoint_key("n1", "k8s", "ns/p", "eth0"),
+            GOOD_WEP,
+            {**GOOD_WEP, "profile_ids": [True]},
+        ),
+        (
+            keys.workload_endpoint_key("n1", "k8s", "ns/p", "eth0"),
+            GOOD_WEP,
+            {**GOOD_WEP, "ipv4_nets": ["10.0.1.5/40"]},
+        ),
+        (
+            keys.workload_endpoint_key("n1", "k8s", "ns/p", "eth0"),
+            GOOD_WEP,
+            {**GOOD_WEP, "ports": [{"name": "http", "protocol": "TCP", "port": "80"}]},
+        ),
+        (
+            keys.resource_key("nodes", "n1"),
+            {"spec": {"bgp": {"ipv4Address": "10.0.0.1/24"}}},
+            {"spec": {"bgp": {"ipv4Address": "10.0.0/24"}}},
+        ),
+        (
+            keys.policy_key("NetworkPolicy", "ns", "p"),
+            {"inbound_rules": [{"action": "allow", "src_nets": ["10.0.0.0/8"]}]},
+            {"inbound_rules": [{"action": "allow", "src_nets": ["10.0.0.0/8", 7]}]},
+        ),
+        (
+            keys.policy_key("NetworkPolicy", "ns", "p"),
+            {"selector": "app == 'a'", "order": 10},
+            {"selector": {"app": "a"}, "order": 10},
+        ),
+        (keys.network_set_key("g"), {"nets": ["1.2.3.0/24"]}, {"nets": "1.2.3.0/24"}),
+    ],
+)
+def test_values_of_the_wrong_form_are_deletions(key: str, good: dict, bad: dict) -> None:
+    assert parse_update(key, good).value is not None  # the same key with a good value parses
+    assert parse_update(key, bad).value is None
+
+
+def test_a_bad_value_only_removes_its_own_key() -> None:
+    """In the engine: a workload whose value turns bad loses its rules (as if deleted); its
+    neighbour on the same node keeps them, and rendering goes on."""
+    engine = CalcEngine("n1")
+    first = keys.workload_endpoint_key("n1", "k8s", "ns/p1", "eth0")
+    second = keys.workload_endpoint_key("n1", "k8s", "ns/p2", "eth0")
+    engine.apply_updates(
+        [
+            (first, {**GOOD_WEP, "name": "cali1"}),
+            (second, {**GOOD_WEP, "name": "cali2", "ipv4_nets": ["10.0.1.6/32"]}),
+        ]
+    )
+    engine.snapshot_done()
+    engine.flush()
+    files = render_files(engine.state())
+    assert "cali1" in str(files) and "cali2" in str(files)
+    engine.apply_updates([(first, {**GOOD_WEP, "name": "cali1", "labels": {"app": [1]}})])
+    engine.flush()
+    files = render_files(engine.state())
+    assert "cali1" not in str(files) and "cali2" in str(files)
+
+
 # --- Against the converter's real output ------------------------------------------------------
 
 convert = pytest.importorskip("typha.sync.convert")

@@ -7,7 +7,7 @@ Layout:
 * IPAM, in the older v1-style paths: blocks at ``/calico/ipam/v2/assignment/ipv4/block/<cidr>``
   and affinities at ``/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`` (``/`` in the CIDR written
   ``-``), values = AllocationBlock JSON / ``{"state", "deleted"}``. These are already model
-  values and pass through;
+  values: they are validated (as the IPAMBlock/BlockAffinity specs are) and passed on;
 * ``/calico/ipam/v2/handle/…`` and everything else: not for Felix.
 
 One watch on ``CALICO_ETCD_WATCH_PREFIX`` filtered by ``is_calico_etcd_key`` covers it all, so
@@ -123,8 +123,24 @@ def convert_etcd_kv(etcd_key: str, obj: dict[str, Any]) -> list[Update]:
             raise InvalidResource(
                 f"expected a JSON object, got {type(obj).__name__}", resource=etcd_key
             )
-        return [Update(etcd_key, obj)]
+        # Checked like the IPAMBlock/BlockAffinity resources (the same JSON under "spec"), so
+        # that a broken block never reaches the node clients' route calculation.
+        try:
+            if etcd_key.startswith(IPAM_AFFINITY_PREFIX):
+                return [Update(etcd_key, affinity_value(obj))]
+            value = block_value(obj)
+            if value["cidr"] != _ipam_key_cidr(etcd_key):
+                raise InvalidResource(f"cidr {value['cidr']!r} does not match the key")
+        except InvalidResource as exc:
+            raise exc.in_resource(etcd_key) from None
+        return [Update(etcd_key, value)]
     return []
+
+
+def _ipam_key_cidr(etcd_key: str) -> str:
+    """The CIDR in a block key, whose last segment writes ``/`` as ``-``."""
+    net, _, plen = etcd_key.rsplit("/", 1)[1].rpartition("-")
+    return f"{net}/{plen}"
 
 
 def etcd_key_for(resource: dict[str, Any]) -> str:

@@ -1,0 +1,143 @@
+"""Fuzzing what the datastore hands us: resource converters and the node client's calculation.
+
+A broken datastore value must affect only its own key (DEVELOPERS.md): the converters may
+raise nothing but ``InvalidResource`` (the datastores count it and treat the key as deleted;
+any other exception is a converter bug, logged loudly), and whatever they do produce must be
+something every node client can take without failing. Mutations are structure-aware
+(tests/fuzz/jsonmutate.py) so they get past the JSON parser and into the converters.
+
+`make test` runs a fixed, derandomized budget; `make fuzz` sets TYPHA_FUZZ_EXAMPLES=100000.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import msgpack
+from hypothesis import given
+from hypothesis import strategies as st
+
+from felix_client.calc import CalcEngine, render_files
+from felix_client.calc.selector import SelectorParseError, parse
+from typha.sync.base import Update
+from typha.sync.convert.errors import InvalidResource
+from typha.sync.convert.etcd import convert_etcd_kv
+from typha.sync.convert.k8s import k8s_to_updates
+
+from .jsonmutate import mutate
+from .seeds import etcd_seeds, k8s_seeds
+from .test_fuzz_protocol import FUZZ
+
+ETCD = etcd_seeds()
+K8S = k8s_seeds()
+NODE = "node1"  # has workloads in config/examples, so its endpoints are rendered
+
+
+def base_model() -> dict[str, Any]:
+    model: dict[str, Any] = {}
+    for key, raw in ETCD:
+        for update in convert_etcd_kv(key, json.loads(raw)):
+            model[update.key] = update.value
+    return model
+
+
+BASE = base_model()
+BASE_KEYS = sorted(BASE)
+
+
+def check_updates(updates: list[Update]) -> None:
+    """What a converter produced can go on the wire: string keys, msgpack-able values."""
+    for update in updates:
+        assert isinstance(update.key, str) and update.key.startswith("/calico/"), update
+        msgpack.packb(update.value, use_bin_type=True)
+
+
+def render_with(updates: list[tuple[str, Any]]) -> dict[str, str]:
+    engine = CalcEngine(NODE)
+    engine.apply_updates(BASE.items())
+    engine.snapshot_done()
+    engine.flush()
+    engine.apply_updates(updates)
+    engine.flush()
+    return render_files(engine.state())
+
+
+def test_seeds_convert_and_render() -> None:
+    """The positive control: every seed converts to updates, and the base state renders
+    (with rules for node1's workloads), so mutations start from inputs that get far."""
+    for key, raw in ETCD:
+        assert convert_etcd_kv(key, json.loads(raw)), key
+    for obj in K8S:
+        assert k8s_to_updates(obj), obj["kind"]
+    files = render_with([])
+    assert any("cali-tw-" in text for text in files.values()), sorted(files)
+
+
+@FUZZ
+@given(st.integers(0, len(ETCD) - 1), st.integers(0, 2**32 - 1), st.integers(1, 8))
+def test_mutated_etcd_values_convert_or_raise_invalid_resource(
+    index: int, seed: int, n: int
+) -> None:
+    key, raw = ETCD[index]
+    obj = mutate(json.loads(raw), random.Random(seed), n)
+    try:
+        updates = convert_etcd_kv(key, obj)
+    except InvalidResource:
+        return
+    check_updates(updates)
+    # ... and the node client takes them.
+    render_with([(u.key, u.value) for u in updates])
+
+
+@FUZZ
+@given(st.integers(0, len(K8S) - 1), st.integers(0, 2**32 - 1), st.integers(1, 8))
+def test_mutated_kubernetes_objects_convert_or_raise_invalid_resource(
+    index: int, seed: int, n: int
+) -> None:
+    obj = mutate(K8S[index], random.Random(seed), n)
+    try:
+        updates = k8s_to_updates(obj)
+    except InvalidResource:
+        return
+    check_updates(updates)
+    render_with([(u.key, u.value) for u in updates])
+
+
+@FUZZ
+@given(st.integers(0, len(BASE_KEYS) - 1), st.integers(0, 2**32 - 1), st.integers(1, 8))
+def test_node_client_survives_any_model_value(index: int, seed: int, n: int) -> None:
+    """Another Typha (or a bug) may send a model value our converters would never make: the
+    node client treats what it cannot parse as a deletion of that key, and keeps rendering."""
+    key = BASE_KEYS[index]
+    value = BASE[key]
+    rng = random.Random(seed)
+    if isinstance(value, dict | list):
+        bad: Any = mutate(value, rng, n)
+    else:
+        bad = rng.choice([None, 0, -1, "", "garbage", [], {}, 2**64, "10.0.0.300"])
+    render_with([(key, bad)])
+
+
+SELECTOR_ALPHABET = "abcxyz_./-0123456789 '\"()!&|=<>{},"
+VALID_SELECTORS = ["has(a)", "a == 'b'", "a in {'x', 'y'}", "!has(a) && b != 'c'", "all()"]
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.text(SELECTOR_ALPHABET, max_size=40),
+        st.sampled_from(VALID_SELECTORS),
+    ),
+    st.dictionaries(st.sampled_from("abcxyz"), st.sampled_from(["", "b", "x", "c"]), max_size=4),
+)
+def test_selectors_parse_or_raise_selector_errors(text: str, labels: dict[str, str]) -> None:
+    try:
+        selector = parse(text)
+    except SelectorParseError:
+        assert text not in VALID_SELECTORS  # the positive control: those always parse
+        return
+    assert isinstance(selector.matches(labels), bool)
+    # The canonical form means the same thing.
+    assert parse(selector.canonical).matches(labels) == selector.matches(labels)
