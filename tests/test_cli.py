@@ -19,7 +19,10 @@ PY = sys.executable
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PY, "-m", *args], capture_output=True, text=True, timeout=60,
+        [PY, "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 
@@ -27,8 +30,11 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_version_and_help() -> None:
     out = run("typha.cli", "version")
     assert out.returncode == 0 and out.stdout.startswith("typha-py ")
-    for args in (("typha.cli", "--help"), ("typha.cli", "serve", "--help"),
-                 ("felix_client.cli", "run", "--help")):
+    for args in (
+        ("typha.cli", "--help"),
+        ("typha.cli", "serve", "--help"),
+        ("felix_client.cli", "run", "--help"),
+    ):
         assert run(*args).returncode == 0
 
 
@@ -44,8 +50,10 @@ def test_check_config_shows_values_and_sources() -> None:
 def test_bad_config_value_exits_with_a_clear_error() -> None:
     out = run("typha.cli", "serve", env={"TYPHA_SERVERPINGINTERVALSECS": "often"})
     assert out.returncode == 2
-    assert "ServerPingIntervalSecs='often'" in out.stderr and "env:TYPHA_SERVERPINGINTERVALSECS" \
-        in out.stderr
+    assert (
+        "ServerPingIntervalSecs='often'" in out.stderr
+        and "env:TYPHA_SERVERPINGINTERVALSECS" in out.stderr
+    )
 
 
 async def test_sigterm_drains_clients_with_goodbyes() -> None:
@@ -62,11 +70,15 @@ async def test_sigterm_drains_clients_with_goodbyes() -> None:
         "TYPHA_SHUTDOWNTIMEOUTSECS": "2",
         "TYPHA_LOGFORMAT": "json",
     }
-    proc = subprocess.Popen([PY, "-m", "typha.cli", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "typha.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        clients = [SyncClient([f"127.0.0.1:{port}"], f"n{i}", backoff_cap=0.2)
-                   for i in range(5)]
+        clients = [SyncClient([f"127.0.0.1:{port}"], f"n{i}", backoff_cap=0.2) for i in range(5)]
         async with trio.open_nursery() as nursery:
             for c in clients:
                 nursery.start_soon(c.run)

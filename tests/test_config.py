@@ -25,11 +25,20 @@ def test_defaults_match_typha() -> None:
     assert cfg.log_file_path == "/var/log/calico/typha.log"
     assert cfg.etcd_urls() == ["http://127.0.0.1:2379"]
     assert {p.name for p in PARAMS} >= {
-        "ServerMaxFallBehindSecs", "ServerNewClientFallBehindGracePeriod",
-        "ServerMinBatchingAgeThresholdSecs", "SnapshotCacheMaxBatchSize",
-        "ConnectionRebalancingMode", "ConnectionDropIntervalSecs", "K8sServicePollIntervalSecs",
-        "K8sPortName", "ShutdownConnectionDropIntervalMaxSecs", "ClientCN", "ClientURISAN",
-        "PrometheusMetricsClientAuth", "DebugMemoryProfilePath", "LogSeveritySys",
+        "ServerMaxFallBehindSecs",
+        "ServerNewClientFallBehindGracePeriod",
+        "ServerMinBatchingAgeThresholdSecs",
+        "SnapshotCacheMaxBatchSize",
+        "ConnectionRebalancingMode",
+        "ConnectionDropIntervalSecs",
+        "K8sServicePollIntervalSecs",
+        "K8sPortName",
+        "ShutdownConnectionDropIntervalMaxSecs",
+        "ClientCN",
+        "ClientURISAN",
+        "PrometheusMetricsClientAuth",
+        "DebugMemoryProfilePath",
+        "LogSeveritySys",
     }
 
 
@@ -84,11 +93,13 @@ def test_password_is_redacted_in_descriptions() -> None:
 
 
 def test_pong_timeout_too_close_to_ping_is_widened_like_typha() -> None:
-    cfg = load_config(environ={"TYPHA_SERVERPINGINTERVALSECS": "10",
-                               "TYPHA_SERVERPONGTIMEOUTSECS": "15"})
+    cfg = load_config(
+        environ={"TYPHA_SERVERPINGINTERVALSECS": "10", "TYPHA_SERVERPONGTIMEOUTSECS": "15"}
+    )
     assert cfg.pong_timeout == 60
-    ok = load_config(environ={"TYPHA_SERVERPONGTIMEOUTSECS": "25",
-                              "TYPHA_SERVERPINGINTERVALSECS": "10"})
+    ok = load_config(
+        environ={"TYPHA_SERVERPONGTIMEOUTSECS": "25", "TYPHA_SERVERPINGINTERVALSECS": "10"}
+    )
     assert ok.pong_timeout == 25
 
 

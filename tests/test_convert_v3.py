@@ -1039,9 +1039,7 @@ def test_convert_etcd_kv_ipam_and_others() -> None:
             convert_etcd_kv(block_key, bad)
         assert err.value.resource == block_key
     with pytest.raises(InvalidResource, match="state"):
-        convert_etcd_kv(
-            "/calico/ipam/v2/host/node1/ipv4/block/10.0.1.0-26", {"state": "weird"}
-        )
+        convert_etcd_kv("/calico/ipam/v2/host/node1/ipv4/block/10.0.1.0-26", {"state": "weird"})
     aff_key = "/calico/ipam/v2/host/node1/ipv4/block/10.0.1.0-26"
     assert convert_etcd_kv(aff_key, {"state": "confirmed", "deleted": False}) == [
         Update(aff_key, {"state": "confirmed", "deleted": False})
