@@ -527,7 +527,20 @@ def _net_list(raw: Any, what: str) -> Iterable[Any]:
     return raw  # type: ignore[no-any-return]
 
 
+_inet_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
+
+
 def _v4_host_nets(raw: Any) -> tuple[str, ...]:
+    # Fast path: one "a.b.c.d/32", what nearly every workload has.
+    if type(raw) is list and len(raw) == 1:
+        text = raw[0]
+        if type(text) is str and text.endswith("/32"):
+            try:
+                _inet_pton(_AF_INET, text[:-3])
+            except OSError:
+                raise ValueError(f"not an IPv4 address: {text!r}") from None
+            return (text,)
     out = []
     for text in _net_list(raw, "nets"):
         if type(text) is str and ":" in text:
@@ -588,16 +601,28 @@ def parse_workload_endpoint(key: str, host: str, value: Mapping[str, Any]) -> Wo
     v6 = get("ipv6_nets")
     if v6 is None:
         v6 = get("ipv6Nets")
+    state = get("state") or "active"
+    name = get("name") or ""
+    mac = get("mac")
+    if type(state) is not str or type(name) is not str or not (mac is None or type(mac) is str):
+        raise TypeError("workload endpoint: state, name and mac must be strings")
+    if type(labels) is dict:
+        for k, v in labels.items():
+            if type(k) is not str or type(v) is not str:
+                raise TypeError("labels: expected string keys and values")
+        labels = labels.copy()
+    else:
+        labels = _labels(labels)
     return WorkloadEndpoint(
         key,
         host,
-        _str(get("state") or "active", "state"),
-        _str(get("name") or "", "name"),
-        _opt_str(get("mac"), "mac"),
+        state,
+        name,
+        mac,
         _str_tuple(profiles, "profile_ids"),
         _v4_host_nets(nets),
         _v6_nets(v6) if v6 else (),
-        _labels(labels),
+        labels,
         _named_ports(ports) if ports else (),
     )
 
