@@ -146,6 +146,8 @@ class Typha:
                     detail=view.status.name.lower().replace("_", "-"),
                 )
                 metrics.cache_size.labels(str(syncer)).set(len(view))
+                metrics.cache_tombstones.labels(str(syncer)).set(view.tombstone_count)
+                metrics.history_breadcrumbs.labels(str(syncer)).set(len(view.crumbs))
                 self._count(syncer, view)
             metrics.datastore_connected.set(1 if self.feed.connected else 0)
             # Report immediately on a status change, else every few seconds.

@@ -27,6 +27,12 @@ connections_grace_used = Counter(
     "typha_connections_grace_used", "Clients that needed the post-snapshot grace period.", _S
 )
 cache_size = Gauge("typha_cache_size", "KVs in the cache.", _S)
+cache_tombstones = Gauge(
+    "typha_cache_tombstones", "Deleted keys remembered for conflated catch-up.", _S
+)
+history_breadcrumbs = Gauge(
+    "typha_history_breadcrumbs", "Breadcrumbs retained for resuming clients.", _S
+)
 updates_total = Counter("typha_updates_total", "Updates received from the datastore.", _S)
 updates_skipped = Counter("typha_updates_skipped", "Updates dropped as no-ops.", _S)
 breadcrumb_seq_number = Gauge(
@@ -97,6 +103,8 @@ def precreate() -> None:
             connections_streaming,
             connections_grace_used,
             cache_size,
+            cache_tombstones,
+            history_breadcrumbs,
             updates_total,
             updates_skipped,
             breadcrumb_seq_number,

@@ -120,10 +120,16 @@ def test_tombstones_expire_and_then_catch_up_is_refused() -> None:
     pos = v.head_seq
     v.apply([enc("/a", None)], 2)
     assert v.can_catch_up_from_seq(pos)
+    assert v.tombstone_count == 1
     clock.now = 100
     v.apply([enc("/b", 2)], 3)  # trimming runs on updates
     assert not v.can_catch_up_from_seq(pos)
     assert v.can_catch_up_from_seq(v.head_seq - 1)
+    assert v.tombstone_count == 0  # what the typha_cache_tombstones gauge reports
+    v.apply([enc("/b", None)], 4)
+    assert v.tombstone_count == 1
+    v.apply([enc("/b", 3)], 5)  # re-created: no longer a tombstone
+    assert v.tombstone_count == 0
 
 
 def test_seq_for_revision_never_skips_part_of_a_batch() -> None:

@@ -180,6 +180,11 @@ class SyncerView:
     def __len__(self) -> int:
         return len(self.state)
 
+    @property
+    def tombstone_count(self) -> int:
+        """Deleted keys remembered for conflated catch-up (bounded by the retention time)."""
+        return len(self._tombstones)
+
     # --- Updates ---------------------------------------------------------------------------------
 
     def apply(
