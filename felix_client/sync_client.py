@@ -282,15 +282,20 @@ class SyncClient:
                 raise SessionEnded("Typha closed the connection")
             self.stats.bytes += len(data)
             proto.receive_data(data)
+            # Handle everything received before replying: a Goodbye that arrived with a Ping
+            # is seen even if the server has already closed and the Pong cannot be sent.
+            replies = []
             try:
                 while (msg := proto.next_event()) is not None:
                     self.stats.frames += 1
                     reply = self._handle(proto, msg)
                     if reply:
-                        await self._send(stream, reply)
+                        replies.append(reply)
             except ProtocolError as exc:
                 self.stats.protocol_errors += 1
                 raise SessionEnded(f"protocol error: {exc.reason}") from None
+            if replies:
+                await self._send(stream, b"".join(replies))
 
     async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
         with trio.move_on_after(self.write_timeout) as scope:
