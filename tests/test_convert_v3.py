@@ -1034,6 +1034,10 @@ def test_convert_etcd_kv_ipam_and_others() -> None:
         ({**block, "cidr": "10.0.2.0/26"}, "does not match the key"),
         ({**block, "allocations": [None] * 3}, "64 entries"),
         ({**block, "affinity": 7}, "affinity"),
+        # Found by atheris: msgpack cannot carry it, and the feed would have failed encoding it.
+        ({**block, "allocations": [3 * 10**95] + [None] * 63}, "allocations"),
+        ({**block, "allocations": [0] + [None] * 63}, "must index spec.attributes"),
+        ({**block, "sequenceNumber": 2**64}, "out of range"),
     ]:
         with pytest.raises(InvalidResource, match=message) as err:
             convert_etcd_kv(block_key, bad)

@@ -227,3 +227,25 @@ def test_scoped_resync_deletes_only_that_scopes_missing_keys() -> None:
     assert set(view.state) == {pod_a, prof}
     assert view.status is SyncStatus.IN_SYNC
     assert sum(1 for c in view.crumbs if c.status is not None) == status_crumbs
+
+
+def test_feed_turns_an_unencodable_value_into_a_deletion_of_that_key_only() -> None:
+    """msgpack cannot carry an integer past 64 bits; such a value (which the converters refuse,
+    but a datastore could still hand over) must not stop the batch it came in."""
+    from prometheus_client import REGISTRY
+
+    from typha.cache.feed import CacheFeed
+    from typha.sync.base import Update, Updates
+
+    def invalid_count() -> float:
+        return REGISTRY.get_sample_value("typha_datastore_invalid_values_total") or 0.0
+
+    feed = CacheFeed.create()
+    good, bad = "/calico/v1/config/Good", "/calico/v1/config/Bad"
+    feed.apply(Updates([Update(bad, "was fine"), Update(good, "1")], revision=1))
+    before = invalid_count()
+    feed.apply(Updates([Update(bad, {"n": 2**70}), Update(good, "2")], revision=2))
+    view = next(iter(feed.views.values()))
+    assert bad not in view.state  # the earlier value is gone, as for any invalid value
+    assert msgpack.unpackb(view.state[good].value_bytes) == "2"  # the rest of the batch applied
+    assert invalid_count() == before + 1

@@ -219,7 +219,9 @@ def main() -> None:
         (corpus / f"seed-{i}").write_bytes(seed)
     artifacts = Path(".fuzz-artifacts")
     artifacts.mkdir(exist_ok=True)
-    argv = [sys.argv[0], *sys.argv[2:], f"-artifact_prefix={artifacts}/{target}-", str(corpus)]
+    argv = [sys.argv[0], *sys.argv[2:], f"-artifact_prefix={artifacts}/{target}-"]
+    if not any(not arg.startswith("-") for arg in sys.argv[2:]):
+        argv.append(str(corpus))  # no inputs given to replay: fuzz from the seeds
     atheris.Setup(argv, TARGETS[target])
     atheris.Fuzz()
 

@@ -24,6 +24,7 @@ from typha.sync.base import (
     Update,
     Updates,
 )
+from typha.sync.metrics import datastore_invalid_values
 
 from .view import Breadcrumb, EncodedUpdate, SyncerView
 
@@ -98,7 +99,14 @@ class CacheFeed:
             targets = syncer_types_for(upd.key)
             if not targets:
                 continue
-            enc = encode_update(upd)
+            try:
+                enc = encode_update(upd)
+            except (OverflowError, TypeError, ValueError) as exc:
+                # The converters should never produce such a value; if one slips through,
+                # it must cost only its own key (treated as deleted, like an invalid value).
+                log.error("value cannot be encoded; deleted", key=upd.key, error=str(exc))
+                datastore_invalid_values.inc()
+                enc = encode_update(Update(upd.key, None))
             for syncer in targets:
                 bucket = routed.get(syncer)
                 if bucket is not None:

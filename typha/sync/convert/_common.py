@@ -74,11 +74,17 @@ def opt_bool(value: object, field: str) -> bool:
     return value
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def opt_int(value: object, field: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidResource(f"expected an integer, got {type_name(value)}", field=field)
+    if not INT64_MIN <= value <= INT64_MAX:
+        # Go decodes these fields into int64 (or smaller); msgpack cannot carry more either.
+        raise InvalidResource("integer out of range", field=field)
     return value
 
 

@@ -28,6 +28,7 @@ from typha.sync.convert._common import (
     resource_name,
     spec,
     str_list,
+    str_map,
     type_name,
 )
 from typha.sync.convert.errors import InvalidResource
@@ -105,10 +106,16 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
     allocations = as_list(s.get("allocations"), "spec.allocations")
     if allocations and len(allocations) != size:
         raise InvalidResource(f"must have {size} entries for {cidr}", field="spec.allocations")
+    n_attributes = len(as_list(s.get("attributes"), "spec.attributes"))
     for i, a in enumerate(allocations):
         if a is not None and (isinstance(a, bool) or not isinstance(a, int)):
             raise InvalidResource(
                 f"expected an integer or null, got {type_name(a)}", field=f"spec.allocations[{i}]"
+            )
+        if a is not None and not 0 <= a < n_attributes:
+            raise InvalidResource(
+                f"must index spec.attributes (0-{n_attributes - 1})",
+                field=f"spec.allocations[{i}]",
             )
     unallocated = as_list(s.get("unallocated"), "spec.unallocated")
     for i, u in enumerate(unallocated):
@@ -123,10 +130,8 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
         handle = attr.get("handle_id")
         if handle is not None and not isinstance(handle, str):
             raise InvalidResource("expected a string or null", field=f"{afield}.handle_id")
-        secondary = as_dict(attr.get("secondary"), f"{afield}.secondary")
-        attributes.append(
-            {"handle_id": handle, "secondary": {k: secondary[k] for k in sorted(secondary)}}
-        )
+        secondary = str_map(attr.get("secondary"), f"{afield}.secondary")
+        attributes.append({"handle_id": handle, "secondary": secondary})
     affinity = s.get("affinity")
     if affinity is not None and not isinstance(affinity, str):
         raise InvalidResource("expected a string or null", field="spec.affinity")
@@ -142,7 +147,10 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
         "attributes": attributes,
         "deleted": opt_bool(s.get("deleted"), "spec.deleted"),
         "sequenceNumber": opt_int(s.get("sequenceNumber"), "spec.sequenceNumber") or 0,
-        "sequenceNumberForAllocation": {k: seq_for_alloc[k] for k in sorted(seq_for_alloc)},
+        "sequenceNumberForAllocation": {
+            k: opt_int(seq_for_alloc[k], f"spec.sequenceNumberForAllocation.{k}")
+            for k in sorted(seq_for_alloc)
+        },
     }
 
 
