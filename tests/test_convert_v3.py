@@ -1081,3 +1081,15 @@ def test_etcd_key_for_kinds() -> None:
         etcd_key_for(res("Widget", "w"))
     with pytest.raises(InvalidResource, match="namespace"):
         etcd_key_for(res("NetworkPolicy", "p"))
+
+
+def test_passed_on_objects_refuse_integers_msgpack_cannot_carry() -> None:
+    """Found by the converter fuzzer: a Node (passed on whole) with a 65-bit integer
+    anywhere in it converted, and only the feed's encoding failed."""
+    node = res("Node", "n1", {"bgp": {"ipv4Address": "10.0.0.1/24"}})
+    assert v3_to_updates(node)  # the control
+    node["spec"]["addresses"] = [{"address": "10.0.0.1", "type": 2**64}]
+    with pytest.raises(InvalidResource, match="out of range"):
+        v3_to_updates(node)
+    node["spec"]["addresses"] = [{"address": "10.0.0.1", "type": 2**64 - 1}]  # uint64 fits
+    assert v3_to_updates(node)

@@ -51,7 +51,7 @@ AWKWARD_STRINGS = [
     "aa:bb:cc:dd:ee:ff",
     "zz:zz",
 ]
-AWKWARD_NUMBERS = [0, -1, 1, 255, 256, 65535, 65536, 2**31, 2**63 - 1, -(2**63), 0.5, 1e308]
+AWKWARD_NUMBERS = [0, -1, 1, 255, 256, 65535, 65536, 2**31, 2**63 - 1, -(2**63), 2**64, 0.5, 1e308]
 FIELD_NAMES = [
     "name",
     "namespace",

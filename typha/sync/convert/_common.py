@@ -239,6 +239,9 @@ def canonical(value: Any) -> Any:
         return {k: canonical(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
         return [canonical(v) for v in value]
+    if type(value) is int and not INT64_MIN <= value < 2**64:
+        # Passed on as it is, so it must fit msgpack (which carries int64 and uint64).
+        raise InvalidResource(f"integer out of range: {value}")
     return value
 
 
