@@ -467,20 +467,16 @@ def _opt_str(raw: Any, what: str) -> str | None:
 
 
 def _str_tuple(raw: Any, what: str) -> tuple[str, ...]:
-    if not raw:
-        return ()
-    if not isinstance(raw, list | tuple):
-        raise TypeError(f"{what}: expected a list, got {type(raw).__name__}")
-    for item in raw:
+    for item in _list(raw, what):
         if type(item) is not str:
             raise TypeError(f"{what}: expected strings, got {type(item).__name__}")
-    return tuple(raw)
+    return tuple(raw or ())
 
 
-def _labels(raw: Any) -> Mapping[str, str]:
+def _labels(raw: Any) -> dict[str, str]:
     if not raw:
         return {}
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # the cheap test first
         raise TypeError(f"labels: expected a map, got {type(raw).__name__}")
     for k, v in raw.items():
         if type(k) is not str or type(v) is not str:
@@ -519,10 +515,10 @@ def _ipv6_net(raw: Any) -> str:
     return raw  # type: ignore[no-any-return]
 
 
-def _net_list(raw: Any, what: str) -> Iterable[Any]:
+def _list(raw: Any, what: str) -> Iterable[Any]:
     if not raw:
         return ()
-    if not isinstance(raw, list | tuple):
+    if type(raw) is not list and not isinstance(raw, tuple):
         raise TypeError(f"{what}: expected a list, got {type(raw).__name__}")
     return raw  # type: ignore[no-any-return]
 
@@ -542,7 +538,7 @@ def _v4_host_nets(raw: Any) -> tuple[str, ...]:
                 raise ValueError(f"not an IPv4 address: {text!r}") from None
             return (text,)
     out = []
-    for text in _net_list(raw, "nets"):
+    for text in _list(raw, "nets"):
         if type(text) is str and ":" in text:
             continue  # IPv6: not rendered by this client
         out.append(_ipv4_net(text))
@@ -550,14 +546,12 @@ def _v4_host_nets(raw: Any) -> tuple[str, ...]:
 
 
 def _v6_nets(raw: Any) -> tuple[str, ...]:
-    return tuple(
-        _ipv6_net(i) for i in _net_list(raw, "nets") if not (type(i) is str and ":" not in i)
-    )
+    return tuple(_ipv6_net(i) for i in _list(raw, "nets") if not (type(i) is str and ":" not in i))
 
 
 def _v4_nets(raw: Any) -> tuple[str, ...]:
     out: list[str] = []
-    for item in _net_list(raw, "nets"):
+    for item in _list(raw, "nets"):
         if type(item) is str and ":" in item:
             continue
         text = _ipv4_net(item)
@@ -571,7 +565,7 @@ def _v4_nets(raw: Any) -> tuple[str, ...]:
 
 def _named_ports(raw: Any) -> tuple[NamedPort, ...]:
     out = []
-    for item in _net_list(raw, "ports"):
+    for item in _list(raw, "ports"):
         name = item.get("name")
         port = item.get("port")
         if not name or port is None:
@@ -606,13 +600,6 @@ def parse_workload_endpoint(key: str, host: str, value: Mapping[str, Any]) -> Wo
     mac = get("mac")
     if type(state) is not str or type(name) is not str or not (mac is None or type(mac) is str):
         raise TypeError("workload endpoint: state, name and mac must be strings")
-    if type(labels) is dict:
-        for k, v in labels.items():
-            if type(k) is not str or type(v) is not str:
-                raise TypeError("labels: expected string keys and values")
-        labels = labels.copy()
-    else:
-        labels = _labels(labels)
     return WorkloadEndpoint(
         key,
         host,
@@ -622,7 +609,7 @@ def parse_workload_endpoint(key: str, host: str, value: Mapping[str, Any]) -> Wo
         _str_tuple(profiles, "profile_ids"),
         _v4_host_nets(nets),
         _v6_nets(v6) if v6 else (),
-        labels,
+        _labels(labels),
         _named_ports(ports) if ports else (),
     )
 
@@ -671,11 +658,7 @@ def _opt_int(raw: Any) -> int | None:
 
 
 def _ports(raw: Any) -> tuple[RulePort, ...]:
-    return tuple(parse_port(p) for p in _net_list(raw, "ports"))
-
-
-def _named_rule_ports(raw: Any) -> tuple[str, ...]:
-    return _str_tuple(raw, "named ports")
+    return tuple(parse_port(p) for p in _list(raw, "ports"))
 
 
 def parse_rule(raw: Mapping[str, Any]) -> Rule:
@@ -696,17 +679,17 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         src_selector=_selector_text(_get(raw, "src_selector", "srcSelector")),
         not_src_selector=_selector_text(_get(raw, "not_src_selector", "notSrcSelector")),
         src_ports=_ports(_get(raw, "src_ports", "srcPorts"))
-        + _named_rule_ports(_get(raw, "src_named_ports", "srcNamedPorts")),
+        + _str_tuple(_get(raw, "src_named_ports", "srcNamedPorts"), "named ports"),
         not_src_ports=_ports(_get(raw, "not_src_ports", "notSrcPorts"))
-        + _named_rule_ports(_get(raw, "not_src_named_ports", "notSrcNamedPorts")),
+        + _str_tuple(_get(raw, "not_src_named_ports", "notSrcNamedPorts"), "named ports"),
         dst_nets=_rule_nets(raw, "dst_nets", "dst_net", "dstNets", "dstNet"),
         not_dst_nets=_rule_nets(raw, "not_dst_nets", "not_dst_net", "notDstNets", "notDstNet"),
         dst_selector=_selector_text(_get(raw, "dst_selector", "dstSelector")),
         not_dst_selector=_selector_text(_get(raw, "not_dst_selector", "notDstSelector")),
         dst_ports=_ports(_get(raw, "dst_ports", "dstPorts"))
-        + _named_rule_ports(_get(raw, "dst_named_ports", "dstNamedPorts")),
+        + _str_tuple(_get(raw, "dst_named_ports", "dstNamedPorts"), "named ports"),
         not_dst_ports=_ports(_get(raw, "not_dst_ports", "notDstPorts"))
-        + _named_rule_ports(_get(raw, "not_dst_named_ports", "notDstNamedPorts")),
+        + _str_tuple(_get(raw, "not_dst_named_ports", "notDstNamedPorts"), "named ports"),
         icmp_type=_opt_int(_get(raw, "icmp_type", "icmpType", default=icmp.get("type"))),
         icmp_code=_opt_int(_get(raw, "icmp_code", "icmpCode", default=icmp.get("code"))),
         not_icmp_type=_opt_int(
@@ -724,7 +707,7 @@ def _rule_nets(raw: Mapping[str, Any], *names: str) -> tuple[str, ...]:
         got = raw.get(name)
         if not got:
             continue
-        for net in [got] if isinstance(got, str) else _net_list(got, name):
+        for net in [got] if isinstance(got, str) else _list(got, name):
             if type(net) is str and ":" in net:
                 text = _ipv6_net(net)
                 out.append(text if "/" in text else text + "/128")
@@ -734,7 +717,7 @@ def _rule_nets(raw: Mapping[str, Any], *names: str) -> tuple[str, ...]:
 
 
 def parse_rules(raw: Any) -> tuple[Rule, ...]:
-    return tuple(parse_rule(r) for r in _net_list(raw, "rules"))
+    return tuple(parse_rule(r) for r in _list(raw, "rules"))
 
 
 def _order(raw: Any) -> float | None:

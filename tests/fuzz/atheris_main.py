@@ -55,7 +55,7 @@ with atheris.instrument_imports(include=["typha", "felix_client"]):
     from typha.sync.convert.errors import InvalidResource
     from typha.sync.convert.etcd import convert_etcd_kv
 
-from .seeds import etcd_seeds
+from .seeds import base_model, etcd_seeds
 
 FEATURES = ("catchup", "goodbye", "resume")
 LABELS = {"a": "b", "app": "web", "x": ""}
@@ -135,15 +135,7 @@ def etcd_value(data: bytes) -> None:
         parse_update(update.key, update.value)
 
 
-def _base_model() -> dict[str, object]:
-    model: dict[str, object] = {}
-    for key, raw in ETCD:
-        for update in convert_etcd_kv(key, json.loads(raw)):
-            model[update.key] = update.value
-    return model
-
-
-BASE = _base_model()
+BASE = base_model()
 BASE_KEYS = sorted(BASE)
 
 

@@ -119,3 +119,15 @@ def k8s_seeds() -> list[dict[str, Any]]:
         resource["apiVersion"] = "crd.projectcalico.org/v1"
         objects.append(resource)
     return objects
+
+
+@cache
+def base_model() -> dict[str, Any]:
+    """The model state (key → value) that the etcd seeds convert to. Treat as read-only."""
+    from typha.sync.convert.etcd import convert_etcd_kv
+
+    model: dict[str, Any] = {}
+    for key, raw in etcd_seeds():
+        for update in convert_etcd_kv(key, json.loads(raw)):
+            model[update.key] = update.value
+    return model

@@ -27,20 +27,12 @@ from typha.sync.convert.etcd import convert_etcd_kv
 from typha.sync.convert.k8s import k8s_to_updates
 
 from .jsonmutate import mutate
-from .seeds import etcd_seeds, k8s_seeds
+from .seeds import base_model, etcd_seeds, k8s_seeds
 from .test_fuzz_protocol import FUZZ
 
 ETCD = etcd_seeds()
 K8S = k8s_seeds()
 NODE = "node1"  # has workloads in config/examples, so its endpoints are rendered
-
-
-def base_model() -> dict[str, Any]:
-    model: dict[str, Any] = {}
-    for key, raw in ETCD:
-        for update in convert_etcd_kv(key, json.loads(raw)):
-            model[update.key] = update.value
-    return model
 
 
 BASE = base_model()
