@@ -85,26 +85,35 @@ async def test_slicer(etcd_server, toxiproxy_server) -> None:
         assert sc.datastore.resyncs == 1
 
 
+async def etcd_outage(sc, toxic_type: str, label: str, wait: float) -> float:  # type: ignore[no-untyped-def]
+    """A ``toxic_type`` toxic (timeout=0) on the etcd leg until Typha reports etcd down, kept
+    1 s more, then removed; waits for the sync to return, converges and records the figure.
+    Returns how long the outage took to detect."""
+    watches = sc.datastore.watches_started
+    toxic = await sc.add_toxic(sc.etcd_proxy, toxic_type, timeout=0)
+    down = await wait_until(lambda: not sc.feed.connected, wait, "Typha sees etcd down")
+    await trio.sleep(1.0)
+    await sc.remove_toxic(sc.etcd_proxy, toxic)
+    up = await wait_until(lambda: sc.feed.connected and sc.feed.in_sync, wait, "etcd back")
+    conv = await sc.finish()
+    figure(
+        label,
+        detected=ms(down),
+        back_after_removal=ms(up),
+        watches_restarted=sc.datastore.watches_started - watches,
+        resyncs=sc.datastore.resyncs,
+        clients_told_wait_for_datastore=saw_wait_for_datastore(sc),
+        converge=conv,
+    )
+    return down
+
+
 @pytest.mark.toxiproxy
 async def test_reset_peer(etcd_server, toxiproxy_server) -> None:
     async with etcd_scenario(etcd_server, toxiproxy_server, etcd_leg=True) as sc:
         await sc.baseline(1.0)
         watches = sc.datastore.watches_started
-        toxic = await sc.add_toxic(sc.etcd_proxy, "reset_peer", timeout=0)
-        down = await wait_until(lambda: not sc.feed.connected, 20, "Typha sees etcd down")
-        await trio.sleep(1.0)
-        await sc.remove_toxic(sc.etcd_proxy, toxic)
-        up = await wait_until(lambda: sc.feed.connected and sc.feed.in_sync, 20, "etcd back")
-        conv = await sc.finish()
-        figure(
-            "etcd-leg reset_peer",
-            detected=ms(down),
-            back_after_removal=ms(up),
-            watches_restarted=sc.datastore.watches_started - watches,
-            resyncs=sc.datastore.resyncs,
-            clients_told_wait_for_datastore=saw_wait_for_datastore(sc),
-            converge=conv,
-        )
+        await etcd_outage(sc, "reset_peer", "etcd-leg reset_peer", 20)
         assert sc.datastore.watches_started > watches
         assert sc.datastore.resyncs == 1  # resumed the watch from its revision: no relist
         assert saw_wait_for_datastore(sc) == len(sc.clients)
@@ -138,21 +147,7 @@ async def test_timeout_blackhole(etcd_factory, toxiproxy_server) -> None:
     ) as sc:
         await sc.baseline(1.0)
         watches = sc.datastore.watches_started
-        toxic = await sc.add_toxic(sc.etcd_proxy, "timeout", timeout=0)
-        down = await wait_until(lambda: not sc.feed.connected, 30, "Typha sees etcd down")
-        await trio.sleep(1.0)
-        await sc.remove_toxic(sc.etcd_proxy, toxic)
-        up = await wait_until(lambda: sc.feed.connected and sc.feed.in_sync, 30, "etcd back")
-        conv = await sc.finish()
-        figure(
-            "etcd-leg timeout(0) blackhole",
-            detected=ms(down),
-            back_after_removal=ms(up),
-            watches_restarted=sc.datastore.watches_started - watches,
-            resyncs=sc.datastore.resyncs,
-            clients_told_wait_for_datastore=saw_wait_for_datastore(sc),
-            converge=conv,
-        )
+        down = await etcd_outage(sc, "timeout", "etcd-leg timeout(0) blackhole", 30)
         assert 2.5 < down < 20, down
         assert sc.datastore.watches_started > watches
         assert sc.datastore.resyncs == 1
