@@ -29,6 +29,7 @@ A datastore emits events by calling ``await sink.send(event)`` on the sink it is
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -137,3 +138,10 @@ class ResourceExpander:
         for source in list(self._outputs):
             if source not in keep:
                 del self._outputs[source]
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with "equal jitter" (half fixed, half random, capped), for the
+    datastores' retries: ``attempt`` 1 waits about ``base``, doubling up to ``cap``."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,6 +45,7 @@ from typha.sync.base import (
     ResyncStarted,
     Update,
     Updates,
+    retry_delay,
 )
 from typha.sync.etcd_client import (
     DEFAULT_ENDPOINT,
@@ -256,9 +256,7 @@ class EtcdDatastore:
                     await trio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return retry_delay(attempt, self.backoff_base, self.backoff_cap)
 
     async def _set_connected(self, sink: EventSink, connected: bool, detail: str = "") -> None:
         if connected != self._connected:

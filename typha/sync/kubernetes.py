@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +53,7 @@ from typha.sync.base import (
     ResyncStarted,
     Update,
     Updates,
+    retry_delay,
 )
 from typha.sync.convert import InvalidResource, k8s_to_updates
 from typha.sync.k8s_client import (
@@ -316,9 +316,7 @@ class KubernetesDatastore:
                 await trio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return retry_delay(attempt, self.backoff_base, self.backoff_cap)
 
     async def _set_connected(self, sink: EventSink, connected: bool, detail: str = "") -> None:
         if connected != self._connected:
