@@ -8,6 +8,7 @@ is changed in etcd and the time until new connection attempts get the new verdic
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -279,49 +280,23 @@ async def check_label_flips(topo: Topology, etcd: EtcdClient, agents: dict[str, 
     flipper = next(p for p in PODS if p.key == "myproject/flipper")
     database = next(p for p in PODS if p.key == "myproject/database")
     n1 = agents["n1"]
+    # Every flip is measured from flipper to database, watched through n1.
+    flip = functools.partial(
+        measure_flip, topo, etcd, n1, "myproject/flipper", "myproject/database"
+    )
     figures = {}
     # The source's label: flipper becomes a frontend (an ipset member on n1).
-    figures["source label → allow"] = await measure_flip(
-        topo,
-        etcd,
-        n1,
-        "myproject/flipper",
-        "myproject/database",
-        6379,
-        ALLOW,
-        wep_resource(flipper, {"app": "frontend"}),
+    figures["source label → allow"] = await flip(
+        6379, ALLOW, wep_resource(flipper, {"app": "frontend"})
     )
-    figures["source label → deny"] = await measure_flip(
-        topo,
-        etcd,
-        n1,
-        "myproject/flipper",
-        "myproject/database",
-        6379,
-        DENY,
-        wep_resource(flipper, {"app": "other"}),
-    )
+    figures["source label → deny"] = await flip(6379, DENY, wep_resource(flipper, {"app": "other"}))
     # The destination's label: the database leaves allow-tcp-6379's selector, so only the
     # profile (allow) is left (endpoint and policy chains on n1 change).
-    figures["destination label → allow"] = await measure_flip(
-        topo,
-        etcd,
-        n1,
-        "myproject/flipper",
-        "myproject/database",
-        6380,
-        ALLOW,
-        wep_resource(database, {"app": "retired"}),
+    figures["destination label → allow"] = await flip(
+        6380, ALLOW, wep_resource(database, {"app": "retired"})
     )
-    figures["destination label → deny"] = await measure_flip(
-        topo,
-        etcd,
-        n1,
-        "myproject/flipper",
-        "myproject/database",
-        6380,
-        DENY,
-        wep_resource(database, {"app": "database"}),
+    figures["destination label → deny"] = await flip(
+        6380, DENY, wep_resource(database, {"app": "database"})
     )
     print("\nlabel change in etcd → new verdict for new TCP connections:")
     for name, f in figures.items():
