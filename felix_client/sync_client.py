@@ -37,7 +37,7 @@ from typha.protocol import (
     SyncStatus,
     SyncStatusMsg,
 )
-from typha.server.tls import check_peer_identity
+from typha.tls import check_peer_identity
 
 log = structlog.get_logger(__name__)
 

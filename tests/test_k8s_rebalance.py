@@ -14,7 +14,9 @@ import trio
 
 from felix_client.sync_client import SyncClient
 from tests.peers.kube_apiserver import KubeApiServer
+from tests.typha_harness import make_config, run_typha
 from typha import metrics
+from typha.k8s.client import KubeClient, KubeConfig, KubeError
 from typha.k8s_rebalance import (
     K8sRebalancer,
     NodeCountUnavailable,
@@ -24,9 +26,7 @@ from typha.k8s_rebalance import (
     rebalance_task,
     typha_replicas,
 )
-from typha.sync.k8s_client import KubeClient, KubeConfig, KubeError
 from typha.sync.kubernetes import KubernetesDatastore
-from typha.testing import make_config, run_typha
 
 
 def unique(prefix: str) -> str:

@@ -25,9 +25,9 @@ from typing import Any
 import structlog
 import trio
 
-from felix_client.discovery import list_endpoint_slices, typha_endpoints
+from typha.k8s.client import KubeClient, KubeConfig, KubeError
+from typha.k8s.discovery import list_endpoint_slices, typha_endpoints
 from typha.model.keys import ALL_SYNCER_TYPES, SyncerType
-from typha.sync.k8s_client import KubeClient, KubeConfig, KubeError
 
 log = structlog.get_logger(__name__)
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import make_config, run_typha
 from typha.protocol import (
     ClientProtocol,
     FrameDecoder,
@@ -25,7 +26,6 @@ from typha.protocol import (
 )
 from typha.protocol.messages import ClientHello, ResumeToken
 from typha.sync.memory import MemoryDatastore
-from typha.testing import make_config, run_typha
 
 from ..core.test_core_integration import wait_until, wep
 

@@ -1,6 +1,6 @@
 """The load clients: frame cutting, counts, full-state digests, resume, and a bench smoke run.
 
-Typha runs in-process (``typha.testing.run_typha`` over a MemoryDatastore); the selector
+Typha runs in-process (``tests.typha_harness.run_typha`` over a MemoryDatastore); the selector
 engine runs in a worker thread, as it is blocking by design.
 """
 
@@ -25,6 +25,7 @@ from load.lightclient import (
     stamp_of,
     state_digest,
 )
+from tests.typha_harness import run_typha
 from typha.model.keys import SyncerType, workload_endpoint_key
 from typha.protocol import (
     BatchDone,
@@ -38,7 +39,6 @@ from typha.protocol import (
     frame,
 )
 from typha.sync.memory import MemoryDatastore
-from typha.testing import run_typha
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,9 +22,9 @@ from typha.cache.feed import CacheFeed
 from typha.cache.snapshot import Snapshot, SnapshotCache
 from typha.config import Config
 from typha.model.keys import SyncerType
+from typha.tls import check_peer_identity
 
 from .connection import Connection
-from .tls import check_peer_identity
 from .transport import SocketTransport, StreamTransport, Transport
 
 log = structlog.get_logger(__name__)

@@ -26,7 +26,7 @@ Algorithm (docs/kubernetes.md):
    ``missing_retry_secs`` (30 s; Typha waits 30 min).
 
 Every change goes through the converter (``typha.sync.convert.k8s_to_updates``), the churn
-filter (``typha.filter.churn``: a change whose converted output is unchanged is dropped and
+filter (``typha.sync.churn``: a change whose converted output is unchanged is dropped and
 counted by reason) and a per-type :class:`~typha.sync.base.ResourceExpander` keyed by
 ``namespace/name`` (an update that stops producing a key deletes it; DELETED deletes all the
 object produced). Invalid objects are logged, counted in
@@ -44,7 +44,14 @@ from typing import Any
 import structlog
 import trio
 
-from typha.filter.churn import ChurnFilter
+from typha.k8s.client import (
+    KubeApiError,
+    KubeClient,
+    KubeConfig,
+    KubeUnavailable,
+    ResourceExpired,
+    ResourceNotFound,
+)
 from typha.sync.base import (
     ConnectionStatus,
     EventSink,
@@ -55,15 +62,8 @@ from typha.sync.base import (
     Updates,
     retry_delay,
 )
+from typha.sync.churn import ChurnFilter
 from typha.sync.convert import InvalidResource, k8s_to_updates
-from typha.sync.k8s_client import (
-    KubeApiError,
-    KubeClient,
-    KubeConfig,
-    KubeUnavailable,
-    ResourceExpired,
-    ResourceNotFound,
-)
 from typha.sync.metrics import datastore_invalid_values
 
 log = structlog.get_logger(__name__)

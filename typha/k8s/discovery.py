@@ -7,9 +7,9 @@ IPv6). Endpoints on the client's own node (``nodeName``) come first, then the re
 is shuffled. No endpoint ⇒ :class:`ServiceNotReady` ("service not ready").
 
 ``discover_typha`` is synchronous (a sync httpx client; felix_client/cli.py calls it before
-each connection attempt); ``discover_typha_async`` uses a :class:`~typha.sync.k8s_client.
+each connection attempt); ``discover_typha_async`` uses a :class:`~typha.k8s.client.
 KubeClient`. Both take an explicit client or a kubeconfig (path or
-:class:`~typha.sync.k8s_client.KubeConfig`); with neither, the standard loading order
+:class:`~typha.k8s.client.KubeConfig`); with neither, the standard loading order
 applies (``KUBECONFIG``, in-cluster, ``~/.kube/config``).
 """
 
@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
-from typha.sync.k8s_client import (
+from typha.k8s.client import (
     KubeClient,
     KubeConfig,
     KubeError,

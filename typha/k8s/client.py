@@ -43,7 +43,7 @@ import httpx
 import structlog
 import yaml
 
-from typha.sync.httpstreams import OneShotBody, finish_stream
+from typha.httpstreams import OneShotBody, finish_stream
 
 log = structlog.get_logger(__name__)
 
