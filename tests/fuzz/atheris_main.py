@@ -35,6 +35,7 @@ with atheris.instrument_imports(include=["typha", "felix_client"]):
     from felix_client.calc.selector import SelectorParseError, parse
     from typha.protocol import (
         ClientProtocol,
+        ClientSession,
         ProtocolError,
         ServerProtocol,
         encode_payload,
@@ -107,6 +108,20 @@ def client_stream(data: bytes) -> None:
                 pass
     except ProtocolError:
         pass
+    # The session above it, in both modes (the header-only reader parses bytes itself).
+    for header_only in (False, True):
+        session = ClientSession(
+            "n", features=FEATURES, header_only=header_only, sampler=lambda count: 1
+        )
+        session.connect()
+        session.receive_data(SERVER_HELLO)
+        try:
+            for chunk in _split(data):
+                session.receive_data(chunk)
+                while session.next_event() is not None:
+                    pass
+        except ProtocolError:
+            pass
 
 
 ETCD = etcd_seeds()

@@ -21,7 +21,6 @@ from load.lightclient import (
     LIGHT,
     ClientOptions,
     Engine,
-    parse_kvs_header,
     stamp_of,
     state_digest,
 )
@@ -37,6 +36,7 @@ from typha.protocol import (
     SyncStatusMsg,
     encode_payload,
     frame,
+    parse_kvs_header,
 )
 from typha.sync.memory import MemoryDatastore
 
@@ -92,9 +92,9 @@ def test_light_parser_any_chunking() -> None:
     for chunking in (1, 2, 5, 7, 41, 4096, len(data)):
         eng = Engine(ClientOptions(["127.0.0.1:1"], mode=LIGHT, sample_prob=1.0), 1, seed=1)
         c = eng.clients[0]
+        c.session.connect()
         for i in range(0, len(data), chunking):
-            chunk = data[i : i + chunking]
-            c._feed_light(memoryview(chunk), len(chunk), time.time())
+            c.feed(data[i : i + chunking], time.time())
         assert c.kvs_snapshot == 30, chunking
         assert c.snapshots == 1 and c.in_sync and c.epoch == 7
         assert c.kvs_delta == want["deltas"], chunking

@@ -17,6 +17,7 @@ from .framing import (
     compressed_frame,
     frame,
 )
+from .kvheader import is_kvs_payload, parse_kvs_header
 from .messages import (
     COMPRESSION_ZSTD,
     FEATURE_CATCHUP,
@@ -38,6 +39,17 @@ from .messages import (
     SyncStatus,
     SyncStatusMsg,
 )
+from .session import (
+    BatchEnd,
+    ClientSession,
+    ConnectionEnded,
+    Event,
+    GoodbyeReceived,
+    Handshake,
+    KVBatch,
+    Pinged,
+    StatusChanged,
+)
 
 __all__ = [
     "CLIENT_DEFAULT_MAX_FRAME",
@@ -49,24 +61,33 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVER_MAX_INBOUND_FRAME",
     "BatchDone",
+    "BatchEnd",
     "ClientHello",
     "ClientProtocol",
+    "ClientSession",
+    "ConnectionEnded",
+    "Event",
     "FrameDecoder",
     "FrameTooLarge",
     "Goodbye",
+    "GoodbyeReceived",
+    "Handshake",
     "HandshakeRejected",
+    "KVBatch",
     "KVKind",
     "KVs",
     "MalformedFrame",
     "Message",
     "MsgType",
     "Ping",
+    "Pinged",
     "Pong",
     "ProtocolError",
     "ResumeToken",
     "ServerHello",
     "ServerProtocol",
     "State",
+    "StatusChanged",
     "SyncStatus",
     "SyncStatusMsg",
     "UnexpectedMessage",
@@ -77,5 +98,7 @@ __all__ = [
     "encode_kvs_payload",
     "encode_payload",
     "frame",
+    "is_kvs_payload",
     "pack",
+    "parse_kvs_header",
 ]
