@@ -36,7 +36,7 @@ def test_the_contracts_hold() -> None:
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
-    assert "Contracts: 4 kept" in result.stdout
+    assert "Contracts: 5 kept" in result.stdout
 
 
 @pytest.fixture
@@ -81,6 +81,21 @@ def test_a_type_checking_import_against_the_layers_counts(tree: Path) -> None:
     assert result.returncode != 0
     assert "typha: app > server > cache > sync > shared bottom BROKEN" in result.stdout
     assert "typha.cache.snapshot -> typha.server.server" in result.stdout
+
+
+def test_a_connection_reaching_for_the_server_breaks_the_cycle_and_layer_rules(tree: Path) -> None:
+    # The old shape: the connection held the server, imported for its type only.
+    append(
+        tree / "typha" / "server" / "connection.py",
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from typha.server.server import SyncServer  # noqa",
+    )
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "no import cycles between sibling modules or packages BROKEN" in result.stdout
+    assert "typha.server: server > fanout" in result.stdout
+    assert "typha.server.connection -> typha.server.server" in result.stdout
 
 
 def test_the_node_agent_reaching_into_the_server_breaks_a_contract(tree: Path) -> None:
