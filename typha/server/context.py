@@ -19,10 +19,12 @@ from typha.model.keys import SyncerType
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    handshake_timeout: float = 10.0
-    write_timeout: float = 120.0
-    ping_interval: float = 10.0
-    pong_timeout: float = 60.0
+    """A connection's timeouts, in seconds (from the server's config)."""
+
+    handshake_timeout: float
+    write_timeout: float
+    ping_interval: float
+    pong_timeout: float
 
 
 class Registry(Protocol):

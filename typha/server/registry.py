@@ -23,9 +23,6 @@ class ConnectionRegistry:
     def __post_init__(self) -> None:
         self.by_syncer = {s: set() for s in self.syncers}
 
-    def __len__(self) -> int:
-        return len(self.connections)
-
     @property
     def active(self) -> int:
         return len(self.connections) + self.handshaking
