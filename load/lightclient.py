@@ -558,11 +558,13 @@ class LoadClient:
     # --- Events --------------------------------------------------------------------------------
 
     def _handle(self, event: Any, wall: float) -> None:
-        self.frames += 1
         t = type(event)
         if t is KVBatch:
+            self.frames += event.frames
             self._on_kvs(event, wall)
-        elif t is StatusChanged:
+            return
+        self.frames += 1
+        if t is StatusChanged:
             if event.status is SyncStatus.IN_SYNC and self.session_sync_at is None:
                 now = time.time()
                 self.session_sync_at = now

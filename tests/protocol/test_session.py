@@ -269,3 +269,20 @@ def test_header_only_mode_hands_over_the_payloads_the_sampler_picks() -> None:
     events(s, hello(resumed=True, resume_seq=4))
     (ev,) = events(s, f(KVs(KVKind.DELTA, 5, 12, delta.kvs)))
     assert ev.payload is None and ev.samples == 0 and picked == [4]
+
+
+def test_header_only_mode_merges_unsampled_deltas_and_keeps_the_last_position() -> None:
+    s = ClientSession("n1", features=FEATURES, header_only=True, sampler=lambda count: 0)
+    s.connect()
+    events(s, hello() + snapshot({"a": 1}))
+    kvs = tuple((f"k{i}", "v" * 30) for i in range(3))
+    deltas = b"".join(f(KVs(KVKind.DELTA, seq, 10 + seq, kvs)) for seq in range(4, 9))
+    (ev,) = events(s, deltas + f(Ping(1)))[:1]
+    assert (ev.frames, ev.count, ev.seq, ev.revision) == (5, 15, 8, 18)
+    assert s.position == ResumeToken(7, 8, 18)
+    # Full mode keeps one event per frame (with its KVs).
+    full = ClientSession("n1", features=FEATURES)
+    full.connect()
+    events(full, hello() + snapshot({"a": 1}))
+    got = events(full, deltas)
+    assert [e.frames for e in got] == [1] * 5 and [e.seq for e in got] == [4, 5, 6, 7, 8]

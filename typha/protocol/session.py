@@ -74,7 +74,9 @@ class Handshake:
 class KVBatch:
     """Keys and values of a delta, a snapshot chunk or a catch-up chunk (already applied to
     the session's state with ``keep_state``). In header-only mode ``kvs`` and ``message`` are
-    None and ``payload`` holds the raw payload of a frame the sampler asked for."""
+    None, ``payload`` holds the raw payload of a frame the sampler asked for, and consecutive
+    deltas nobody sampled arrive as one batch: ``frames`` of them, ``count`` KVs in all, up to
+    ``seq``/``revision``."""
 
     kind: KVKind
     seq: int
@@ -84,6 +86,7 @@ class KVBatch:
     message: KVs | None = None
     payload: bytes | None = None
     samples: int = 0
+    frames: int = 1
 
 
 @dataclass(slots=True)
@@ -132,6 +135,8 @@ class ConnectionEnded:
 Event = Handshake | KVBatch | BatchEnd | StatusChanged | Pinged | GoodbyeReceived | ConnectionEnded
 
 _KINDS = (KVKind.DELTA, KVKind.SNAPSHOT, KVKind.CATCHUP)
+_IN_SYNC = SyncStatus.IN_SYNC
+_DELTA = KVKind.DELTA
 _AUTO: Any = object()
 
 # Header-only reader phases: frame header, KVs payload prefix, whole payload, skip payload.
@@ -423,6 +428,16 @@ class ClientSession:
         if kind == 0:
             self.seq = seq
             self.revision = rev
+            if payload is None:
+                # A load client only counts: merge with an unsampled delta just before.
+                events = self._events
+                last = events[-1] if events else None
+                if type(last) is KVBatch and last.payload is None and last.kind is _DELTA:
+                    last.seq = seq
+                    last.revision = rev
+                    last.count += count
+                    last.frames += 1
+                    return
         elif kind == 1:
             if not self._in_snapshot:
                 raise ProtocolError("snapshot data outside a snapshot")
@@ -444,6 +459,8 @@ class ClientSession:
     def _feed_header_only(self, mv: memoryview, n: int) -> None:
         pos = 0
         max_frame = self.max_frame
+        sampler = self.sampler
+        events = self._events
         while pos < n:
             ph = self._ph
             if ph == _SKIP:
@@ -490,10 +507,28 @@ class ClientSession:
                     prefix = bytes(mv[pos + 5 : pos + 5 + KVS_PREFIX])
                     if prefix[0] == 0x96 and prefix[1] == 0x04:
                         kind, seq, rev, count = parse_kvs_header(prefix)
-                        k = self._samples(kind, count)
-                        payload = bytes(mv[pos + 5 : end]) if k else None
-                        self._on_kvs_header(kind, seq, rev, count, payload, k)
+                        k = (
+                            0
+                            if kind or sampler is None or self._conn_status is not _IN_SYNC
+                            else sampler(count)
+                        )
                         pos = end
+                        if kind or k or self._goodbye:
+                            payload = bytes(mv[pos - length : pos]) if k else None
+                            self._on_kvs_header(kind, seq, rev, count, payload, k)
+                            continue
+                        # The hottest path of a load client: an unsampled delta, merged
+                        # with one just before it (see ``_on_kvs_header``).
+                        self.seq = seq
+                        self.revision = rev
+                        last = events[-1] if events else None
+                        if type(last) is KVBatch and last.payload is None and last.kind is _DELTA:
+                            last.seq = seq
+                            last.revision = rev
+                            last.count += count
+                            last.frames += 1
+                        else:
+                            events.append(KVBatch(_DELTA, seq, rev, count, None))
                         continue
             if not hb and n - pos >= 5:
                 length = int.from_bytes(mv[pos : pos + 4], "big")
