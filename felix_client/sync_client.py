@@ -91,7 +91,8 @@ _gc_pauses = 0
 
 def _pause_gc() -> None:
     # Decoding a snapshot allocates many small containers; the cyclic GC would run over them
-    # again and again (measured 3x slower decode with GC on, anchors.md §6).
+    # again and again (3x slower decode with GC on: docs/architecture.md, "Measured costs
+    # behind the design").
     global _gc_pauses
     _gc_pauses += 1
     gc.disable()

@@ -55,7 +55,7 @@ def typha_slice(name: str, service: str, ip: str, port: int, node: str) -> dict[
 
 
 def test_connection_limit_worked_examples() -> None:
-    # typha.md §5.2: 4 syncer types, default limits [400, 10000].
+    # docs/kubernetes.md, "Rebalancing": 4 syncer types, default limits [400, 10000].
     assert connection_limit(2000, 20) == 508  # 4 x (1 + 2400 // 19 // 1) = 4 x 127
     assert connection_limit(200, 3) == 484  # 4 x (1 + 120)
     # A lone Typha (or none found) takes the upper limit, whatever the node count.

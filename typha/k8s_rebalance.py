@@ -1,5 +1,5 @@
 """Connection rebalancing across Typha replicas (``ConnectionRebalancingMode=kubernetes``;
-typha.md §5.2, Typha's k8s/rebalance.go).
+docs/kubernetes.md, "Rebalancing"; Typha's k8s/rebalance.go).
 
 Every ``K8sServicePollIntervalSecs`` (±10%) the poller counts the unique IPs in the
 EndpointSlices of ``K8sServiceName`` (in ``K8sNamespace``) that carry the port

@@ -2,7 +2,7 @@
 
 Why hand-written (docs/kubernetes.md): kubernetes-asyncio is asyncio-only (it would need
 trio-asyncio and aiohttp) and measured 3x slower than raw httpx + ``json.loads`` on a watch
-stream (dependencies.md §6). Typha needs only list (paginated), watch (NDJSON with bookmarks),
+stream (docs/dependencies.md). Typha needs only list (paginated), watch (NDJSON with bookmarks),
 get and a few writes, so the client is ~600 lines.
 
 * :class:`KubeConfig` — explicit kubeconfig path, ``$KUBECONFIG`` (a list of files, merged like

@@ -1,4 +1,4 @@
-"""Typha discovery from the Kubernetes API, as Felix does it (typha.md §7.2).
+"""Typha discovery from the Kubernetes API, as Felix does it (docs/kubernetes.md, "Discovery").
 
 List the EndpointSlices labelled ``kubernetes.io/service-name=<service>`` in the namespace;
 in each slice that has the port named ``calico-typha`` (overridable), take every address of

@@ -221,8 +221,9 @@ class SyncServer:
         return random.choice(self.redirect_addrs) if self.redirect_addrs else None
 
     async def drain(self) -> None:
-        """Graceful shutdown (typha.md §5.1): stop accepting, then drop connections spread over
-        the shutdown timeout, each with a Goodbye saying when (and where) to reconnect."""
+        """Graceful shutdown (docs/architecture.md, "Drain"): stop accepting, then drop
+        connections spread over the shutdown timeout, each with a Goodbye saying when (and
+        where) to reconnect."""
         self.shutting_down = True
         for listener in self._listeners:
             await listener.aclose()
