@@ -29,8 +29,6 @@ from tests.peers.plugin import CRD_DIR, require_binary
 from tests.typha_harness import run_typha
 from typha.k8s.client import (
     KubeClient,
-    KubeConfig,
-    KubeConfigError,
     KubeConflict,
     KubeError,
     KubeUnavailable,
@@ -39,6 +37,7 @@ from typha.k8s.client import (
     error_from_status,
     resource_path,
 )
+from typha.k8s.kubeconfig import KubeConfig, KubeConfigError
 from typha.model import keys
 from typha.protocol import KVs, SyncStatus
 from typha.sync.base import (

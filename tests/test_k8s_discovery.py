@@ -19,7 +19,7 @@ import trio
 from felix_client.sync_client import SyncClient
 from tests.peers.kube_apiserver import KubeApiServer
 from tests.typha_harness import run_typha
-from typha.k8s.client import KubeClient, KubeConfig, KubeError
+from typha.k8s.client import KubeClient, KubeError
 from typha.k8s.discovery import (
     DiscoveryError,
     ServiceNotReady,
@@ -28,6 +28,7 @@ from typha.k8s.discovery import (
     discover_typha_async,
     endpoint_slices_path,
 )
+from typha.k8s.kubeconfig import KubeConfig
 from typha.sync.memory import MemoryDatastore
 
 

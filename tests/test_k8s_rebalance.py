@@ -16,7 +16,8 @@ from felix_client.sync_client import SyncClient
 from tests.peers.kube_apiserver import KubeApiServer
 from tests.typha_harness import make_config, run_typha
 from typha import metrics
-from typha.k8s.client import KubeClient, KubeConfig, KubeError
+from typha.k8s.client import KubeClient, KubeError
+from typha.k8s.kubeconfig import KubeConfig
 from typha.k8s_rebalance import (
     K8sRebalancer,
     NodeCountUnavailable,

@@ -25,8 +25,9 @@ from typing import Any
 import structlog
 import trio
 
-from typha.k8s.client import KubeClient, KubeConfig, KubeError
+from typha.k8s.client import KubeClient, KubeError
 from typha.k8s.discovery import list_endpoint_slices, typha_endpoints
+from typha.k8s.kubeconfig import KubeConfig
 from typha.model.keys import ALL_SYNCER_TYPES, SyncerType
 
 log = structlog.get_logger(__name__)

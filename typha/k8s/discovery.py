@@ -9,7 +9,7 @@ is shuffled. No endpoint ⇒ :class:`ServiceNotReady` ("service not ready").
 ``discover_typha`` is synchronous (a sync httpx client; felix_client/cli.py calls it before
 each connection attempt); ``discover_typha_async`` uses a :class:`~typha.k8s.client.
 KubeClient`. Both take an explicit client or a kubeconfig (path or
-:class:`~typha.k8s.client.KubeConfig`); with neither, the standard loading order
+:class:`~typha.k8s.kubeconfig.KubeConfig`); with neither, the standard loading order
 applies (``KUBECONFIG``, in-cluster, ``~/.kube/config``).
 """
 
@@ -24,12 +24,8 @@ from urllib.parse import quote
 
 import httpx
 
-from typha.k8s.client import (
-    KubeClient,
-    KubeConfig,
-    KubeError,
-    error_from_status,
-)
+from typha.k8s.client import KubeClient, KubeError, error_from_status
+from typha.k8s.kubeconfig import KubeConfig
 
 DEFAULT_PORT_NAME = "calico-typha"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"

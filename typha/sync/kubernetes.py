@@ -47,11 +47,11 @@ import trio
 from typha.k8s.client import (
     KubeApiError,
     KubeClient,
-    KubeConfig,
     KubeUnavailable,
     ResourceExpired,
     ResourceNotFound,
 )
+from typha.k8s.kubeconfig import KubeConfig
 from typha.sync.base import (
     ConnectionStatus,
     EventSink,
