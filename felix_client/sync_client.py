@@ -36,7 +36,7 @@ from typha.protocol import (
     KVs,
     Pinged,
     ProtocolError,
-    ResumeToken,
+    SessionShell,
     StatusChanged,
     SyncStatus,
 )
@@ -112,7 +112,7 @@ def parse_address(addr: str, default_port: int = 5473) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class SyncClient:
+class SyncClient(SessionShell):
     def __init__(
         self,
         addresses: Sequence[str] | Callable[[], Sequence[str]],
@@ -222,30 +222,6 @@ class SyncClient:
         """Abort the current connection (the client reconnects and tries to resume)."""
         if self._session_scope is not None:
             self._session_scope.cancel()
-
-    @property
-    def position(self) -> ResumeToken | None:
-        return self.session.position
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.session.state
-
-    @property
-    def status(self) -> SyncStatus | None:
-        return self.session.status
-
-    @property
-    def epoch(self) -> int | None:
-        return self.session.epoch
-
-    @property
-    def seq(self) -> int:
-        return self.session.seq
-
-    @property
-    def revision(self) -> int | None:
-        return self.session.revision
 
     # --- One connection --------------------------------------------------------------------------
 

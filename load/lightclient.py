@@ -60,6 +60,7 @@ from typha.protocol import (
     Message,
     Pinged,
     ProtocolError,
+    SessionShell,
     StatusChanged,
     SyncStatus,
     decode_payload,
@@ -295,7 +296,7 @@ class _DecodeCache:
 # --- One client -------------------------------------------------------------------------------
 
 
-class LoadClient:
+class LoadClient(SessionShell):
     """One simulated node: a connection around a :class:`ClientSession`, and its counters."""
 
     def __init__(self, engine: Engine, index: int, node: str, *, full: bool = False) -> None:
@@ -353,31 +354,9 @@ class LoadClient:
         self.last_error = ""
         self.last_goodbye = ""
 
-    # --- The session's view ------------------------------------------------------------------
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.session.state
-
-    @property
-    def status(self) -> SyncStatus | None:
-        return self.session.status
-
     @property
     def in_sync(self) -> bool:
         return self.session.in_sync
-
-    @property
-    def epoch(self) -> int | None:
-        return self.session.epoch
-
-    @property
-    def seq(self) -> int:
-        return self.session.seq
-
-    @property
-    def revision(self) -> int | None:
-        return self.session.revision
 
     # --- Connecting ------------------------------------------------------------------------------
 

@@ -52,57 +52,52 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def append(path: Path, text: str) -> None:
+def broken_by(tree: Path, module: str, text: str) -> str:
+    """Append ``text`` to ``module`` (a path under the copy), run the contracts, expect them
+    to fail; their report."""
+    path = tree / module
     path.write_text(path.read_text() + "\n" + text + "\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0, result.stdout
+    return result.stdout
+
+
+TYPE_ONLY_SERVER_IMPORT = (
+    "from typing import TYPE_CHECKING\n"
+    "if TYPE_CHECKING:\n"
+    "    from typha.server.server import SyncServer  # noqa"
+)
 
 
 def test_the_copy_passes_before_it_is_broken(tree: Path) -> None:
-    # Positive control for the two tests below: the copy itself is clean.
+    # Positive control for the tests below: the copy itself is clean.
     result = lint_imports(tree)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_product_importing_the_node_agent_breaks_a_contract(tree: Path) -> None:
-    append(tree / "typha" / "cache" / "view.py", "import felix_client.agent  # noqa")
-    result = lint_imports(tree)
-    assert result.returncode != 0
-    assert "typha (the product) imports neither" in result.stdout
-    assert "typha.cache.view -> felix_client.agent" in result.stdout
+    out = broken_by(tree, "typha/cache/view.py", "import felix_client.agent  # noqa")
+    assert "typha (the product) imports neither" in out
+    assert "typha.cache.view -> felix_client.agent" in out
 
 
 def test_a_type_checking_import_against_the_layers_counts(tree: Path) -> None:
-    append(
-        tree / "typha" / "cache" / "snapshot.py",
-        "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n"
-        "    from typha.server.server import SyncServer  # noqa",
-    )
-    result = lint_imports(tree)
-    assert result.returncode != 0
-    assert "typha: app > server > cache > sync > shared bottom BROKEN" in result.stdout
-    assert "typha.cache.snapshot -> typha.server.server" in result.stdout
+    out = broken_by(tree, "typha/cache/snapshot.py", TYPE_ONLY_SERVER_IMPORT)
+    assert "typha: app > server > cache > sync > shared bottom BROKEN" in out
+    assert "typha.cache.snapshot -> typha.server.server" in out
 
 
 def test_a_connection_reaching_for_the_server_breaks_the_cycle_and_layer_rules(tree: Path) -> None:
     # The old shape: the connection held the server, imported for its type only.
-    append(
-        tree / "typha" / "server" / "connection.py",
-        "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n"
-        "    from typha.server.server import SyncServer  # noqa",
-    )
-    result = lint_imports(tree)
-    assert result.returncode != 0
-    assert "no import cycles between sibling modules or packages BROKEN" in result.stdout
-    assert "typha.server: server > fanout" in result.stdout
-    assert "typha.server.connection -> typha.server.server" in result.stdout
+    out = broken_by(tree, "typha/server/connection.py", TYPE_ONLY_SERVER_IMPORT)
+    assert "no import cycles between sibling modules or packages BROKEN" in out
+    assert "typha.server: server > fanout" in out
+    assert "typha.server.connection -> typha.server.server" in out
 
 
 def test_the_node_agent_reaching_into_the_server_breaks_a_contract(tree: Path) -> None:
-    append(tree / "felix_client" / "agent.py", "import typha.server.transport  # noqa")
-    result = lint_imports(tree)
-    assert result.returncode != 0
-    assert "felix_client uses only typha's shared bottom" in result.stdout
+    out = broken_by(tree, "felix_client/agent.py", "import typha.server.transport  # noqa")
+    assert "felix_client uses only typha's shared bottom" in out
 
 
 # --- No imports by string ---------------------------------------------------------------------

@@ -48,6 +48,7 @@ from .session import (
     Handshake,
     KVBatch,
     Pinged,
+    SessionShell,
     StatusChanged,
 )
 
@@ -86,6 +87,7 @@ __all__ = [
     "ResumeToken",
     "ServerHello",
     "ServerProtocol",
+    "SessionShell",
     "State",
     "StatusChanged",
     "SyncStatus",

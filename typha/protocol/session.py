@@ -648,6 +648,36 @@ class ClientSession:
             raise ProtocolError("corrupt zstd frame") from None
 
 
+class SessionShell:
+    """The session's position and state, read through an I/O shell that holds ``session``."""
+
+    session: ClientSession
+
+    @property
+    def position(self) -> ResumeToken | None:
+        return self.session.position
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.session.state
+
+    @property
+    def status(self) -> SyncStatus | None:
+        return self.session.status
+
+    @property
+    def epoch(self) -> int | None:
+        return self.session.epoch
+
+    @property
+    def seq(self) -> int:
+        return self.session.seq
+
+    @property
+    def revision(self) -> int | None:
+        return self.session.revision
+
+
 __all__ = [
     "BatchEnd",
     "ClientSession",
@@ -657,5 +687,6 @@ __all__ = [
     "Handshake",
     "KVBatch",
     "Pinged",
+    "SessionShell",
     "StatusChanged",
 ]
