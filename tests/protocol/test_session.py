@@ -3,6 +3,7 @@ tests' raw client: bytes in, events out, no I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -286,3 +287,27 @@ def test_header_only_mode_merges_unsampled_deltas_and_keeps_the_last_position() 
     events(full, hello() + snapshot({"a": 1}))
     got = events(full, deltas)
     assert [e.frames for e in got] == [1] * 5 and [e.seq for e in got] == [4, 5, 6, 7, 8]
+
+
+def _handshake(client_syncer: str, served: str | None = None) -> list[object]:
+    """A ClientSession's hello through the real ServerProtocol; ``served`` overrides the
+    syncer the server echoes."""
+    s = ClientSession("n1", client_syncer, features=FEATURES)
+    server = ServerProtocol()
+    server.receive_data(s.connect())
+    hello = server.next_event()
+    if served is not None:
+        hello = dataclasses.replace(hello, syncer=served)
+    return events(s, server.accept(hello, server_version="t", epoch=1, conn_id=1, resumed=False))
+
+
+def test_an_empty_syncer_is_felix_and_the_client_accepts_the_servers_echo() -> None:
+    # The server reads an empty syncer as felix and echoes "felix"; the client must not take
+    # that for a different syncer (it did, and hung up).
+    (ev,) = _handshake("")
+    assert isinstance(ev, Handshake) and ev.message.syncer == "felix"
+    # Positive control: a syncer that really differs is refused.
+    with pytest.raises(ProtocolError, match="server chose syncer 'bgp'"):
+        _handshake("", served="bgp")
+    with pytest.raises(ProtocolError, match="server chose syncer 'felix'"):
+        _handshake("bgp", served="felix")

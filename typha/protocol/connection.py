@@ -224,7 +224,8 @@ class ClientProtocol(_Endpoint):
             if not isinstance(msg, ServerHello):
                 raise UnexpectedMessage(f"expected ServerHello, got {type(msg).__name__}")
             assert self.hello is not None
-            if msg.syncer != self.hello.syncer:
+            # An empty syncer asks for felix, and the server echoes the one it serves.
+            if msg.syncer != (self.hello.syncer or "felix"):
                 raise HandshakeRejected(
                     f"server chose syncer {msg.syncer!r}, asked for {self.hello.syncer!r}"
                 )
