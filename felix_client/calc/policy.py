@@ -1,4 +1,4 @@
-"""Policy ordering per endpoint (felix-model.md §3.1-3.2).
+"""Policy ordering per endpoint (docs/felix-calc.md, "Policy resolution").
 
 ``resolve_tiers`` turns "the policies whose selector matches this endpoint" into the ordered tier
 list Felix's PolicyResolver computes. (The tests' reference verdict evaluator, which the

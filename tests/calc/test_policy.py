@@ -1,4 +1,4 @@
-"""Policy ordering and the reference evaluator (felix-model.md §3)."""
+"""Policy ordering and the reference evaluator (docs/felix-calc.md, "Policy resolution")."""
 
 from __future__ import annotations
 
