@@ -229,7 +229,7 @@ class KubernetesDatastore:
     def from_config(cls, cfg: Any, **kwargs: Any) -> KubernetesDatastore:
         """Build from Typha's config: the Kubernetes client configuration itself comes from
         the environment like libcalico-go's (``KUBECONFIG``, else in-cluster)."""
-        del cfg  # Typha has no kubeconfig parameter of its own (typha.md §3.1).
+        del cfg  # Typha has no kubeconfig parameter of its own (docs/kubernetes.md).
         return cls(KubeConfig.load(), **kwargs)
 
     def make_client(self) -> KubeClient:
