@@ -63,9 +63,10 @@ class Oracle:
         return base64.b64decode(answer["bytes"]), answer["ends"]
 
     def close(self) -> None:
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
+        self.proc.stdout.close()
 
 
 @pytest.fixture(scope="session")
