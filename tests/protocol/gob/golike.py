@@ -141,3 +141,20 @@ def _pong(p: Pong) -> bytes:
         return uint(len(raw)) + raw
 
     return _fields([t(p.ping_timestamp), t(p.pong_timestamp)])
+
+
+def gob_client_streams() -> list[bytes]:
+    """Whole client streams as Calico's client writes them (fuzz seeds): snappy and plain."""
+    from typha.protocol.gob import GoTime
+
+    from .streams import hello
+
+    out = []
+    for snappy in (True, False):
+        enc = GoLikeClientEncoder()
+        data = enc.encode(hello(snappy))
+        if snappy:
+            data += enc.encode(Ack()) + enc.encode(Ack())
+        data += enc.encode(Pong(GoTime(1_700_000_000_000_000_000))) + enc.encode(Pong(GoTime(5)))
+        out.append(data)
+    return out

@@ -94,13 +94,13 @@ def streaming_session(snappy: bool, conn_id: int = 1) -> GobServerSession:
     """A session through hello, (empty) snapshot and restarts, its output so far discarded."""
     enc = GoLikeClientEncoder()
     s = GobServerSession(server_version="t", conn_id=conn_id)
-    s.receive_data(enc.encode(hello(snappy)))
+    s.events(enc.encode(hello(snappy)))
     if snappy:
-        s.receive_data(enc.encode(Ack()))
+        s.events(enc.encode(Ack()))
     s.send_snapshot([])
     s.end_snapshot()
     if snappy:
-        s.receive_data(enc.encode(Ack()))
+        s.events(enc.encode(Ack()))
     assert s.state is State.STREAMING
     s.data_to_send()
     return s

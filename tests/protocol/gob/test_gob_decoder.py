@@ -3,15 +3,11 @@ cleanly (only ``ProtocolError``), with each bound shown to bite and not to bite.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from typha.protocol.errors import FrameTooLarge, MalformedFrame, ProtocolError, UnexpectedMessage
+from typha.protocol.errors import FrameTooLarge, MalformedFrame, UnexpectedMessage
 from typha.protocol.gob import Ack, ClientHello, GobDecoder, GoTime, Pong
 from typha.protocol.gob.messages import NAME_CLIENT_HELLO, NAME_KVS
 from typha.protocol.gob.types import INTERFACE, STRING, UINT, Kind, WireType, encode_definition
@@ -26,13 +22,6 @@ ORACLE = settings(
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
-FUZZ = settings(
-    max_examples=int(os.environ.get("TYPHA_FUZZ_EXAMPLES", "2000")),
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
     database=None,
 )
 
@@ -276,52 +265,3 @@ def _append_to_last_message(data: bytes, extra: bytes) -> bytes:
         last, pos = pos, start + n
     n, start = read_uint_prefix(data, last)
     return data[:last] + message(data[start : start + n] + extra)
-
-
-# --- fuzz: only ProtocolError, whatever the bytes ----------------------------------------
-
-
-def _seed() -> bytes:
-    enc = GoLikeClientEncoder()
-    return (
-        enc.encode(hello())
-        + enc.encode(Ack())
-        + enc.encode(Pong(GoTime(1), None))
-        + enc.encode(Ack())
-    )
-
-
-def _mutate(data: bytes, rng: random.Random, n: int) -> bytes:
-    buf = bytearray(data)
-    for _ in range(n):
-        op = rng.randrange(4)
-        pos = rng.randrange(len(buf) + 1)
-        if op == 0 and buf:
-            buf[min(pos, len(buf) - 1)] = rng.randrange(256)
-        elif op == 1:
-            buf[pos:pos] = bytes([rng.choice([0, 1, 0x7F, 0x80, 0xFD, 0xFF, rng.randrange(256)])])
-        elif op == 2 and buf:
-            del buf[min(pos, len(buf) - 1)]
-        elif buf:
-            a = rng.randrange(len(buf))
-            buf[pos:pos] = buf[a : a + rng.randrange(1, 16)]
-    return bytes(buf)
-
-
-def _only_protocol_errors(data: bytes, cut: int) -> None:
-    dec = GobDecoder()
-    with contextlib.suppress(ProtocolError):
-        _decode_all(data, [cut % (len(data) + 1)], dec, whole=False)
-    assert dec.buffered <= len(data)
-
-
-@FUZZ
-@given(st.integers(0, 2**32), st.integers(1, 8), st.integers(0, 10**6))
-def test_fuzz_mutated_go_streams_raise_only_protocol_errors(seed: int, n: int, cut: int) -> None:
-    _only_protocol_errors(_mutate(_seed(), random.Random(seed), n), cut)
-
-
-@FUZZ
-@given(st.binary(max_size=600), st.integers(0, 10**6))
-def test_fuzz_random_bytes_raise_only_protocol_errors(data: bytes, cut: int) -> None:
-    _only_protocol_errors(data, cut)

@@ -17,6 +17,7 @@ ahead into its buffer. The session hands out the very bytes objects of shared
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -101,6 +102,7 @@ class GobServerSession:
         self._max_message = max_message
         self._decoder = GobDecoder(max_message=min(handshake_max_message, max_message))
         self._out: list[bytes] = []
+        self._events: deque[Event] = deque()
         self.state = State.AWAIT_HELLO
         self.compression = ""
         self.syncer_type = ""
@@ -117,13 +119,28 @@ class GobServerSession:
 
     # --- input ------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the client; raises ``ProtocolError`` (close the connection)."""
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the client; ``next_event`` decodes them."""
         self._decoder.feed(data)
-        events: list[Event] = []
-        while (msg := self._decoder.next_message()) is not None:
-            events.extend(self._handle(msg))
-        return events
+
+    def next_event(self) -> Event | None:
+        """The next event, or None until more bytes arrive. Handle each event (e.g. write the
+        snapshot on ``SnapshotReady``) before asking for the next: a message is judged in the
+        state the previous events left. Raises ``ProtocolError``: close the connection."""
+        if not self._events:
+            msg = self._decoder.next_message()
+            if msg is None:
+                return None
+            self._events.extend(self._handle(msg))
+        return self._events.popleft()
+
+    def events(self, data: bytes = b"") -> list[Event]:
+        """Feed ``data`` and take all events at once (when no event needs handling between)."""
+        self.receive_data(data)
+        out = []
+        while (event := self.next_event()) is not None:
+            out.append(event)
+        return out
 
     def _handle(self, msg: object) -> list[Event]:
         state = self.state
