@@ -154,11 +154,22 @@ def _definitions(n: int, first: int = 100) -> bytes:
     )
 
 
+def test_messages_per_envelope_are_capped() -> None:
+    base = _hello_bytes()  # 4 gob messages
+    assert _decode_all(_definitions(12) + base, [])  # 16
+    with pytest.raises(MalformedFrame, match="spans more than 16"):
+        _decode_all(_definitions(13) + base, [])
+
+
 def test_type_definitions_are_capped() -> None:
-    base = _hello_bytes()  # defines 3 types
-    assert _decode_all(_definitions(61) + base, [])  # 64 in all
+    # Definitions in Envelopes of their own (an ACK each), 64 in all on the connection.
+    enc = GoLikeClientEncoder()
+    data = enc.encode(hello()) + enc.encode(Ack())  # defines 4 types
+    for i in range(6):
+        data += _definitions(10, 100 + 10 * i) + enc.encode(Ack())
+    assert len(_decode_all(data, [])) == 8
     with pytest.raises(MalformedFrame, match="type definitions"):
-        _decode_all(_definitions(62) + base, [])
+        _decode_all(data + _definitions(1, 99) + enc.encode(Ack()), [])
 
 
 def test_nesting_is_capped() -> None:

@@ -6,7 +6,8 @@ Sans-IO: ``feed`` bytes, ``next_message`` returns a decoded message or None unti
 Envelope has arrived. Everything else is refused with a ``ProtocolError`` subclass: values
 of other types, interface values anywhere but ``Envelope.Message``, more than ``max_types``
 definitions, nesting deeper than ``max_depth``, strings longer than ``max_string``, or an
-Envelope (with the definitions it carries) over ``max_message`` bytes — 1 MiB, like Go Typha.
+Envelope (with the definitions it carries) over ``max_message`` bytes — 1 MiB, like Go Typha —
+or spread over more than ``max_parts`` gob messages.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ DEFAULT_MAX_MESSAGE = 1 << 20
 DEFAULT_MAX_TYPES = 64
 DEFAULT_MAX_DEPTH = 8
 DEFAULT_MAX_STRING = 4096
+# Go's client spreads one Envelope over at most 4 gob messages (its first hello: the Envelope
+# definition, the hello with its definition, the slice definition, the value). An incomplete
+# Envelope is parsed again from its start as each further message arrives, so this also
+# bounds that work.
+DEFAULT_MAX_PARTS = 16
 
 # A struct value as decoded: field name -> (wire type id, value).
 Fields = dict[str, tuple[int, Any]]
@@ -57,11 +63,13 @@ class _NeedMore(Exception):
 class _Cursor:
     """Hands out the buffer's complete messages, counting them against the size budget."""
 
-    def __init__(self, buf: bytearray, max_message: int) -> None:
+    def __init__(self, buf: bytearray, max_message: int, max_parts: int) -> None:
         self.buf = buf
         self.pos = 0
         self.used = 0
+        self.parts = 0
         self.max_message = max_message
+        self.max_parts = max_parts
         self.need = 0  # with _NeedMore: the buffer length that completes the next message
 
     def next(self) -> Reader:
@@ -74,6 +82,9 @@ class _Cursor:
         length, start = prefix
         if length == 0:
             raise MalformedFrame("gob: empty message")
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise MalformedFrame(f"gob: one Envelope spans more than {self.max_parts} messages")
         self.used += start - self.pos + length
         if self.used > self.max_message:
             raise FrameTooLarge(
@@ -99,12 +110,14 @@ class GobDecoder:
         max_types: int = DEFAULT_MAX_TYPES,
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_string: int = DEFAULT_MAX_STRING,
+        max_parts: int = DEFAULT_MAX_PARTS,
         accept: Mapping[str, Converter] | None = None,
     ) -> None:
         self.max_message = max_message
         self.max_types = max_types
         self.max_depth = max_depth
         self.max_string = max_string
+        self.max_parts = max_parts
         self.types: dict[int, WireType] = {}
         self._accept = dict(CLIENT_MESSAGES if accept is None else accept)
         self._buf = bytearray()
@@ -121,7 +134,7 @@ class GobDecoder:
     def next_message(self) -> ClientMessage | None:
         if not self._buf or len(self._buf) < self._need:
             return None
-        cursor = _Cursor(self._buf, self.max_message)
+        cursor = _Cursor(self._buf, self.max_message, self.max_parts)
         before = dict(self.types)
         try:
             msg = self._envelope(cursor)
