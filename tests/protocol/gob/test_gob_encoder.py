@@ -17,9 +17,11 @@ from typha.protocol.gob import (
     SNAPPY_PREAMBLE,
     DecoderRestart,
     EncodedPart,
+    GoTime,
     SerializedUpdate,
     ServerHello,
     kvs_part,
+    ping_part,
     status_part,
 )
 from typha.protocol.gob.encoder import (
@@ -182,3 +184,10 @@ def test_encodes_are_counted_once_per_batch_not_per_connection() -> None:
     # Positive control: encoding again is counted.
     kvs_part([SerializedUpdate("/k/x", b"v")])
     assert ENCODE_COUNTS.kv_batches == after[0] + 1
+    # A ping part made once per tick is shared the same way.
+    ping = ping_part(GoTime(1_700_000_000_000_000_000))
+    for i, s in enumerate(sessions):
+        s.send_ping(ping)
+        assert s.data_to_send() == [ping.snappy if i % 2 == 0 else ping.plain]
+        s.send_ping(ping)
+        assert s.data_to_send()[0] is (ping.snappy if i % 2 == 0 else ping.plain)

@@ -20,6 +20,7 @@ from .encoder import (
     EncodedPart,
     kvs_part,
     message_part,
+    ping_part,
     status_part,
 )
 from .messages import (
@@ -78,6 +79,7 @@ __all__ = [
     "UpdateType",
     "kvs_part",
     "message_part",
+    "ping_part",
     "sniff",
     "status_part",
 ]

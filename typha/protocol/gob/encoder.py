@@ -265,6 +265,11 @@ def kvs_part(
     return EncodedPart(b"".join(msgs), len(msgs))
 
 
+def ping_part(timestamp: GoTime) -> EncodedPart:
+    """A MsgPing, shareable by every connection pinged at the same tick."""
+    return message_part(encode_ping(timestamp))
+
+
 def message_part(plain_message: bytes) -> EncodedPart:
     _count(messages=1)
     return EncodedPart(plain_message, 1)

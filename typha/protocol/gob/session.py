@@ -29,8 +29,8 @@ from .encoder import (
     SNAPPY_PREAMBLE,
     EncodedPart,
     encode_decoder_restart,
-    encode_ping,
     encode_server_hello,
+    ping_part,
     snapshot_end_part,
     status_part,
 )
@@ -228,9 +228,10 @@ class GobServerSession:
         self._expect(State.STREAMING, "send a status")
         self._write(status_part(status))
 
-    def send_ping(self, timestamp: GoTime) -> None:
+    def send_ping(self, timestamp: GoTime | EncodedPart) -> None:
+        """A MsgPing: from a timestamp, or a ``ping_part`` shared by many connections."""
         self._expect(State.STREAMING, "ping")
-        self._write(EncodedPart(encode_ping(timestamp), 1))
+        self._write(timestamp if isinstance(timestamp, EncodedPart) else ping_part(timestamp))
 
     @property
     def can_stream(self) -> bool:
