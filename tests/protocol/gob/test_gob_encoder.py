@@ -6,6 +6,7 @@ written in varied orders; Go must read exactly the messages we meant.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -191,3 +192,40 @@ def test_encodes_are_counted_once_per_batch_not_per_connection() -> None:
         assert s.data_to_send() == [ping.snappy if i % 2 == 0 else ping.plain]
         s.send_ping(ping)
         assert s.data_to_send()[0] is (ping.snappy if i % 2 == 0 else ping.plain)
+
+
+def test_large_parts_span_many_snappy_chunks_and_go_reads_them(oracle: Oracle) -> None:
+    """A 1,000-KV snapshot chunk (~400 KB): compressed and stored 64 KiB chunks alike."""
+    rng = random.Random(7)
+    kvs = [
+        SerializedUpdate(
+            f"/calico/v1/host/n/workload/k8s/p-{i}/endpoint/eth0",
+            rng.randbytes(300) if i % 2 else b'{"state":"active"}' * 20,
+            str(i),
+            "",
+            0,
+            1,
+        )
+        for i in range(1000)
+    ]
+    part = kvs_part(kvs, 1000)
+    assert len(part.plain) > 6 * 65536
+    wire = [
+        PREAMBLE + encode_decoder_restart(DecoderRestart("z", "snappy")),
+        SNAPPY_PREAMBLE + part.snappy + status_part(2).snappy,
+    ]
+    answer = oracle.decode_server(wire)
+    assert answer["ok"], answer.get("error")
+    assert answer["messages"][1:] == [expect_kvs(kvs), expect_status(2)]
+
+
+def test_first_byte_rule_holds_for_both_encoders(oracle: Oracle) -> None:
+    """What Go's client and our msgpack client actually write first."""
+    from typha.protocol import ClientProtocol
+    from typha.protocol.gob import sniff
+
+    go_stream, _ = oracle.encode_client([{"type": "MsgClientHello", "Hostname": "h" * 300}])
+    assert sniff(go_stream) == "gob"
+    ours = ClientProtocol().start(node="n" * 300, syncer="felix", compressions=("zstd",))
+    assert sniff(ours) == "msgpack"
+    assert sniff(PREAMBLE) == "gob"
