@@ -105,6 +105,7 @@ def test_go_stream_byte_by_byte_yields_each_message_exactly_at_its_end(oracle: O
     assert seen == ends
 
 
+@settings(max_examples=100, derandomize=True, deadline=None, database=None)
 @given(
     st.permutations(range(64, 200)).map(lambda p: p[:6]),
     st.lists(st.sampled_from(["hello", "pong", "ack"]), min_size=1, max_size=5),

@@ -6,6 +6,8 @@ framing is checked against cramjam's own framed decoder (an independent implemen
 
 from __future__ import annotations
 
+import random
+
 import cramjam
 import pytest
 from hypothesis import given, settings
@@ -19,6 +21,9 @@ from typha.protocol.gob.encoder import PREAMBLE_TYPES
 from typha.protocol.gob.types import INT, Kind, WireType, decode_definition, encode_definition
 from typha.protocol.gob.wire import Reader, flt, message, read_uint_prefix, sint, uint
 
+# Deterministic in `make test`, like the project's other property tests.
+PROPS = settings(max_examples=200, derandomize=True, deadline=None, database=None)
+
 
 def test_primitives_match_the_gob_documentation() -> None:
     assert uint(0) == b"\x00"
@@ -30,6 +35,7 @@ def test_primitives_match_the_gob_documentation() -> None:
     assert sint(65) == bytes.fromhex("ff82")
 
 
+@PROPS
 @given(st.integers(0, 2**64 - 1), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False))
 def test_primitives_round_trip(u: int, i: int, f: float) -> None:
     r = Reader(uint(u) + sint(i) + flt(f))
@@ -64,6 +70,7 @@ def test_preamble_defines_each_type_once_in_its_own_message() -> None:
     assert len({t.id for t in seen}) == len(seen)
 
 
+@PROPS
 @given(st.integers(-(2**62), 2**62), st.sampled_from([None, 0, 3600, -7200, 19800, 45]))
 def test_go_time_round_trips(nanos: int, offset: int | None) -> None:
     t = GoTime(nanos, offset)
@@ -86,7 +93,7 @@ def test_go_time_layout() -> None:
         GoTime.from_binary(b"\x03" + raw[1:])
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, derandomize=True, deadline=None, database=None)
 @given(st.lists(st.binary(max_size=70000), max_size=4))
 def test_snappy_chunks_splice_into_one_stream_cramjam_reads(parts: list[bytes]) -> None:
     stream = gsnappy.STREAM_IDENTIFIER + b"".join(gsnappy.compress_chunks(p) for p in parts)
@@ -98,9 +105,6 @@ def test_snappy_chunks_splice_into_one_stream_cramjam_reads(parts: list[bytes]) 
 
 
 def test_snappy_incompressible_block_is_stored() -> None:
-    data = bytes(range(256)) * 4
-    import random
-
     data = random.Random(3).randbytes(5000)
     chunks = gsnappy.compress_chunks(data)
     assert chunks[0] == 0x01  # stored, like Go's writer does when compression does not pay
@@ -131,11 +135,13 @@ def test_sniff_tells_msgpack_from_gob() -> None:
     assert sniff(bytes([0xFC])) is None  # a gob count of 2**24 or more: over any cap
 
 
+@PROPS
 @given(st.integers(1, (1 << 20)))
 def test_every_gob_message_up_to_the_cap_starts_with_a_gob_byte(n: int) -> None:
     assert sniff(uint(n)) == "gob"
 
 
+@PROPS
 @given(st.integers(0, (16 << 20) - 1))
 def test_every_frame_under_16_mib_starts_with_zero(n: int) -> None:
     assert n.to_bytes(4, "big")[0] == 0
