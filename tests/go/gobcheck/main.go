@@ -13,6 +13,12 @@
 //	gobcheck client ADDR TYPE [plain]
 //	      runs Calico's syncclient against ADDR; prints {"status":N} and {"updates":[...]}
 //	      lines (values re-serialized by libcalico-go) until killed.
+//
+// It is built inside an unpacked Calico source tree (it imports Calico's packages and uses
+// Calico's go.mod): scripts/build-peers.sh puts it at /opt/typha-peers/bin/gobcheck. By hand:
+// copy this folder into the tree as typhapy-gobcheck/, then run there
+// `CGO_ENABLED=0 go build -o /opt/typha-peers/bin/gobcheck ./typhapy-gobcheck`.
+// The tests find it there or at $TYPHA_GOBCHECK.
 package main
 
 import (
