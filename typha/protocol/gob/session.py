@@ -146,11 +146,13 @@ class GobServerSession:
         state = self.state
         if state is State.AWAIT_HELLO:
             if not isinstance(msg, ClientHello):
-                raise UnexpectedMessage(f"gob: the first message must be a hello, not {msg!r}")
+                raise UnexpectedMessage(
+                    f"gob: the first message must be a hello, not {type(msg).__name__}"
+                )
             return self._hello(msg)
         if state in (State.AWAIT_ACK_HELLO, State.AWAIT_ACK_SNAPSHOT):
             if not isinstance(msg, Ack):
-                raise UnexpectedMessage(f"gob: expected the client's ACK, got {msg!r}")
+                raise UnexpectedMessage(f"gob: expected the client's ACK, got {type(msg).__name__}")
             self._out.append(SNAPPY_PREAMBLE)
             self._snappy_out = True
             if state is State.AWAIT_ACK_HELLO:
@@ -160,13 +162,13 @@ class GobServerSession:
             return [StreamingReady()]
         if isinstance(msg, Pong):
             return [PongReceived(msg)]
-        raise UnexpectedMessage(f"gob: unexpected message from the client: {msg!r}")
+        raise UnexpectedMessage(f"gob: unexpected {type(msg).__name__} from the client")
 
     def _hello(self, hello: ClientHello) -> list[Event]:
         # An empty SyncerType is an old Felix.
         syncer = hello.syncer_type or "felix"
         if syncer not in self._syncer_types:
-            raise HandshakeRejected(f"gob: unknown syncer type {syncer!r}")
+            raise HandshakeRejected(f"gob: unknown syncer type {syncer[:64]!r}")
         if not hello.supports_modern_policy_keys:
             raise HandshakeRejected("gob: the client does not support modern policy keys")
         self.syncer_type = syncer
