@@ -10,6 +10,10 @@
 //	  {"op":"encode_client","messages":[...]}
 //	      encodes client messages (MsgClientHello, MsgPong, MsgACK) with ONE gob encoder, as
 //	      Calico's client does (types defined lazily). Answers {"ok":true,"bytes":b64,"ends":[...]}.
+//	  {"op":"decode_client","segments":[b64]}
+//	      decodes a client->server stream as Go Typha's server does (one gob decoder, Envelope
+//	      after Envelope). Answers {"ok":true|false,"messages":[...],"error":...}: the messages
+//	      decoded before the first error, if any.
 //	gobcheck client ADDR TYPE [plain]
 //	      runs Calico's syncclient against ADDR; prints {"status":N} and {"updates":[...]}
 //	      lines (values re-serialized by libcalico-go) until killed.
@@ -31,6 +35,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,6 +101,12 @@ func serve() {
 				resp = decodeServer(req.Segments)
 			case "encode_client":
 				resp = encodeClient(req.Messages)
+			case "decode_client":
+				if len(req.Segments) == 1 {
+					resp = decodeClient(req.Segments[0])
+				} else {
+					resp.Error = "decode_client takes one segment"
+				}
 			default:
 				resp.Error = "unknown op " + req.Op
 			}
@@ -192,6 +203,67 @@ func describe(msg any) (map[string]any, error) {
 		return nil, errors.New("nil message")
 	}
 	return nil, fmt.Errorf("unexpected server message %T", msg)
+}
+
+func goTimeParts(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	// Seconds since year 1, as on the wire (adding back what Unix() subtracted undoes any
+	// int64 wrap-around for times far from now).
+	return []int64{t.Unix() + 62135596800, int64(t.Nanosecond())}
+}
+
+func decodeClient(data []byte) (resp response) {
+	r := bytes.NewReader(data)
+	dec := gob.NewDecoder(r)
+	for {
+		var env syncproto.Envelope
+		left := r.Len()
+		err := dec.Decode(&env)
+		if errors.Is(err, io.EOF) && left == 0 {
+			break
+		}
+		if errors.Is(err, io.EOF) {
+			// gob returns a bare EOF when the stream ends inside an interface's type
+			// definitions; Go Typha then closes the connection as if the client had.
+			resp.Error = "EOF inside a message"
+			return
+		}
+		if err != nil {
+			resp.Error = err.Error()
+			return
+		}
+		var m map[string]any
+		switch msg := env.Message.(type) {
+		case syncproto.MsgClientHello:
+			algs := []string{}
+			for _, a := range msg.SupportedCompressionAlgorithms {
+				algs = append(algs, strings.ToValidUTF8(string(a), "\uFFFD"))
+			}
+			m = map[string]any{"type": "MsgClientHello",
+				"Hostname":                       strings.ToValidUTF8(msg.Hostname, "\uFFFD"),
+				"Info":                           strings.ToValidUTF8(msg.Info, "\uFFFD"),
+				"Version":                        strings.ToValidUTF8(msg.Version, "\uFFFD"),
+				"SyncerType":                     strings.ToValidUTF8(string(msg.SyncerType), "\uFFFD"),
+				"SupportsDecoderRestart":         msg.SupportsDecoderRestart,
+				"SupportedCompressionAlgorithms": algs,
+				"SupportsModernPolicyKeys":       msg.SupportsModernPolicyKeys,
+				"ClientConnID":                   msg.ClientConnID}
+		case syncproto.MsgPong:
+			m = map[string]any{"type": "MsgPong", "PingTimestamp": goTimeParts(msg.PingTimestamp),
+				"PongTimestamp": goTimeParts(msg.PongTimestamp)}
+		case syncproto.MsgACK:
+			m = map[string]any{"type": "MsgACK"}
+		case nil:
+			m = map[string]any{"type": "nil"}
+		default:
+			m = map[string]any{"type": fmt.Sprintf("%T", msg)}
+		}
+		resp.Messages = append(resp.Messages, m)
+	}
+	resp.OK = true
+	return
 }
 
 type clientMsg struct {

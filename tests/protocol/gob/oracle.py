@@ -55,6 +55,10 @@ class Oracle:
             }
         )
 
+    def decode_client(self, data: bytes) -> dict[str, Any]:
+        """Go Typha's view of a client->server stream: the messages before any error."""
+        return self._ask({"op": "decode_client", "segments": [base64.b64encode(data).decode()]})
+
     def encode_client(self, messages: Sequence[dict[str, Any]]) -> tuple[bytes, list[int]]:
         """Go's encoding of client messages with one encoder: (bytes, end of each message)."""
         answer = self._ask({"op": "encode_client", "messages": list(messages)})

@@ -183,7 +183,7 @@ def test_nesting_is_capped() -> None:
             elem = 150 + i
         # Slices of one element each; innermost one string "a".
         value = b"\x01" * depth + string(b"a")
-        h = WireType(Kind.STRUCT, "MsgClientHello", 140, fields=(("Extra", elem),))
+        h = WireType(Kind.STRUCT, "MsgClientHello", 140, fields=(("Extra", elem), ("Info", STRING)))
         env = WireType(Kind.STRUCT, "Envelope", 141, fields=(("Message", INTERFACE),))
         body = b"\x01" + value + b"\x00"
         return b"".join(message(encode_definition(t)) for t in [*defs, h, env]) + message(
@@ -218,10 +218,14 @@ def test_only_hello_pong_and_ack_are_accepted() -> None:
     kvs = WireType(Kind.STRUCT, "MsgKVs", 70, fields=())
     with pytest.raises(UnexpectedMessage, match="MsgKVs"):
         _decode_all(_envelope_with(NAME_KVS, 70, b"\x00", [kvs]), [])
-    hello_t = WireType(Kind.STRUCT, "MsgClientHello", 70, fields=())
+    hello_t = WireType(Kind.STRUCT, "MsgClientHello", 70, fields=(("Info", STRING),))
     assert _decode_all(_envelope_with(NAME_CLIENT_HELLO, 70, b"\x00", [hello_t]), []) == [
         ClientHello()
     ]
+    # As in Go: a struct sharing no field with the message is a mismatch.
+    other = WireType(Kind.STRUCT, "MsgClientHello", 70, fields=(("Nope", STRING),))
+    with pytest.raises(UnexpectedMessage, match="no fields"):
+        _decode_all(_envelope_with(NAME_CLIENT_HELLO, 70, b"\x00", [other]), [])
 
 
 def test_nil_message_and_foreign_top_level_values_are_refused() -> None:
@@ -235,7 +239,9 @@ def test_nil_message_and_foreign_top_level_values_are_refused() -> None:
 
 
 def test_interfaces_inside_the_message_are_refused() -> None:
-    t = WireType(Kind.STRUCT, "MsgClientHello", 70, fields=(("Sneaky", INTERFACE),))
+    t = WireType(
+        Kind.STRUCT, "MsgClientHello", 70, fields=(("Sneaky", INTERFACE), ("Info", STRING))
+    )
     body = b"\x01" + string(b"string") + sint(STRING) + b"\x03\x00\x01a" + b"\x00"
     with pytest.raises(UnexpectedMessage, match="interface"):
         _decode_all(_envelope_with(NAME_CLIENT_HELLO, 70, body, [t]), [])

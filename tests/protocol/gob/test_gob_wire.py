@@ -91,6 +91,8 @@ def test_go_time_layout() -> None:
     )
     with pytest.raises(ValueError):
         GoTime.from_binary(b"\x03" + raw[1:])
+    with pytest.raises(ValueError, match="nanoseconds"):
+        GoTime.from_binary(raw[:9] + (10**9).to_bytes(4, "big") + raw[13:])
 
 
 @settings(max_examples=50, derandomize=True, deadline=None, database=None)

@@ -28,6 +28,7 @@ from .messages import (
 )
 from .types import (
     BOOL,
+    BUILTIN_IDS,
     BYTES,
     COMPLEX,
     FIRST_USER_ID,
@@ -99,9 +100,6 @@ class _Cursor:
         return Reader(bytes(self.buf[start:end]))
 
 
-Converter = Callable[[Fields, "GobDecoder"], ClientMessage]
-
-
 class GobDecoder:
     def __init__(
         self,
@@ -159,13 +157,14 @@ class GobDecoder:
                 raise MalformedFrame("gob: extra data after a type definition")
         wire = self._user_type(type_id)
         fields = dict(wire.fields) if wire.kind is Kind.STRUCT else {}
+        self._check_defined(type_id)
         if fields.get("Message") != INTERFACE:
             raise UnexpectedMessage(
                 f"gob: expected an Envelope with a Message interface, got type {wire.name!r}"
             )
         msg: ClientMessage | None = None
         field = -1
-        while True:
+        while r.remaining:  # as in Go, a struct may also end with its message
             delta = r.uint()
             if delta == 0:
                 break
@@ -205,8 +204,12 @@ class GobDecoder:
         wire = self._user_type(type_id)
         if wire.kind is not Kind.STRUCT:
             raise UnexpectedMessage(f"gob: {name!r} must be a struct")
+        # Like Go, judge the whole type before the value: every type it refers to must be
+        # defined, and every field we know must have a compatible type, sent or not.
+        self._check_defined(type_id)
+        convert.check(wire, self)
         value = self._struct(r, wire, 1)
-        return convert(value, self), r
+        return convert.build(value, self), r
 
     # --- types ------------------------------------------------------------------------
 
@@ -218,6 +221,26 @@ class GobDecoder:
                 f"gob: more than {self.max_types} type definitions on one connection"
             )
         self.types[type_id] = decode_definition(r, type_id)
+
+    def _check_defined(self, type_id: int) -> None:
+        """Every type ``type_id`` refers to, transitively, is gob's or defined here."""
+        todo, seen = [type_id], set()
+        while todo:
+            tid = todo.pop()
+            if tid in seen or tid in BUILTIN_IDS:
+                continue
+            seen.add(tid)
+            wire = self.types.get(tid)
+            if wire is None:
+                if 0 < tid < FIRST_USER_ID:
+                    raise MalformedFrame(f"gob: type id {tid} (gob-internal) is not accepted")
+                raise MalformedFrame(f"gob: type {type_id} refers to undefined type id {tid}")
+            if wire.kind is Kind.STRUCT:
+                todo.extend(fid for _, fid in wire.fields)
+            elif wire.kind is Kind.MAP:
+                todo += (wire.key, wire.elem)
+            elif wire.kind in (Kind.SLICE, Kind.ARRAY):
+                todo.append(wire.elem)
 
     def _user_type(self, type_id: int) -> WireType:
         wire = self.types.get(type_id)
@@ -266,44 +289,66 @@ class GobDecoder:
     def _struct(self, r: Reader, wire: WireType, depth: int) -> Fields:
         out: Fields = {}
         field = -1
-        while True:
+        while r.remaining:  # as in Go, a struct may also end with its message
             delta = r.uint()
             if delta == 0:
-                return out
+                break
             field += delta
             if field >= len(wire.fields):
                 raise MalformedFrame(f"gob: field number out of range in {wire.name!r}")
             name, fid = wire.fields[field]
             out[name] = (fid, self._value(r, fid, depth))
-
-    def is_slice_of(self, type_id: int, elem: int) -> bool:
-        wire = self.types.get(type_id)
-        return wire is not None and wire.kind is Kind.SLICE and wire.elem == elem
-
-    def is_gob_encoder(self, type_id: int) -> bool:
-        wire = self.types.get(type_id)
-        return wire is not None and wire.kind is Kind.GOB_ENCODER
+        return out
 
 
-# --- conversion to our message classes (Go matches fields by name; unknown ones are ignored) --
+# --- conversion to our message classes -------------------------------------------------------
+# Go matches fields by name and ignores the names it does not know; a known name must have a
+# compatible wire type (string for string, bool for bool, uint for uint64, a slice of string for
+# a slice of strings, a GobEncoder for time.Time) whether or not the value carries it.
+
+TypeCheck = Callable[[int, "GobDecoder"], bool]
 
 
-def _field(fields: Fields, name: str, check: Callable[[int], bool], zero: Any) -> Any:
+def _is(type_id: int) -> TypeCheck:
+    return lambda t, dec: t == type_id
+
+
+def _slice_of_strings(t: int, dec: GobDecoder) -> bool:
+    wire = dec.types.get(t)
+    return wire is not None and wire.kind is Kind.SLICE and wire.elem == STRING
+
+
+def _time_type(t: int, dec: GobDecoder) -> bool:
+    wire = dec.types.get(t)
+    return wire is not None and wire.kind is Kind.GOB_ENCODER
+
+
+class Converter:
+    def __init__(
+        self, fields: Mapping[str, TypeCheck], build: Callable[[Fields, GobDecoder], ClientMessage]
+    ) -> None:
+        self.fields = fields
+        self.build = build
+
+    def check(self, wire: WireType, dec: GobDecoder) -> None:
+        if self.fields and not any(name in self.fields for name, _ in wire.fields):
+            # Go's rule too: a struct with fields must share at least one with the wire type.
+            raise UnexpectedMessage(f"gob: no fields of {wire.name!r} match the message's")
+        for name, type_id in wire.fields:
+            check = self.fields.get(name)
+            if check is not None and not check(type_id, dec):
+                raise UnexpectedMessage(
+                    f"gob: field {wire.name}.{name} has an incompatible type (id {type_id})"
+                )
+
+
+def _get(fields: Fields, name: str, zero: Any) -> Any:
     entry = fields.get(name)
-    if entry is None:
-        return zero
-    type_id, value = entry
-    if not check(type_id):
-        raise UnexpectedMessage(f"gob: field {name} has an incompatible type (id {type_id})")
-    return value
+    return zero if entry is None else entry[1]
 
 
-def _is(type_id: int) -> Callable[[int], bool]:
-    return lambda t: t == type_id
-
-
-def _time(fields: Fields, name: str, dec: GobDecoder) -> GoTime | None:
-    raw = _field(fields, name, dec.is_gob_encoder, None)
+def _time(fields: Fields, name: str) -> GoTime | None:
+    raw = _get(fields, name, None)
     if raw is None:
         return None
     try:
@@ -313,23 +358,20 @@ def _time(fields: Fields, name: str, dec: GobDecoder) -> GoTime | None:
 
 
 def _client_hello(fields: Fields, dec: GobDecoder) -> ClientHello:
-    algs = _field(
-        fields, "SupportedCompressionAlgorithms", lambda t: dec.is_slice_of(t, STRING), []
-    )
     return ClientHello(
-        hostname=_field(fields, "Hostname", _is(STRING), ""),
-        info=_field(fields, "Info", _is(STRING), ""),
-        version=_field(fields, "Version", _is(STRING), ""),
-        syncer_type=_field(fields, "SyncerType", _is(STRING), ""),
-        supports_decoder_restart=_field(fields, "SupportsDecoderRestart", _is(BOOL), False),
-        supported_compression=tuple(algs),
-        supports_modern_policy_keys=_field(fields, "SupportsModernPolicyKeys", _is(BOOL), False),
-        client_conn_id=_field(fields, "ClientConnID", _is(UINT), 0),
+        hostname=_get(fields, "Hostname", ""),
+        info=_get(fields, "Info", ""),
+        version=_get(fields, "Version", ""),
+        syncer_type=_get(fields, "SyncerType", ""),
+        supports_decoder_restart=_get(fields, "SupportsDecoderRestart", False),
+        supported_compression=tuple(_get(fields, "SupportedCompressionAlgorithms", ())),
+        supports_modern_policy_keys=_get(fields, "SupportsModernPolicyKeys", False),
+        client_conn_id=_get(fields, "ClientConnID", 0),
     )
 
 
 def _pong(fields: Fields, dec: GobDecoder) -> Pong:
-    return Pong(_time(fields, "PingTimestamp", dec), _time(fields, "PongTimestamp", dec))
+    return Pong(_time(fields, "PingTimestamp"), _time(fields, "PongTimestamp"))
 
 
 def _ack(fields: Fields, dec: GobDecoder) -> Ack:
@@ -337,7 +379,19 @@ def _ack(fields: Fields, dec: GobDecoder) -> Ack:
 
 
 CLIENT_MESSAGES: Mapping[str, Converter] = {
-    NAME_CLIENT_HELLO: _client_hello,
-    NAME_PONG: _pong,
-    NAME_ACK: _ack,
+    NAME_CLIENT_HELLO: Converter(
+        {
+            "Hostname": _is(STRING),
+            "Info": _is(STRING),
+            "Version": _is(STRING),
+            "SyncerType": _is(STRING),
+            "SupportsDecoderRestart": _is(BOOL),
+            "SupportedCompressionAlgorithms": _slice_of_strings,
+            "SupportsModernPolicyKeys": _is(BOOL),
+            "ClientConnID": _is(UINT),
+        },
+        _client_hello,
+    ),
+    NAME_PONG: Converter({"PingTimestamp": _time_type, "PongTimestamp": _time_type}, _pong),
+    NAME_ACK: Converter({}, _ack),
 }

@@ -81,6 +81,9 @@ class GoTime:
             raise ValueError("time: invalid binary length")
         sec = int.from_bytes(data[1:9], "big", signed=True) - _UNIX_TO_GO_SECONDS
         nsec = int.from_bytes(data[9:13], "big", signed=True)
+        if not 0 <= nsec < 1_000_000_000:
+            # Go's own encoder never writes this (its decoder would keep garbage).
+            raise ValueError("time: nanoseconds out of range")
         offset_min = int.from_bytes(data[13:15], "big", signed=True)
         offset = None if offset_min == -1 else offset_min * 60
         if data[0] == _TIME_V2 and offset is not None:

@@ -96,7 +96,7 @@ MAX_FIELDS = 64
 def _read_struct(r: Reader, handlers: dict[int, object]) -> None:
     """Walk a struct's (delta, value) pairs, calling handlers[field](); unknown fields fail."""
     field = -1
-    while True:
+    while r.remaining:  # as in Go, a struct may also end with its message
         delta = r.uint()
         if delta == 0:
             return
