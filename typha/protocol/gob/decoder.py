@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import FrameTooLarge, MalformedFrame, UnexpectedMessage
 from .messages import (
+    GO_ZERO_UNIX_NANOS,
     NAME_ACK,
     NAME_CLIENT_HELLO,
     NAME_PONG,
@@ -352,9 +353,10 @@ def _time(fields: Fields, name: str) -> GoTime | None:
     if raw is None:
         return None
     try:
-        return GoTime.from_binary(raw)
+        t = GoTime.from_binary(raw)
     except ValueError as exc:
         raise MalformedFrame(f"gob: {name}: {exc}") from None
+    return None if t.unix_nanos == GO_ZERO_UNIX_NANOS else t  # None: the zero time, as omitted
 
 
 def _client_hello(fields: Fields, dec: GobDecoder) -> ClientHello:

@@ -45,6 +45,7 @@ class UpdateType(IntEnum):
 # (int64), nanoseconds (int32), zone offset in minutes (int16, -1 = UTC); version 2 adds
 # the offset's seconds (one byte). All big-endian.
 _UNIX_TO_GO_SECONDS = 62_135_596_800
+GO_ZERO_UNIX_NANOS = -_UNIX_TO_GO_SECONDS * 1_000_000_000  # Go's zero time, 0001-01-01 UTC
 _TIME_V1 = 1
 _TIME_V2 = 2
 
