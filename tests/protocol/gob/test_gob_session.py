@@ -196,10 +196,10 @@ CONFIG_DELTA = [
 ]
 
 
-def _serve_one(listener: socket.socket, result: dict[str, Any]) -> None:
+def _serve_one(listener: socket.socket, result: dict[str, Any], snapshot: list) -> None:
     try:
         conn, _ = listener.accept()
-        _drive(conn, result)
+        _drive(conn, result, snapshot)
     except OSError as exc:
         result["error"] = exc
     finally:
@@ -215,7 +215,7 @@ def _stream(s: GobServerSession) -> None:
     s.send_ping(PING)
 
 
-def _drive(conn: socket.socket, result: dict[str, Any]) -> None:
+def _drive(conn: socket.socket, result: dict[str, Any], snapshot: list) -> None:
     """The test's own I/O loop around the sans-IO session (the real adapter comes later)."""
     with conn:
         s = GobServerSession(server_version="typha-py-test", conn_id=21)
@@ -228,7 +228,10 @@ def _drive(conn: socket.socket, result: dict[str, Any]) -> None:
                 if isinstance(event, HelloAccepted):
                     result["hello"] = event.hello
                 elif isinstance(event, SnapshotReady):
-                    s.send_snapshot([kvs_part(CONFIG_KVS, 1000)])
+                    s.send_snapshot(
+                        kvs_part(snapshot[i : i + 1000], 1000)
+                        for i in range(0, len(snapshot), 1000)
+                    )
                     if s.end_snapshot() == [StreamingReady()]:  # plain: no ACK to wait for
                         _stream(s)
                 elif isinstance(event, StreamingReady):
@@ -240,8 +243,20 @@ def _drive(conn: socket.socket, result: dict[str, Any]) -> None:
         result["compression"] = s.compression
 
 
-@pytest.mark.parametrize("mode", ["snappy", "plain"])
-def test_calico_syncclient_syncs_from_the_session(mode: str) -> None:
+def _as_printed(u: SerializedUpdate) -> dict[str, Any]:
+    """How gobcheck prints an update after Calico's client parsed and re-serialized it."""
+    return {
+        "key": u.key,
+        "value": None if u.value is None else u.value.decode(),
+        "revision": u.revision,
+        "updateType": u.update_type,
+    }
+
+
+@pytest.mark.parametrize(("mode", "extra"), [("snappy", 0), ("plain", 0), ("snappy", 2500)])
+def test_calico_syncclient_syncs_from_the_session(mode: str, extra: int) -> None:
+    """Calico's client: hello, restarts, snapshot (2,500 more KVs: three shared chunks over
+    many snappy chunks), in-sync, deltas, ping."""
     path = gobcheck_path()
     if path is None:
         pytest.skip(
@@ -250,7 +265,11 @@ def test_calico_syncclient_syncs_from_the_session(mode: str) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     result: dict[str, Any] = {"served": threading.Event()}
-    server = threading.Thread(target=_serve_one, args=(listener, result), daemon=True)
+    snapshot = CONFIG_KVS + [
+        SerializedUpdate(f"/calico/v1/host/node-{i}/config/Extra", f"v{i:0200}".encode(), str(i))
+        for i in range(extra)
+    ]
+    server = threading.Thread(target=_serve_one, args=(listener, result, snapshot), daemon=True)
     server.start()
     args = [str(path), "client", f"127.0.0.1:{port}", "felix"] + (
         ["plain"] if mode == "plain" else []
@@ -267,7 +286,7 @@ def test_calico_syncclient_syncs_from_the_session(mode: str) -> None:
             updates += event.get("updates", [])
             if "status" in event:
                 statuses.append(event["status"])
-            if len(updates) >= 4 and 2 in statuses:
+            if len(updates) >= len(snapshot) + 2 and 2 in statuses:
                 break
         timer.cancel()
         assert result["served"].wait(20)  # the server got its pong
@@ -282,7 +301,8 @@ def test_calico_syncclient_syncs_from_the_session(mode: str) -> None:
     assert result["hello"].syncer_type == "felix"
     assert result["compression"] == ("snappy" if mode == "snappy" else "")
     assert statuses[-1] == 2  # in sync
-    assert updates == [
+    assert updates == [_as_printed(u) for u in snapshot + CONFIG_DELTA]
+    assert updates[:2] == [
         {
             "key": "/calico/v1/config/LogSeverityScreen",
             "value": "Info",
@@ -295,19 +315,8 @@ def test_calico_syncclient_syncs_from_the_session(mode: str) -> None:
             "revision": "11",
             "updateType": 1,
         },
-        {
-            "key": "/calico/v1/config/LogSeverityScreen",
-            "value": "Debug",
-            "revision": "12",
-            "updateType": 2,
-        },
-        {
-            "key": "/calico/v1/host/node-1/config/ReportingIntervalSecs",
-            "value": None,
-            "revision": "13",
-            "updateType": 3,
-        },
     ]
+    assert updates[-1]["value"] is None and updates[-1]["updateType"] == 3  # a deletion
     # Go's Pong carries only the ping's timestamp.
     assert result["pong"].ping_timestamp == PING
     assert result["pong"].pong_timestamp is None
