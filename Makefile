@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 FUZZ_RUNS ?= 200000
-ATHERIS_TARGETS := server-stream client-stream etcd-value model-value selector
+ATHERIS_TARGETS := server-stream client-stream gob-server-stream etcd-value model-value selector
 
 # hypothesis at 100,000 examples a test, then each atheris (libFuzzer) target for FUZZ_RUNS runs.
 fuzz: setup

@@ -429,7 +429,7 @@ class LoadClient(SessionShell):
         self.last_rx = time.monotonic()
         self._out.clear()
         self.session_sync_at = None
-        # The engine's options may change between connections (a test turns resume off).
+        # Options may change between connections (a test turns resume tokens off mid-run).
         self.session.resume = self.opts.resume
         hello = self.session.connect()
         self.engine.sel.modify(self.sock, selectors.EVENT_READ, self)

@@ -7,6 +7,8 @@ Targets (each asserts the same invariant as its hypothesis counterpart in this f
 * ``server-stream``: bytes a client sends → the server's protocol: only ``ProtocolError``.
 * ``client-stream``: bytes after a valid ServerHello → the client's protocol: only
   ``ProtocolError`` (zstd-compressed frames included).
+* ``gob-server-stream``: bytes a Calico client sends → the gob server session (driven through
+  its snapshot and restarts): only ``ProtocolError``, and input held stays within the bound.
 * ``etcd-value``: one byte choosing a seed key, then a value's bytes → JSON → the etcd
   converter: only ``InvalidResource``; what converts is msgpack-able and parses on the node.
 * ``model-value``: one byte choosing a model key, then JSON → the node client's calculation
@@ -42,6 +44,7 @@ with atheris.instrument_imports(include=["typha", "felix_client"]):
         frame,
     )
     from typha.protocol.framing import compressed_frame
+    from typha.protocol.gob import GobServerSession, SnapshotReady
     from typha.protocol.messages import (
         BatchDone,
         ClientHello,
@@ -56,6 +59,7 @@ with atheris.instrument_imports(include=["typha", "felix_client"]):
     from typha.sync.convert.errors import InvalidResource
     from typha.sync.convert.etcd import convert_etcd_kv
 
+from ..protocol.gob.golike import gob_client_streams
 from .seeds import base_model, etcd_seeds
 
 FEATURES = ("catchup", "goodbye", "resume")
@@ -122,6 +126,20 @@ def client_stream(data: bytes) -> None:
                     pass
         except ProtocolError:
             pass
+
+
+def gob_server_stream(data: bytes) -> None:
+    session = GobServerSession(server_version="f", conn_id=1)
+    try:
+        for chunk in _split(data):
+            session.receive_data(chunk)
+            while (event := session.next_event()) is not None:
+                if isinstance(event, SnapshotReady):
+                    session.send_snapshot([])
+                    session.end_snapshot()
+            assert session.buffered <= (1 << 20) + len(chunk)
+    except ProtocolError:
+        pass
 
 
 ETCD = etcd_seeds()
@@ -201,6 +219,8 @@ def _seeds(target: str) -> list[bytes]:
         return [b"\x00" + frame(encode_payload(hello)), b"\x05" + frame(encode_payload(hello))]
     if target == "client-stream":
         return _server_frames()
+    if target == "gob-server-stream":
+        return [bytes([i * 37]) + s for i, s in enumerate(gob_client_streams())]
     if target == "etcd-value":
         return [bytes([i]) + value for i, (_key, value) in enumerate(ETCD)]
     if target == "model-value":
@@ -211,6 +231,7 @@ def _seeds(target: str) -> list[bytes]:
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "server-stream": server_stream,
     "client-stream": client_stream,
+    "gob-server-stream": gob_server_stream,
     "etcd-value": etcd_value,
     "model-value": model_value,
     "selector": selector,
