@@ -293,7 +293,9 @@ build_calico() {
     local bins=(calico-typha typha-client calico-felix "${helpers[@]}")
     local all_there=1 b
     for b in "${bins[@]}"; do [[ -x "$BIN_DIR/$b" ]] || all_there=0; done
-    if ((all_there)) && up_to_date calico "$version"; then
+    # One stamp for the whole set (there is no binary named "calico" for up_to_date to test).
+    if ((all_there)) && [[ -f "$STAMP_DIR/calico" &&
+        "$(cat "$STAMP_DIR/calico")" == "$(stamp_for calico "$version")" ]]; then
         log "calico (${bins[*]}) up to date"
         return
     fi
