@@ -1,4 +1,4 @@
-"""Fixtures for the tests against Calico's own programs (built by `scripts/build-peers.sh calico`)."""
+"""Fixtures for tests against Calico's own programs (built by `build-peers.sh calico`)."""
 
 from __future__ import annotations
 

@@ -228,4 +228,14 @@ def reserialize(dump: Mapping[str, Any], work_dir: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise PeerError(f"syncdump -reserialize failed: {proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
+    # Fields the input did not carry (None) stay None rather than Go's zero values.
+    absent = {
+        e["key"]: [
+            f for f in ("revision", "v3_resource_version", "update_type") if e.get(f) is None
+        ]
+        for e in dump["kvs"]
+    }
+    for e in result["kvs"]:
+        for f in absent.get(e["key"], ()):
+            e[f] = None
     return result
