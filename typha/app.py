@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import json
 import signal
@@ -24,6 +23,7 @@ from typha.protocol import SyncStatus
 from typha.server.server import SyncServer
 from typha.server.tls import server_ssl_context
 from typha.sync.base import Datastore
+from typha.sync.initialize import ensure_initialized
 
 log = structlog.get_logger(__name__)
 
@@ -189,9 +189,7 @@ class Typha:
         cfg = self.cfg
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            nursery.start_soon(
-                functools.partial(self.datastore.run, self.feed, start_revision=self.start_revision)
-            )
+            nursery.start_soon(self._initialize_then_sync)
             if cfg.cache_file_path:
                 nursery.start_soon(self._save_periodically)
             port = await nursery.start(self.server.run)
@@ -208,6 +206,12 @@ class Typha:
             nursery.start_soon(self._freeze_after_first_sync)
             await self.server.stopped.wait()
             nursery.cancel_scope.cancel()
+
+    async def _initialize_then_sync(self) -> None:
+        """Like Calico Typha: create the start-up objects (ClusterInformation, Calico's own tiers)
+        if missing, then sync, so the first snapshot already holds them."""
+        await ensure_initialized(self.datastore)
+        await self.datastore.run(self.feed, start_revision=self.start_revision)
 
     async def _freeze_after_first_sync(self) -> None:
         """Once the first full list is in, its objects live as long as the process: move them
