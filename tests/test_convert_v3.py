@@ -709,15 +709,17 @@ def test_ip_pool() -> None:
             "cidr": "192.168.0.0/16",
             "ipip": "tunl0",
             "ipip_mode": "cross-subnet",
-            "vxlan_mode": "never",
+            "vxlan_mode": "",
             "masquerade": True,
             "ipam": True,
             "disabled": False,
             "disableBGPExport": False,
             "assignment_mode": "Automatic",
-            "allowed_uses": ["Workload", "Tunnel"],
         },
     )
+    # libcalico-go's spelling: "never" is "", and allowedUses passes through only when given.
+    uses = one(res("IPPool", "lb", {"cidr": "10.9.0.0/16", "allowedUses": ["LoadBalancer"]}))
+    assert uses.value["allowed_uses"] == ["LoadBalancer"] and uses.value["ipip_mode"] == ""
     v6 = one(res("IPPool", "v6", {"cidr": "fd00:10::/48", "vxlanMode": "Always", "disabled": True}))
     assert v6.key == "/calico/v1/ipam/v6/pool/fd00:10::-48"
     assert v6.value["vxlan_mode"] == "always" and v6.value["ipip"] == ""

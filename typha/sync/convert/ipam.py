@@ -2,12 +2,14 @@
 
 IPPool value (always all keys, in this order)::
 
-    {"cidr": str, "ipip": "tunl0" | "", "ipip_mode": "always" | "cross-subnet" | "never",
-     "vxlan_mode": "always" | "cross-subnet" | "never", "masquerade": bool, "ipam": bool,
+    {"cidr": str, "ipip": "tunl0" | "", "ipip_mode": "always" | "cross-subnet" | "",
+     "vxlan_mode": "always" | "cross-subnet" | "", "masquerade": bool, "ipam": bool,
      "disabled": bool, "disableBGPExport": bool, "assignment_mode": "Automatic" | "Manual",
      "allowed_uses": [str]}
 
-``ipam`` is ``not disabled`` (the pool hands out addresses). Block value: the AllocationBlock
+``ipam`` is ``not disabled`` (the pool hands out addresses).  As in libcalico-go's model, "never"
+is the empty string (its ``encap.Never``), and ``allowed_uses`` is the spec's list as given,
+absent when the spec has none (Felix reads an absent list as Workload and Tunnel). Block value: the AllocationBlock
 JSON (``block_value``); affinity value: ``{"state": str, "deleted": bool}``.
 """
 
@@ -33,7 +35,8 @@ from typha.sync.convert._common import (
 )
 from typha.sync.convert.errors import InvalidResource
 
-_ENCAP_MODES = {"Always": "always", "CrossSubnet": "cross-subnet", "Never": "never", "": "never"}
+_NEVER = ""  # libcalico-go's encap.Never
+_ENCAP_MODES = {"Always": "always", "CrossSubnet": "cross-subnet", "Never": _NEVER, "": _NEVER}
 _ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
 _AFFINITY_STATES = ("confirmed", "pending", "pendingDeletion")
 
@@ -52,12 +55,12 @@ def ip_pool_updates(resource: dict[str, Any]) -> list[Update]:
     cidr = normalize_cidr(s.get("cidr"), "spec.cidr")
     ipip_mode = _encap(s.get("ipipMode"), "spec.ipipMode")
     vxlan_mode = _encap(s.get("vxlanMode"), "spec.vxlanMode")
-    if ipip_mode != "never" and vxlan_mode != "never":
+    if ipip_mode != _NEVER and vxlan_mode != _NEVER:
         raise InvalidResource(
             "ipipMode and vxlanMode cannot both be enabled", field="spec.vxlanMode"
         )
     is_v6 = ":" in cidr
-    if is_v6 and ipip_mode != "never":
+    if is_v6 and ipip_mode != _NEVER:
         raise InvalidResource("IPIP is not supported on an IPv6 pool", field="spec.ipipMode")
     block_size = opt_int(s.get("blockSize"), "spec.blockSize")
     if block_size is not None:
@@ -67,16 +70,16 @@ def ip_pool_updates(resource: dict[str, Any]) -> list[Update]:
         if block_size < int(cidr.rsplit("/", 1)[1]):
             raise InvalidResource("blocks cannot be bigger than the pool", field="spec.blockSize")
     disabled = opt_bool(s.get("disabled"), "spec.disabled")
-    allowed = str_list(s.get("allowedUses"), "spec.allowedUses") or ["Workload", "Tunnel"]
+    allowed = str_list(s.get("allowedUses"), "spec.allowedUses")
     for i, use in enumerate(allowed):
         if use not in _ALLOWED_USES:
             raise InvalidResource(f"unknown use {use!r}", field=f"spec.allowedUses[{i}]")
     assignment = opt_str(s.get("assignmentMode"), "spec.assignmentMode") or "Automatic"
     if assignment not in ("Automatic", "Manual"):
         raise InvalidResource("must be Automatic or Manual", field="spec.assignmentMode")
-    value = {
+    value: dict[str, Any] = {
         "cidr": cidr,
-        "ipip": "tunl0" if ipip_mode != "never" else "",
+        "ipip": "tunl0" if ipip_mode != _NEVER else "",
         "ipip_mode": ipip_mode,
         "vxlan_mode": vxlan_mode,
         "masquerade": opt_bool(s.get("natOutgoing"), "spec.natOutgoing"),
@@ -84,8 +87,9 @@ def ip_pool_updates(resource: dict[str, Any]) -> list[Update]:
         "disabled": disabled,
         "disableBGPExport": opt_bool(s.get("disableBGPExport"), "spec.disableBGPExport"),
         "assignment_mode": assignment,
-        "allowed_uses": allowed,
     }
+    if allowed:
+        value["allowed_uses"] = allowed
     return [Update(keys.ip_pool_key(cidr), value)]
 
 
