@@ -895,6 +895,28 @@ def test_felix_configuration_default_is_global_config() -> None:
     assert keys_in_order == sorted(keys_in_order)
 
 
+def test_felix_configuration_names_follow_libcalico_go() -> None:
+    """Config keys are named after Calico's Go fields (acronyms upper-case), as Calico Typha
+    sends them; the one millisecond duration is in milliseconds."""
+    spec = {
+        "bpfEnabled": False,
+        "nftablesMode": "Disabled",
+        "nftablesFlowTableOffload": "Enabled",
+        "vxlanEnabled": True,
+        "wireguardKeepAlive": "25s",
+        "iptablesLockProbeInterval": "50ms",
+        "nodeSelector": "all()",
+    }
+    assert as_map(v3_to_updates(res("FelixConfiguration", "default", spec))) == {
+        "/calico/v1/config/BPFEnabled": "false",
+        "/calico/v1/config/NFTablesMode": "Disabled",
+        "/calico/v1/config/NFTablesFlowTableOffload": "Enabled",
+        "/calico/v1/config/VXLANEnabled": "true",
+        "/calico/v1/config/WireguardPersistentKeepAlive": "25",
+        "/calico/v1/config/IptablesLockProbeIntervalMillis": "50",
+    }
+
+
 def test_felix_configuration_node_and_other_names() -> None:
     updates = v3_to_updates(res("FelixConfiguration", "node.node1", {"logSeverityScreen": "Debug"}))
     assert updates == [Update("/calico/v1/host/node1/config/LogSeverityScreen", "Debug")]
