@@ -422,11 +422,11 @@ def test_pod_to_updates_model_value() -> None:
     assert update.value == {
         "state": "active",
         "name": "calia6aa282ddc1",  # cali + sha1("web.nginx-1")[:11]
-        "active_instance_id": "c0ffee",
+        "active_instance_id": "",  # as Calico Typha: never the container ID
         "mac": None,
         "profile_ids": ["kns.web", "ksa.web.default"],
         "ipv4_nets": ["192.168.162.146/32"],
-        "ipv6_nets": [],
+        "ipv6_nets": None,  # Go marshals its empty (nil) list as null
         "ipv4_nat": [],
         "ipv6_nat": [],
         "labels": {
@@ -555,7 +555,7 @@ def test_terminating_pod_without_empty_annotation_keeps_its_ip() -> None:
 def test_pod_ip_sources() -> None:
     def ips(pod: dict[str, Any]) -> list[str]:
         (update,) = pod_to_updates(pod)
-        return update.value["ipv4_nets"] + update.value["ipv6_nets"]
+        return (update.value["ipv4_nets"] or []) + (update.value["ipv6_nets"] or [])
 
     # annotation first (Calico writes it before the kubelet reports status)
     ann_first = mutate(

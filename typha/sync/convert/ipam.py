@@ -9,8 +9,10 @@ IPPool value (always all keys, in this order)::
 
 ``ipam`` is ``not disabled`` (the pool hands out addresses).  As in libcalico-go's model, "never"
 is the empty string (its ``encap.Never``), and ``allowed_uses`` is the spec's list as given,
-absent when the spec has none (Felix reads an absent list as Workload and Tunnel). Block value: the AllocationBlock
-JSON (``block_value``); affinity value: ``{"state": str, "deleted": bool}``.
+absent when the spec has none (Felix reads an absent list as Workload and Tunnel).
+
+Block value: the AllocationBlock JSON (``block_value``); affinity value: ``{"state": str,
+"deleted": bool}``.
 """
 
 from __future__ import annotations
