@@ -768,8 +768,10 @@ def test_ipam_block_and_affinity() -> None:
         "attributes": [{"handle_id": "ipip-tunnel-addr-node1", "secondary": {"node": "node1"}}],
         "deleted": False,
         "sequenceNumber": 0,
-        "sequenceNumberForAllocation": {},
+        "sequenceNumberForAllocation": None,  # absent in the spec: null, as Go's nil map
     }
+    with_seq = {**block["spec"], "sequenceNumberForAllocation": {"0": 3}}
+    assert one(res("IPAMBlock", "b", with_seq)).value["sequenceNumberForAllocation"] == {"0": 3}
     affinity = res(
         "BlockAffinity",
         "node1-10-0-1-0-26",

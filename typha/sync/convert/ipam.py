@@ -105,7 +105,7 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
 
     {"cidr", "affinity": str | None, "strictAffinity": bool, "allocations": [int | None],
      "unallocated": [int], "attributes": [{"handle_id": str | None, "secondary": {…}}],
-     "deleted": bool, "sequenceNumber": int, "sequenceNumberForAllocation": {str: int}}
+     "deleted": bool, "sequenceNumber": int, "sequenceNumberForAllocation": {str: int} | None}
     """
     cidr = normalize_cidr(s.get("cidr"), "spec.cidr", strict=True)
     size = _block_size(cidr)
@@ -141,9 +141,10 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
     affinity = s.get("affinity")
     if affinity is not None and not isinstance(affinity, str):
         raise InvalidResource("expected a string or null", field="spec.affinity")
-    seq_for_alloc = as_dict(
-        s.get("sequenceNumberForAllocation"), "spec.sequenceNumberForAllocation"
-    )
+    # Absent stays null, as Go's nil map marshals (Calico Typha sends null for a Kubernetes
+    # IPAMBlock without the field); an empty map stays {}.
+    raw_seq = s.get("sequenceNumberForAllocation")
+    seq_for_alloc = as_dict(raw_seq, "spec.sequenceNumberForAllocation")
     return {
         "cidr": cidr,
         "affinity": affinity,
@@ -153,7 +154,9 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
         "attributes": attributes,
         "deleted": opt_bool(s.get("deleted"), "spec.deleted"),
         "sequenceNumber": opt_int(s.get("sequenceNumber"), "spec.sequenceNumber") or 0,
-        "sequenceNumberForAllocation": {
+        "sequenceNumberForAllocation": None
+        if raw_seq is None
+        else {
             k: opt_int(seq_for_alloc[k], f"spec.sequenceNumberForAllocation.{k}")
             for k in sorted(seq_for_alloc)
         },
