@@ -100,7 +100,7 @@ def test_db_network_policy_seed_example_model_field_by_field() -> None:
         "protocol": "tcp",
         "src_nets": ["172.17.0.0/16"],
         "dst_ports": [6379],
-        "not_src_nets": ["172.17.1.0/24"],
+        "!src_nets": ["172.17.1.0/24"],
     }
     # namespaceSelector: pcns.-prefixed, every namespace that matches.
     assert ns_peer == {
@@ -108,6 +108,7 @@ def test_db_network_policy_seed_example_model_field_by_field() -> None:
         "protocol": "tcp",
         "src_selector": "pcns.project == 'myproject'",
         "dst_ports": [6379],
+        "orig_src_namespace_selector": "project == 'myproject'",
     }
     # podSelector alone: the policy's own namespace is implied.
     assert pod_peer == {
@@ -118,6 +119,7 @@ def test_db_network_policy_seed_example_model_field_by_field() -> None:
             "(projectcalico.org/orchestrator == 'k8s' && role == 'frontend')"
         ),
         "dst_ports": [6379],
+        "orig_src_selector": "projectcalico.org/orchestrator == 'k8s' && role == 'frontend'",
     }
     assert v["outbound_rules"] == [
         {"action": "allow", "protocol": "tcp", "dst_nets": ["10.0.0.0/24"], "dst_ports": [5978]}
@@ -159,7 +161,11 @@ def test_knp_deny_all_ingress_and_egress() -> None:
 def test_knp_empty_namespace_selector_means_all_namespaces() -> None:
     v = model_of(knp({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}))
     assert v["inbound_rules"] == [
-        {"action": "allow", "src_selector": "has(projectcalico.org/namespace)"}
+        {
+            "action": "allow",
+            "src_selector": "has(projectcalico.org/namespace)",
+            "orig_src_namespace_selector": "all()",
+        }
     ]
 
 
@@ -188,6 +194,8 @@ def test_knp_pod_and_namespace_selector_together() -> None:
             "dst_selector": (
                 "(pcns.team == 'a') && (projectcalico.org/orchestrator == 'k8s' && app == 'x')"
             ),
+            "orig_dst_selector": "projectcalico.org/orchestrator == 'k8s' && app == 'x'",
+            "orig_dst_namespace_selector": "team == 'a'",
         }
     ]
 

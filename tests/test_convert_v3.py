@@ -86,6 +86,7 @@ def test_namespaced_network_policy_seed_example() -> None:
                     "(projectcalico.org/namespace == 'myproject') && (app == 'frontend')"
                 ),
                 "dst_ports": [6379],
+                "orig_src_selector": "app == 'frontend'",
             }
         ],
         "outbound_rules": [{"action": "allow"}],
@@ -277,25 +278,46 @@ def test_rule_schema_all_fields_in_order() -> None:
         "action": "next-tier",
         "ip_version": 4,
         "protocol": "udp",
-        "not_protocol": 17,
+        "!protocol": 17,
         "src_nets": ["10.0.0.1/32", "10.1.0.0/16"],
         "src_selector": "(projectcalico.org/namespace == 'ns1') && (app == 'a')",
         "src_ports": [53, "1000:2000", "dns", 7, 99],
         "dst_nets": ["192.168.0.0/16"],
         "dst_selector": "pcns.team == 'x'",
         "dst_service": "kube-dns",
-        "dst_service_namespace": "kube-system",
-        "not_src_nets": ["10.0.5.0/24"],
-        "not_src_selector": "app == 'evil'",
-        "not_src_ports": [54],
-        "not_dst_ports": ["metrics"],
-        "http_match": {"methods": ["GET"], "paths": [{"exact": "/x"}, {"prefix": "/y"}]},
+        "dst_service_ns": "kube-system",
+        "!src_nets": ["10.0.5.0/24"],
+        "!src_selector": "app == 'evil'",
+        "!src_ports": [54],
+        "!dst_ports": ["metrics"],
+        "orig_src_selector": "app == 'a'",
+        "orig_dst_namespace_selector": "team == 'x'",
+        "!orig_src_selector": "app == 'evil'",
+        "http": {"methods": ["GET"], "paths": [{"exact": "/x"}, {"prefix": "/y"}]},
     }
+    # libcalico-go's JSON names: a Go client drops any key it does not know.
     assert list(rule) == [
-        "action", "ip_version", "protocol", "not_protocol", "src_nets", "src_selector",
-        "src_ports", "dst_nets", "dst_selector", "dst_service", "dst_service_namespace",
-        "not_src_nets", "not_src_selector", "not_src_ports", "not_dst_ports", "http_match",
+        "action", "ip_version", "protocol", "!protocol", "src_nets", "src_selector",
+        "src_ports", "dst_nets", "dst_selector", "dst_service", "dst_service_ns",
+        "!src_nets", "!src_selector", "!src_ports", "!dst_ports", "orig_src_selector",
+        "orig_dst_namespace_selector", "!orig_src_selector", "http",
     ]  # fmt: skip
+
+
+def test_rule_service_accounts_and_metadata_pass_through() -> None:
+    rule = rule_of(
+        {
+            "action": "Allow",
+            "source": {"serviceAccounts": {"names": ["sa1"], "selector": "role == 'x'"}},
+            "metadata": {"annotations": {"b": "2", "a": "1"}},
+        }
+    )
+    assert rule["orig_src_service_acct_names"] == ["sa1"]
+    assert rule["orig_src_service_acct_selector"] == "role == 'x'"
+    assert rule["metadata"] == {"annotations": {"a": "1", "b": "2"}}
+    # The service namespace is passed as given, never defaulted to the policy's namespace.
+    svc = rule_of({"action": "Allow", "destination": {"services": {"name": "web"}}})
+    assert svc == {"action": "allow", "dst_service": "web"}
 
 
 @pytest.mark.parametrize(
@@ -320,7 +342,7 @@ def test_icmp_fields() -> None:
         "protocol": "icmp",
         "icmp_type": 8,
         "icmp_code": 0,
-        "not_icmp_type": 0,
+        "!icmp_type": 0,
     }
 
 
@@ -334,7 +356,8 @@ def test_not_selector_only_scopes_positive_selector_to_namespace() -> None:
     assert rule == {
         "action": "allow",
         "src_selector": "projectcalico.org/namespace == 'ns1'",
-        "not_src_selector": "a == 'b'",
+        "!src_selector": "a == 'b'",
+        "!orig_src_selector": "a == 'b'",
     }
 
 
@@ -485,7 +508,9 @@ def test_profile_rules_and_labels() -> None:
             "/calico/v1/policy/profile/kns.web/rules",
             {
                 "inbound_rules": [{"action": "allow"}],
-                "outbound_rules": [{"action": "allow", "dst_selector": "a == 'b'"}],
+                "outbound_rules": [
+                    {"action": "allow", "dst_selector": "a == 'b'", "orig_dst_selector": "a == 'b'"}
+                ],
             },
         ),
         Update(
