@@ -763,11 +763,10 @@ def test_node_updates_and_heartbeat_invariance() -> None:
         "/calico/v1/host/node1/config/IpInIpTunnelAddr",
         "/calico/v1/host/node1/config/IPv4VXLANTunnelAddr",
         "/calico/v1/host/node1/config/VXLANTunnelMACAddr",
-        "/calico/v1/host/node1/metadata",
         "/calico/v1/host/node1/wireguard",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
-    assert updates[4].value == {
+    assert updates[3].value == {
         "interfaceIPv4Addr": "192.168.162.130",
         "publicKey": "pk=",
         "interfaceIPv6Addr": "",
@@ -789,7 +788,6 @@ def test_node_without_calico_annotations_falls_back_to_internal_ip() -> None:
     assert v3["spec"]["addresses"] == [{"address": "10.0.0.11", "type": "InternalIP"}]
     assert "bgp" not in v3["spec"]
     assert [u.key for u in k8s_to_updates(node)] == [
-        "/calico/v1/host/node1/metadata",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
 

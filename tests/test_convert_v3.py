@@ -835,14 +835,14 @@ def test_node() -> None:
         "/calico/v1/host/node1/config/IpInIpTunnelAddr",
         "/calico/v1/host/node1/config/IPv4VXLANTunnelAddr",
         "/calico/v1/host/node1/config/VXLANTunnelMACAddr",
-        "/calico/v1/host/node1/metadata",
         "/calico/v1/host/node1/wireguard",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
     values = as_map(updates)
     assert values["/calico/v1/host/node1/config/IpInIpTunnelAddr"] == "192.168.162.128"
     assert values["/calico/v1/host/node1/config/VXLANTunnelMACAddr"] == "66:aa:bb:cc:dd:ee"
-    assert values["/calico/v1/host/node1/metadata"] == {}
+    # No host metadata key: Calico Typha never sends /calico/v1/host/<node>/metadata.
+    assert "/calico/v1/host/node1/metadata" not in values
     assert values["/calico/v1/host/node1/wireguard"] == {
         "interfaceIPv4Addr": "192.168.162.130",
         "publicKey": "pubkey=",
@@ -857,7 +857,6 @@ def test_node() -> None:
 def test_node_minimal_and_expander_deletes_dropped_keys() -> None:
     minimal = res("Node", "node1", {"bgp": {"ipv4Address": "10.0.0.11/24"}})
     assert [u.key for u in v3_to_updates(minimal)] == [
-        "/calico/v1/host/node1/metadata",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
     expander = ResourceExpander()

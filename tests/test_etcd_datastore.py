@@ -291,7 +291,7 @@ async def test_list_then_watch_20k_keys(etcd_server: EtcdServer) -> None:
         assert sink.of_type(ResyncFinished)[0].revision <= revision
         assert sink.statuses() == [True]
         assert "/calico/v1/host/node1/config/IpInIpTunnelAddr" not in sink.state
-        assert "/calico/v1/host/node1/metadata" in sink.state
+        assert "/calico/resources/v3/projectcalico.org/nodes/node1" in sink.state
         watch_updates = sink.events[sink.events.index(sink.of_type(ResyncFinished)[0]) :]
         n_updates = sum(len(e.updates) for e in watch_updates if isinstance(e, Updates))
         assert n_updates >= 9000
