@@ -650,7 +650,13 @@ def test_namespace_to_profile() -> None:
             },
         },
     }
-    assert k8s_to_updates(NAMESPACE) == [
+    updates = k8s_to_updates(NAMESPACE)
+    # The v3 Profile itself goes to the felix syncer too, as Calico Typha sends it.
+    assert updates[2] == Update(
+        "/calico/resources/v3/projectcalico.org/profiles/kns.web",
+        namespace_to_profile(NAMESPACE),
+    )
+    assert updates[:2] == [
         Update(
             "/calico/v1/policy/profile/kns.web/rules",
             {"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]},
@@ -687,7 +693,16 @@ def test_service_account_to_profile() -> None:
         "metadata": {"name": "ksa.web.api"},
         "spec": {"labelsToApply": {"pcsa.projectcalico.org/name": "api", "pcsa.role": "backend"}},
     }
-    assert k8s_to_updates(sa) == [
+    # With a uid and creation time (what the apiserver sets), the profile carries both.
+    stamped = mutate(
+        sa, lambda s: s["metadata"].update(uid="u-9", creationTimestamp="2026-01-01T00:00:00Z")
+    )
+    assert service_account_to_profile(stamped)["metadata"] == {
+        "name": "ksa.web.api",
+        "uid": "u-9",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    }
+    assert k8s_to_updates(sa)[:2] == [
         Update(
             "/calico/v1/policy/profile/ksa.web.api/rules",
             {"inbound_rules": [], "outbound_rules": []},

@@ -503,7 +503,7 @@ def test_profile_rules_and_labels() -> None:
             },
         )
     )
-    assert updates == [
+    assert updates[:2] == [
         Update(
             "/calico/v1/policy/profile/kns.web/rules",
             {
@@ -519,6 +519,9 @@ def test_profile_rules_and_labels() -> None:
         ),
     ]
     assert list(updates[1].value) == ["pcns.projectcalico.org/name", "pcns.z"]
+    assert updates[2].key == "/calico/resources/v3/projectcalico.org/profiles/kns.web"
+    assert updates[2].value["spec"]["labelsToApply"]["pcns.z"] == "1"
+    assert keys.syncer_types_for(updates[2].key) == {keys.SyncerType.FELIX}
 
 
 # --- workload endpoints ---------------------------------------------------------------------------

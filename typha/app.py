@@ -24,6 +24,7 @@ from typha.server.server import SyncServer
 from typha.server.tls import server_ssl_context
 from typha.sync.base import Datastore
 from typha.sync.initialize import ensure_initialized
+from typha.sync.synthetic import WithSyntheticKeys
 
 log = structlog.get_logger(__name__)
 
@@ -209,9 +210,10 @@ class Typha:
 
     async def _initialize_then_sync(self) -> None:
         """Like Calico Typha: create the start-up objects (ClusterInformation, Calico's own tiers)
-        if missing, then sync, so the first snapshot already holds them."""
+        if missing, then sync, so the first snapshot already holds them, with the keys no
+        datastore stores (the default-allow profile) added."""
         await ensure_initialized(self.datastore)
-        await self.datastore.run(self.feed, start_revision=self.start_revision)
+        await self.datastore.run(WithSyntheticKeys(self.feed), start_revision=self.start_revision)
 
     async def _freeze_after_first_sync(self) -> None:
         """Once the first full list is in, its objects live as long as the process: move them

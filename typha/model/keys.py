@@ -226,6 +226,7 @@ _ROUTES_BY_PLURAL: dict[str, frozenset[SyncerType]] = {
     "BGPFilters": frozenset({_B}),
     "caliconodestatuses": frozenset({_S}),
     "livemigrations": frozenset({_F}),
+    "profiles": frozenset({_F}),
 }
 
 _NO_SYNCERS: frozenset[SyncerType] = frozenset()

@@ -303,7 +303,13 @@ def namespace_to_profile(namespace: dict[str, Any]) -> dict[str, Any]:
         for k, v in str_map(meta.get("labels"), "metadata.labels").items()
     }
     labels[NAMESPACE_NAME_LABEL] = name
-    profile = _v3("Profile", f"kns.{name}")
+    # Calico's Kubernetes backend gives the profile its namespace's uid and creation time.
+    profile = _v3(
+        "Profile",
+        f"kns.{name}",
+        uid=meta.get("uid"),
+        creationTimestamp=meta.get("creationTimestamp"),
+    )
     profile["spec"] = {
         "ingress": [{"action": "Allow"}],
         "egress": [{"action": "Allow"}],
@@ -323,7 +329,12 @@ def service_account_to_profile(service_account: dict[str, Any]) -> dict[str, Any
         for k, v in str_map(meta.get("labels"), "metadata.labels").items()
     }
     labels[SERVICE_ACCOUNT_NAME_LABEL] = name
-    profile = _v3("Profile", f"ksa.{namespace}.{name}")
+    profile = _v3(
+        "Profile",
+        f"ksa.{namespace}.{name}",
+        uid=meta.get("uid"),
+        creationTimestamp=meta.get("creationTimestamp"),
+    )
     profile["spec"] = {"labelsToApply": sorted_map(labels)}
     return profile
 

@@ -21,6 +21,7 @@ from typha.sync.convert._common import (
     opt_bool,
     opt_float,
     opt_str,
+    passthrough_object,
     resource_name,
     resource_namespace,
     spec,
@@ -138,8 +139,9 @@ def tier_updates(resource: dict[str, Any]) -> list[Update]:
 
 
 def profile_updates(resource: dict[str, Any]) -> list[Update]:
-    """Profile → ProfileRulesKey ``{inbound_rules, outbound_rules}`` and ProfileLabelsKey
-    (``labelsToApply``, possibly empty). Profiles are global: rules get no namespace term."""
+    """Profile → ProfileRulesKey ``{inbound_rules, outbound_rules}``, ProfileLabelsKey
+    (``labelsToApply``, possibly empty) and, as Calico Typha's felix syncer sends it, the v3
+    Profile itself (``profiles/<name>``). Profiles are global: rules get no namespace term."""
     name = resource_name(resource)
     s = spec(resource)
     rules = {
@@ -150,4 +152,29 @@ def profile_updates(resource: dict[str, Any]) -> list[Update]:
     return [
         Update(keys.profile_rules_key(name), rules),
         Update(keys.profile_labels_key(name), labels),
+        Update(keys.resource_key("profiles", name), passthrough_object(resource, "Profile")),
+    ]
+
+
+# The profile libcalico-go's felix syncer always adds (not stored in any datastore): allow-all,
+# no labels.  Endpoints may name it; Felix also uses it for host endpoints' default.
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
+
+
+def default_allow_profile_updates() -> list[Update]:
+    """The keys of ``projectcalico-default-allow``: its rules and its v3 Profile (no labels key,
+    as Calico Typha sends it)."""
+    profile = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": DEFAULT_ALLOW_PROFILE},
+        "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]},
+    }
+    rules = {"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]}
+    return [
+        Update(keys.profile_rules_key(DEFAULT_ALLOW_PROFILE), rules),
+        Update(
+            keys.resource_key("profiles", DEFAULT_ALLOW_PROFILE),
+            passthrough_object(profile, "Profile"),
+        ),
     ]
