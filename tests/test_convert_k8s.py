@@ -24,6 +24,7 @@ from typha.sync.convert import (
     service_account_to_profile,
     v3_to_updates,
 )
+from typha.sync.convert.k8s import derived_uid
 
 
 def packed(updates: list[Update]) -> list[tuple[str, bytes]]:
@@ -694,14 +695,23 @@ def test_service_account_to_profile() -> None:
         "spec": {"labelsToApply": {"pcsa.projectcalico.org/name": "api", "pcsa.role": "backend"}},
     }
     # With a uid and creation time (what the apiserver sets), the profile carries both.
+    # The profile's uid is derived from the account's (bits of each byte reversed, version and
+    # variant bytes kept), as Calico's Kubernetes backend does; values seen from Calico Typha.
     stamped = mutate(
-        sa, lambda s: s["metadata"].update(uid="u-9", creationTimestamp="2026-01-01T00:00:00Z")
+        sa,
+        lambda s: s["metadata"].update(
+            uid="a8d20564-be87-41ec-8753-2a0e0eb4a222", creationTimestamp="2026-01-01T00:00:00Z"
+        ),
     )
     assert service_account_to_profile(stamped)["metadata"] == {
         "name": "ksa.web.api",
-        "uid": "u-9",
+        "uid": "154ba026-7de1-4137-87ca-5470702d4544",
         "creationTimestamp": "2026-01-01T00:00:00Z",
     }
+    assert derived_uid("e925d60f-3534-4aa3-b405-07f50cae21d3") == (
+        "97a46bf0-ac2c-4ac5-b4a0-e0af307584cb"
+    )
+    assert derived_uid("not-a-uuid") is None
     assert k8s_to_updates(sa)[:2] == [
         Update(
             "/calico/v1/policy/profile/ksa.web.api/rules",
@@ -752,7 +762,12 @@ def test_node_to_v3() -> None:
     assert node_to_v3(K8S_NODE) == {
         "apiVersion": "projectcalico.org/v3",
         "kind": "Node",
-        "metadata": {"name": "node1", "labels": {"kubernetes.io/hostname": "node1"}},
+        "metadata": {
+            "name": "node1",
+            "labels": {"kubernetes.io/hostname": "node1"},
+            # Calico's Kubernetes backend keeps the node's own labels as JSON here too.
+            "annotations": {"projectcalico.org/kube-labels": '{"kubernetes.io/hostname":"node1"}'},
+        },
         "spec": {
             "addresses": [
                 {"address": "10.0.0.11/24", "type": "CalicoNodeIP"},

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
+import uuid
 from typing import Any
 
 from typha.model import keys
@@ -293,6 +295,24 @@ def pod_to_updates(
 # --- Namespaces and service accounts --------------------------------------------------------------
 
 
+KUBE_LABELS_ANNOTATION = "projectcalico.org/kube-labels"
+
+
+def derived_uid(uid: object) -> str | None:
+    """The uid Calico gives an object derived from a Kubernetes one (a namespace's or service
+    account's profile), so the two never share a uid: every byte of the UUID bit-reversed, except
+    the version (byte 6) and variant (byte 8) bytes.  None when ``uid`` is not a UUID."""
+    if not isinstance(uid, str):
+        return None
+    try:
+        raw = uuid.UUID(uid).bytes
+    except ValueError:
+        return None
+    out = bytearray(int(f"{b:08b}"[::-1], 2) for b in raw)
+    out[6], out[8] = raw[6], raw[8]
+    return str(uuid.UUID(bytes=bytes(out)))
+
+
 def namespace_to_profile(namespace: dict[str, Any]) -> dict[str, Any]:
     """Namespace → Profile ``kns.<ns>``: labels to apply ``pcns.<label>`` plus
     ``pcns.projectcalico.org/name``, and allow-all ingress and egress (k8s default-allow)."""
@@ -307,7 +327,7 @@ def namespace_to_profile(namespace: dict[str, Any]) -> dict[str, Any]:
     profile = _v3(
         "Profile",
         f"kns.{name}",
-        uid=meta.get("uid"),
+        uid=derived_uid(meta.get("uid")),
         creationTimestamp=meta.get("creationTimestamp"),
     )
     profile["spec"] = {
@@ -332,7 +352,7 @@ def service_account_to_profile(service_account: dict[str, Any]) -> dict[str, Any
     profile = _v3(
         "Profile",
         f"ksa.{namespace}.{name}",
-        uid=meta.get("uid"),
+        uid=derived_uid(meta.get("uid")),
         creationTimestamp=meta.get("creationTimestamp"),
     )
     profile["spec"] = {"labelsToApply": sorted_map(labels)}
@@ -372,7 +392,18 @@ def node_to_v3(node: dict[str, Any]) -> dict[str, Any]:
     def get(field: str) -> str:
         return ann.get(NODE_ANNOTATIONS[field], "")
 
-    out = _v3("Node", name, labels=str_map(meta.get("labels"), "metadata.labels"))
+    labels = str_map(meta.get("labels"), "metadata.labels")
+    # As Calico's Kubernetes backend builds it: the node's uid and creation time, its labels, and
+    # those labels again as JSON in the kube-labels annotation ("null" when it has none).
+    kube_labels = json.dumps(labels, separators=(",", ":"), sort_keys=True) if labels else "null"
+    out = _v3(
+        "Node",
+        name,
+        uid=meta.get("uid"),
+        creationTimestamp=meta.get("creationTimestamp"),
+        labels=labels,
+        annotations={KUBE_LABELS_ANNOTATION: kube_labels},
+    )
     s: dict[str, Any] = {}
     addresses = [
         {"address": get(f), "type": "CalicoNodeIP"}
