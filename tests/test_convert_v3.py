@@ -156,15 +156,17 @@ def test_selector_rewrite_leaves_string_literals_alone() -> None:
 @pytest.mark.parametrize(
     ("spec", "types"),
     [
-        ({}, ["ingress"]),
-        ({"ingress": [{"action": "Allow"}]}, ["ingress"]),
-        ({"egress": [{"action": "Allow"}]}, ["egress"]),
-        ({"ingress": [{"action": "Deny"}], "egress": [{"action": "Allow"}]}, ["ingress", "egress"]),
-        ({"types": ["Egress", "Ingress"]}, ["ingress", "egress"]),
+        ({}, []),
+        ({"ingress": [{"action": "Allow"}]}, []),
+        ({"egress": [{"action": "Allow"}]}, []),
+        ({"ingress": [{"action": "Deny"}], "egress": [{"action": "Allow"}]}, []),
+        ({"types": ["Egress", "Ingress"]}, ["egress", "ingress"]),
         ({"types": ["Egress"], "ingress": [{"action": "Allow"}]}, ["egress"]),
     ],
 )
-def test_policy_types_defaulting(spec: dict[str, Any], types: list[str]) -> None:
+def test_policy_types_as_given(spec: dict[str, Any], types: list[str]) -> None:
+    """Types pass through as given, like Calico Typha: the v3 API defaults them when a client
+    writes the policy, and Felix reads none as "ingress and egress"."""
     assert one(res("GlobalNetworkPolicy", "p", spec)).value["types"] == types
 
 
@@ -176,10 +178,12 @@ def test_policy_types_defaulting(spec: dict[str, Any], types: list[str]) -> None
     ],
 )
 def test_staged_policies_carry_staged_action(kind: str, namespace: str, path_kind: str) -> None:
-    update = one(res(kind, "s", {"stagedAction": "Delete"}, namespace=namespace))
+    update = one(res(kind, "s", {"stagedAction": "Learn"}, namespace=namespace))
     assert update.key == f"/calico/v1/policy/{path_kind}/{namespace}/s"
-    assert update.value["staged_action"] == "Delete"
-    assert one(res(kind, "s", namespace=namespace)).value["staged_action"] == "Set"
+    assert update.value["staged_action"] == "Learn"
+    # As Calico Typha: unset is absent (not "Set"), and a staged Delete is not sent at all.
+    assert "staged_action" not in one(res(kind, "s", namespace=namespace)).value
+    assert one(res(kind, "s", {"stagedAction": "Delete"}, namespace=namespace)).value is None
     assert "staged_action" not in one(res("NetworkPolicy", "n", namespace="ns1")).value
 
 

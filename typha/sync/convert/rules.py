@@ -339,6 +339,19 @@ def convert_rules(rules: object, namespace: str, field: str) -> list[dict[str, A
     ]
 
 
+def given_types(types: object, field: str) -> list[str]:
+    """The policy's own ``types``, lower-case, in the given order (empty when none), as
+    libcalico-go's policy processors pass them on: the defaulting below is the v3 API's (done
+    when a client writes the policy), and Felix reads no types as "ingress and egress"."""
+    given = str_list(types, field)
+    for i, t in enumerate(given):
+        if t.lower() not in ("ingress", "egress"):
+            raise InvalidResource(
+                f"type must be Ingress or Egress (got {t!r})", field=f"{field}[{i}]"
+            )
+    return [t.lower() for t in given]
+
+
 def default_types(types: object, ingress: list[Any], egress: list[Any], field: str) -> list[str]:
     """Policy types, lower-case, ingress before egress (felix-model.md §3.1 defaulting):
     none given → ``[ingress]`` unless there are egress rules only (``[egress]``) or both kinds
