@@ -117,8 +117,9 @@ def test_global_policy_same_rules_are_not_namespace_scoped() -> None:
     assert update.value["inbound_rules"][0]["src_selector"] == "app == 'frontend'"
 
 
-def test_empty_selector_is_all_and_namespaced_empty_selector_is_namespace_term() -> None:
-    assert one(res("GlobalNetworkPolicy", "p")).value["selector"] == "all()"
+def test_empty_selector_stays_empty_and_namespaced_empty_selector_is_namespace_term() -> None:
+    # As Calico Typha: "" (Felix reads an empty selector as all()).
+    assert one(res("GlobalNetworkPolicy", "p")).value["selector"] == ""
     np_ = one(res("NetworkPolicy", "p", namespace="ns1"))
     assert np_.value["selector"] == "projectcalico.org/namespace == 'ns1'"
 
@@ -136,8 +137,8 @@ def test_gnp_namespace_selector_and_service_account_selector() -> None:
         )
     )
     assert update.value["selector"] == (
-        "((has(projectcalico.org/namespace)) && (pcns.team == 'a' || pcns.team in {'b'}))"
-        " && (pcsa.role == 'x' || has(projectcalico.org/serviceaccount))"
+        '((has(projectcalico.org/namespace)) && (pcns.team == "a" || pcns.team in {"b"}))'
+        ' && (pcsa.role == "x" || has(projectcalico.org/serviceaccount))'
     )
 
 
@@ -146,11 +147,18 @@ def test_gnp_namespace_selector_all_means_any_namespaced_endpoint() -> None:
     assert update.value["selector"] == "has(projectcalico.org/namespace)"
 
 
-def test_selector_rewrite_leaves_string_literals_alone() -> None:
+def test_namespace_selector_printed_like_libcalico_go() -> None:
+    """Calico parses the namespaceSelector, prefixes its labels, prints it back (compound
+    expressions in parentheses, values in double quotes) and then replaces every all() in the
+    text, even inside a string literal: we do exactly the same, quirk included."""
     update = one(
         res("GlobalNetworkPolicy", "g", {"namespaceSelector": "name == 'all()' && has(x)"})
     )
-    assert update.value["selector"] == "pcns.name == 'all()' && has(pcns.x)"
+    assert update.value["selector"] == (
+        '(pcns.name == "has(projectcalico.org/namespace)" && has(pcns.x))'
+    )
+    odd = one(res("GlobalNetworkPolicy", "g", {"namespaceSelector": "((a == 'x\"y'))"}))
+    assert odd.value["selector"] == "pcns.a == 'x\"y'"
 
 
 @pytest.mark.parametrize(
@@ -287,7 +295,7 @@ def test_rule_schema_all_fields_in_order() -> None:
         "src_selector": "(projectcalico.org/namespace == 'ns1') && (app == 'a')",
         "src_ports": [53, "1000:2000", "dns", 7, 99],
         "dst_nets": ["192.168.0.0/16"],
-        "dst_selector": "pcns.team == 'x'",
+        "dst_selector": 'pcns.team == "x"',  # printed as libcalico-go prints it
         "dst_service": "kube-dns",
         "dst_service_ns": "kube-system",
         "!src_nets": ["10.0.5.0/24"],
@@ -379,7 +387,7 @@ def test_namespace_selector_all_and_global() -> None:
     sel = rule_of(
         {"action": "Allow", "source": {"namespaceSelector": "a == 'x'", "selector": "b == 'y'"}}
     )["src_selector"]
-    assert sel == "(pcns.a == 'x') && (b == 'y')"
+    assert sel == "(pcns.a == \"x\") && (b == 'y')"
 
 
 def test_service_account_match() -> None:
@@ -392,14 +400,16 @@ def test_service_account_match() -> None:
             },
         }
     )
+    # Service accounts before the selector, sets sorted without repeats (libcalico-go's form).
     assert rule["src_selector"] == (
-        "(projectcalico.org/namespace == 'ns1') && ((app == 'web') && "
-        "((pcsa.team == 'x') && (projectcalico.org/serviceaccount in {'sa1', 'sa2'})))"
+        "(projectcalico.org/namespace == 'ns1') && "
+        '(((pcsa.team == "x") && (projectcalico.org/serviceaccount in {"sa1", "sa2"}))'
+        " && (app == 'web'))"
     )
     only_names = rule_of(
         {"action": "Allow", "destination": {"serviceAccounts": {"names": ["a"]}}}, namespace=""
     )
-    assert only_names["dst_selector"] == "projectcalico.org/serviceaccount in {'a'}"
+    assert only_names["dst_selector"] == 'projectcalico.org/serviceaccount in {"a"}'
 
 
 def test_or_selectors_are_parenthesised_before_anding() -> None:

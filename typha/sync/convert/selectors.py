@@ -20,6 +20,7 @@ from typha.sync.convert._common import (
     SERVICE_ACCOUNT_LABEL_PREFIX,
 )
 from typha.sync.convert.errors import InvalidResource
+from typha.sync.convert.selector_canon import canonical
 
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
 _FUNCTIONS = frozenset({"has", "all", "global"})
@@ -192,26 +193,20 @@ def namespace_term(namespace: str) -> str:
 
 
 def namespace_selector_term(namespace_selector: str, field: str) -> str:
-    """A namespaceSelector as an endpoint selector: labels ``pcns.``-prefixed, ``all()`` → any
-    namespaced endpoint, ``global()`` → any non-namespaced endpoint."""
-    return rewrite_selector(
-        namespace_selector,
-        field,
-        prefix=NAMESPACE_LABEL_PREFIX,
-        all_replacement=HAS_NAMESPACE,
-        global_replacement=NOT_HAS_NAMESPACE,
-    )
+    """A namespaceSelector as an endpoint selector, as libcalico-go builds it: parsed and
+    printed with ``pcns.`` labels, then every ``all()`` → any namespaced endpoint and every
+    ``global()`` → any non-namespaced endpoint (a plain text replacement, as Calico does)."""
+    term = canonical(namespace_selector, field, prefix=NAMESPACE_LABEL_PREFIX)
+    return term.replace("all()", HAS_NAMESPACE).replace("global()", NOT_HAS_NAMESPACE)
 
 
 def service_account_selector_term(sa_selector: str, field: str) -> str:
-    return rewrite_selector(
-        sa_selector, field, prefix=SERVICE_ACCOUNT_LABEL_PREFIX, all_replacement=HAS_SERVICE_ACCOUNT
-    )
+    return canonical(sa_selector, field, prefix=SERVICE_ACCOUNT_LABEL_PREFIX)
 
 
 def service_account_names_term(names: list[str]) -> str:
-    quoted = ", ".join(f"'{n}'" for n in sorted(set(names)))
-    return f"{SERVICE_ACCOUNT_LABEL} in {{{quoted}}}"
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return canonical(f"{SERVICE_ACCOUNT_LABEL} in {{{quoted}}}", "serviceAccounts.names")
 
 
 def policy_selector(
@@ -222,32 +217,33 @@ def policy_selector(
     service_account_selector: str = "",
     field: str = "spec",
 ) -> str:
-    """The selector Felix sees for a policy (felix-model.md §2.4).
+    """The selector Felix sees for a policy, built as libcalico-go's policy processors do.
 
     * namespaced: ``(S) && projectcalico.org/namespace == '<ns>'`` (just the term when S is empty);
-    * global with namespaceSelector N: ``(S) && (pcns.N)``, then every ``all()`` becomes
-      ``has(projectcalico.org/namespace)``;
-    * serviceAccountSelector X: ``(…) && (pcsa.X)`` with ``all()`` → ``has(…/serviceaccount)``.
-    An empty result means every endpoint and is spelled ``all()``.
+    * global with namespaceSelector N: ``(S) && <N printed with pcns. labels>``, then every
+      ``all()`` in the whole text becomes ``has(projectcalico.org/namespace)``;
+    * serviceAccountSelector X: ``(…) && <X printed with pcsa. labels>``; on global policies every
+      ``all()`` then becomes ``has(projectcalico.org/serviceaccount)``.
+    S itself is passed through as written; an empty result stays empty (Felix reads it as all()).
     """
     sel = check_selector(selector, f"{field}.selector")
     if namespace:
         ns_term = namespace_term(namespace)
         sel = f"({sel}) && {ns_term}" if sel else ns_term
     elif namespace_selector.strip():
-        ns_part = rewrite_selector(
+        ns_part = canonical(
             namespace_selector, f"{field}.namespaceSelector", prefix=NAMESPACE_LABEL_PREFIX
         )
-        combined = f"({sel}) && ({ns_part})" if sel else ns_part
-        sel = rewrite_selector(
-            combined, f"{field}.namespaceSelector", all_replacement=HAS_NAMESPACE
-        )
+        sel = f"({sel}) && {ns_part}" if sel else ns_part
+        sel = sel.replace("all()", HAS_NAMESPACE)
     if service_account_selector.strip():
         sa_part = service_account_selector_term(
             service_account_selector, f"{field}.serviceAccountSelector"
         )
-        sel = f"({sel}) && ({sa_part})" if sel else sa_part
-    return sel or "all()"
+        sel = f"({sel}) && {sa_part}" if sel else sa_part
+        if not namespace:
+            sel = sel.replace("all()", HAS_SERVICE_ACCOUNT)
+    return sel
 
 
 def entity_selector(
@@ -280,7 +276,8 @@ def entity_selector(
         )
     if sa_names:
         sa_parts.append(service_account_names_term(sa_names))
-    endpoint_part = and_all(selector, and_all(*sa_parts))
+    # Service accounts first, then the selector (libcalico-go's order).
+    endpoint_part = and_all(and_all(*sa_parts), selector)
     selects_endpoints = bool(
         selector or not_selector or namespace_selector or sa_names or sa_selector
     )
