@@ -26,7 +26,6 @@ from typha.sync.convert._common import (
     NAMESPACE_LABEL,
     NAMESPACE_LABEL_PREFIX,
     ORCHESTRATOR_LABEL,
-    SERVER_METADATA_FIELDS,
     SERVICE_ACCOUNT_LABEL,
     SERVICE_ACCOUNT_LABEL_PREFIX,
     as_dict,
@@ -461,10 +460,15 @@ def node_to_v3(node: dict[str, Any]) -> dict[str, Any]:
 # --- Calico CRDs ----------------------------------------------------------------------------------
 
 
+CALICO_METADATA_ANNOTATION = "projectcalico.org/metadata"
+
+
 def crd_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
-    """A crd.projectcalico.org/v1 object → the projectcalico.org/v3 object of the same kind:
-    same spec (and status), metadata reduced to name, namespace, labels, annotations (without
-    kubectl's last-applied copy), uid and creationTimestamp."""
+    """A crd.projectcalico.org/v1 object → the projectcalico.org/v3 object of the same kind, as
+    Calico's Kubernetes backend converts it: same spec (and status); metadata the custom
+    resource's own (generation, managedFields and every annotation included), or the v3 metadata
+    Calico stored in its ``projectcalico.org/metadata`` annotation; the uid derived, never the
+    custom resource's; no resourceVersion (the wire carries it separately)."""
     kind = obj.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidResource(
@@ -473,20 +477,40 @@ def crd_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
     meta = metadata(obj)
     out = copy.deepcopy(obj)
     out["apiVersion"] = API_VERSION_V3
-    new_meta = {
-        k: copy.deepcopy(v)
-        for k, v in meta.items()
-        if k in ("name", "namespace", "uid", "creationTimestamp", "labels")
-    }
-    annotations = {
-        k: v
-        for k, v in as_dict(meta.get("annotations"), "metadata.annotations").items()
-        if k not in _DROPPED_CRD_ANNOTATIONS
-    }
-    if annotations:
-        new_meta["annotations"] = annotations
-    for f in SERVER_METADATA_FIELDS:
-        new_meta.pop(f, None)
+    annotations = dict(as_dict(meta.get("annotations"), "metadata.annotations"))
+    note = annotations.pop(CALICO_METADATA_ANNOTATION, None)
+    if note is None:
+        # As Calico's Kubernetes backend: the custom resource's own metadata.
+        new_meta = copy.deepcopy(meta)
+    else:
+        # Calico stored the v3 metadata in the annotation: it wins, labels and annotations are
+        # merged over the custom resource's own, name and namespace stay the resource's.
+        try:
+            stored = json.loads(note)
+        except ValueError:
+            raise InvalidResource(
+                "not JSON", field=f"metadata.annotations.{CALICO_METADATA_ANNOTATION}"
+            ) from None
+        new_meta = dict(as_dict(stored, f"metadata.annotations.{CALICO_METADATA_ANNOTATION}"))
+        labels = {**str_map(meta.get("labels"), "metadata.labels")}
+        labels.update(str_map(new_meta.get("labels"), "metadata.labels"))
+        annotations.update(str_map(new_meta.get("annotations"), "metadata.annotations"))
+        new_meta.pop("labels", None)
+        new_meta.pop("annotations", None)
+        new_meta["name"] = new_meta.get("name") or meta.get("name")
+        for k in ("namespace", "uid"):
+            if meta.get(k):
+                new_meta[k] = meta[k]
+        if labels:
+            new_meta["labels"] = labels
+        if annotations:
+            new_meta["annotations"] = annotations
+        if not new_meta.get("creationTimestamp") and meta.get("creationTimestamp"):
+            new_meta["creationTimestamp"] = meta["creationTimestamp"]
+    # Calico never reuses the custom resource's uid (see derived_uid).
+    if new_meta.get("uid"):
+        new_meta["uid"] = derived_uid(new_meta["uid"]) or new_meta["uid"]
+    new_meta.pop("resourceVersion", None)
     out["metadata"] = new_meta
     return out
 
