@@ -46,9 +46,17 @@ CRD_PLURALS = {
 }
 
 
+EXTRA = Path(__file__).with_name("extra_resources.yaml")
+
+
 def examples() -> list[dict[str, Any]]:
     """config/examples as v3 resources, in file order."""
     return load_documents(EXAMPLES_DIR)
+
+
+def extended() -> list[dict[str, Any]]:
+    """config/examples plus tests/calico/extra_resources.yaml (more kinds and rule shapes)."""
+    return examples() + load_documents(EXTRA)
 
 
 # -- etcd ----------------------------------------------------------------------------------------

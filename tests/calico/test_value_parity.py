@@ -1,5 +1,6 @@
-"""Value-model parity: on the same datastore content (config/examples), typha-py sends the key/value
-set Calico Typha sends, on all four syncer types, on etcd and on a real kube-apiserver.
+"""Value-model parity: on the same datastore content (config/examples plus
+tests/calico/extra_resources.yaml), typha-py sends the key/value set Calico Typha sends, on all
+four syncer types, on etcd and on a real kube-apiserver.
 
 Calico Typha's side is dumped by syncdump (Calico's own client library); ours by our msgpack node
 client, run through libcalico-go's ParseValue/SerializeValue (`syncdump -reserialize`), so the
@@ -32,13 +33,24 @@ from tests.calico.compare import (
     summarize,
 )
 from tests.calico.conftest import KubeFactory
-from tests.calico.datasets import examples, load_etcd, load_kubernetes
+from tests.calico.datasets import extended, load_etcd, load_kubernetes
 from tests.calico.ourside import TyphaPy, msgpack_dump
 from tests.calico.test_calico_typha import EXPECTED_KINDS_ETCD, EXPECTED_KINDS_KDD
 from tests.peers.calico_typha import SYNCER_TYPES, CalicoTypha, reserialize, syncdump
 from tests.peers.plugin import EtcdFactory
 
 ALLOWLIST = Path(__file__).with_name("expected_diffs.yaml")
+# What extra_resources.yaml adds to the kinds config/examples already shows.
+EXTRA_KINDS = {
+    "felix": {"HostEndpoint", "NetworkSet", "Resource:bgpconfigurations", "Resource:bgppeers"},
+    "bgp": {"Resource:bgpconfigurations", "Resource:bgppeers"},
+    "tunnel-ip-allocation": set(),
+    "node-status": {"Resource:caliconodestatuses"},
+}
+
+
+def with_extra(kinds: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {s: kinds[s] | EXTRA_KINDS[s] for s in kinds}
 
 
 def dumps_of_both(store: dict[str, Any], work: Path) -> tuple[dict, dict]:
@@ -86,14 +98,14 @@ def check_parity(
 @pytest.mark.usefixtures("calico_binaries")
 def test_value_parity_on_etcd(etcd_factory: EtcdFactory, tmp_path: Path) -> None:
     etcd = etcd_factory()
-    load_etcd(etcd, examples())
+    load_etcd(etcd, extended())
     go, ours = dumps_of_both({"etcd": etcd}, tmp_path)
-    check_parity("etcd", go, ours, EXPECTED_KINDS_ETCD, tmp_path)
+    check_parity("etcd", go, ours, with_extra(EXPECTED_KINDS_ETCD), tmp_path)
 
 
 @pytest.mark.usefixtures("calico_binaries")
 def test_value_parity_on_kubernetes(calico_kube_factory: KubeFactory, tmp_path: Path) -> None:
     kube = calico_kube_factory()
-    load_kubernetes(kube, examples())
+    load_kubernetes(kube, extended())
     go, ours = dumps_of_both({"kube": kube}, tmp_path)
-    check_parity("kubernetes", go, ours, EXPECTED_KINDS_KDD, tmp_path)
+    check_parity("kubernetes", go, ours, with_extra(EXPECTED_KINDS_KDD), tmp_path)
