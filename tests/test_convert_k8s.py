@@ -925,3 +925,39 @@ def test_crd_metadata_annotation_and_derived_uid_like_calico() -> None:
     }
     (resource,) = [u for u in k8s_to_updates(crd) if u.key.endswith("/bgppeers/peer1")]
     assert "resourceVersion" not in resource.value["metadata"]
+
+
+def test_services_and_endpoint_slices_pass_through_like_calico() -> None:
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "7", "uid": "u"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "protocol": "TCP"}]},
+        "status": {"loadBalancer": {}},
+    }
+    assert k8s_to_updates(svc) == [
+        Update(
+            "/calico/resources/v3/projectcalico.org/kubernetesservice/shop/web",
+            {
+                "metadata": {"name": "web", "namespace": "shop", "uid": "u"},
+                "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "protocol": "TCP"}]},
+                "status": {"loadBalancer": {}},
+            },
+        )
+    ]
+    eps = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "shop", "resourceVersion": "8"},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.5"]}],
+    }
+    (update,) = k8s_to_updates(eps)
+    assert (
+        update.key == "/calico/resources/v3/projectcalico.org/kubernetesendpointslices/shop/web-1"
+    )
+    assert update.value == {
+        "metadata": {"name": "web-1", "namespace": "shop"},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.5"]}],
+    }

@@ -515,6 +515,25 @@ def crd_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --- Services and EndpointSlices -----------------------------------------------------------------
+
+# The resource plurals libcalico-go's model gives these Kubernetes kinds in key paths.
+SERVICE_PLURAL = "kubernetesservice"
+ENDPOINT_SLICE_PLURAL = "kubernetesendpointslices"
+
+
+def kubernetes_passthrough(obj: dict[str, Any], plural: str) -> list[Update]:
+    """A Service or EndpointSlice as Calico Typha's felix syncer sends it on Kubernetes: the
+    object as the apiserver returns it, without type fields (a Go client decodes it into the
+    Kubernetes type itself) and without resourceVersion (the wire carries that separately)."""
+    meta = metadata(obj)
+    name = req_str(meta.get("name"), "metadata.name")
+    namespace = req_str(meta.get("namespace"), "metadata.namespace")
+    value = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    value["metadata"] = {k: v for k, v in value["metadata"].items() if k != "resourceVersion"}
+    return [Update(keys.resource_key(plural, name, namespace), value)]
+
+
 # --- dispatch -------------------------------------------------------------------------------------
 
 
@@ -540,6 +559,10 @@ def k8s_to_updates(
                 return v3_to_updates(service_account_to_profile(obj))
             if kind == "Node":
                 return v3_to_updates(node_to_v3(obj))
+            if kind == "Service":
+                return kubernetes_passthrough(obj, SERVICE_PLURAL)
+        if api_version == "discovery.k8s.io/v1" and kind == "EndpointSlice":
+            return kubernetes_passthrough(obj, ENDPOINT_SLICE_PLURAL)
         if api_version == "networking.k8s.io/v1" and kind == "NetworkPolicy":
             return v3_to_updates(network_policy_to_v3(obj))
     except InvalidResource as exc:
