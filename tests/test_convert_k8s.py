@@ -58,7 +58,10 @@ def test_db_network_policy_seed_example_v3() -> None:
                 {
                     "action": "Allow",
                     "protocol": "TCP",
-                    "source": {"namespaceSelector": "project == 'myproject'"},
+                    "source": {
+                        "selector": "projectcalico.org/orchestrator == 'k8s'",
+                        "namespaceSelector": "project == 'myproject'",
+                    },
                     "destination": {"ports": [6379]},
                 },
                 {
@@ -103,12 +106,16 @@ def test_db_network_policy_seed_example_model_field_by_field() -> None:
         "dst_ports": [6379],
         "!src_nets": ["172.17.1.0/24"],
     }
-    # namespaceSelector: pcns.-prefixed, every namespace that matches.
+    # namespaceSelector: pcns.-prefixed, every pod in the namespaces that match (a Kubernetes
+    # peer always selects pods: the orchestrator term, as Calico converts it).
     assert ns_peer == {
         "action": "allow",
         "protocol": "tcp",
-        "src_selector": 'pcns.project == "myproject"',  # printed as libcalico-go prints it
+        "src_selector": (
+            "(pcns.project == \"myproject\") && (projectcalico.org/orchestrator == 'k8s')"
+        ),
         "dst_ports": [6379],
+        "orig_src_selector": "projectcalico.org/orchestrator == 'k8s'",
         "orig_src_namespace_selector": "project == 'myproject'",
     }
     # podSelector alone: the policy's own namespace is implied.
@@ -164,7 +171,10 @@ def test_knp_empty_namespace_selector_means_all_namespaces() -> None:
     assert v["inbound_rules"] == [
         {
             "action": "allow",
-            "src_selector": "has(projectcalico.org/namespace)",
+            "src_selector": (
+                "(has(projectcalico.org/namespace)) && (projectcalico.org/orchestrator == 'k8s')"
+            ),
+            "orig_src_selector": "projectcalico.org/orchestrator == 'k8s'",
             "orig_src_namespace_selector": "all()",
         }
     ]

@@ -49,6 +49,10 @@ CRD_PLURALS = {
 EXTRA = Path(__file__).with_name("extra_resources.yaml")
 
 
+# Kubernetes kinds a dataset may hold as they are.
+NATIVE_PLURALS = {"NetworkPolicy": "networkpolicies", "Service": "services"}
+
+
 def examples() -> list[dict[str, Any]]:
     """config/examples as v3 resources, in file order."""
     return load_documents(EXAMPLES_DIR)
@@ -57,6 +61,20 @@ def examples() -> list[dict[str, Any]]:
 def extended() -> list[dict[str, Any]]:
     """config/examples plus tests/calico/extra_resources.yaml (more kinds and rule shapes)."""
     return examples() + load_documents(EXTRA)
+
+
+def kubernetes_extended() -> list[dict[str, Any]]:
+    """`extended` plus what only a Kubernetes datastore holds: the seed's Kubernetes
+    NetworkPolicy (in namespace myproject) and a Service."""
+    from tests.seed_examples import db_network_policy
+
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "web", "labels": {"app": "nginx"}},
+        "spec": {"selector": {"app": "nginx"}, "ports": [{"port": 80, "protocol": "TCP"}]},
+    }
+    return [*extended(), db_network_policy("myproject"), service]
 
 
 # -- etcd ----------------------------------------------------------------------------------------
@@ -172,8 +190,16 @@ def kubernetes_objects(resources: list[dict[str, Any]]) -> list[tuple[str, dict,
     namespaces: dict[str, dict[str, str]] = {}
     service_accounts: set[tuple[str, str]] = set()
     crs, nodes, pods = [], [], []
+    native = []
     for r in resources:
         kind = r["kind"]
+        if r.get("apiVersion") != "projectcalico.org/v3":
+            # A Kubernetes object (e.g. a networking.k8s.io NetworkPolicy): created as it is.
+            ns = r["metadata"].get("namespace")
+            native.append((_api_path(r["apiVersion"], NATIVE_PLURALS[kind], ns), r, None))
+            if ns:
+                namespaces.setdefault(ns, {})
+            continue
         if kind == "Profile":
             name = r["metadata"]["name"]
             labels = (r.get("spec") or {}).get("labelsToApply") or {}
@@ -205,6 +231,7 @@ def kubernetes_objects(resources: list[dict[str, Any]]) -> list[tuple[str, dict,
         out.append((_api_path("v1", "serviceaccounts", ns), body, None))
     for path, body in crs:
         out.append((path, body, None))
+    out.extend(native)
     for node, status in nodes:
         out.append(("/api/v1/nodes", node, status))
     for pod, status in pods:

@@ -33,7 +33,7 @@ from tests.calico.compare import (
     summarize,
 )
 from tests.calico.conftest import KubeFactory
-from tests.calico.datasets import extended, load_etcd, load_kubernetes
+from tests.calico.datasets import extended, kubernetes_extended, load_etcd, load_kubernetes
 from tests.calico.ourside import TyphaPy, msgpack_dump
 from tests.calico.test_calico_typha import EXPECTED_KINDS_ETCD, EXPECTED_KINDS_KDD
 from tests.peers.calico_typha import SYNCER_TYPES, CalicoTypha, reserialize, syncdump
@@ -106,6 +106,6 @@ def test_value_parity_on_etcd(etcd_factory: EtcdFactory, tmp_path: Path) -> None
 @pytest.mark.usefixtures("calico_binaries")
 def test_value_parity_on_kubernetes(calico_kube_factory: KubeFactory, tmp_path: Path) -> None:
     kube = calico_kube_factory()
-    load_kubernetes(kube, extended())
+    load_kubernetes(kube, kubernetes_extended())
     go, ours = dumps_of_both({"kube": kube}, tmp_path)
     check_parity("kubernetes", go, ours, with_extra(EXPECTED_KINDS_KDD), tmp_path)
