@@ -6,6 +6,7 @@ config/examples cluster produces.  These dumps are the reference the value-model
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -95,3 +96,61 @@ def test_go_typha_on_kubernetes_serves_every_syncer_type(
     # Kubernetes objects do carry a resourceVersion: the wire moves it to V3ResourceVersion.
     node = next(e for e in dumps["felix"]["kvs"] if key_kind(e["key"]) == "Resource:nodes")
     assert node["v3_resource_version"] and node["v3_resource_version"] == node["revision"]
+
+
+@pytest.mark.usefixtures("calico_binaries")
+def test_syncdump_waits_for_a_sentinel_value_after_churn(etcd_factory: EtcdFactory) -> None:
+    """The barrier the differential tests use: after a change, dump only once the sentinel key
+    has the new value (so everything written before it is in the dump too)."""
+    import subprocess
+    import time
+
+    from tests.peers.calico_typha import find_syncdump
+    from typha.sync.etcd_client import EtcdClient
+    from typha.sync.etcd_writer import apply_resources
+
+    etcd = etcd_factory()
+    load_etcd(etcd, examples())
+    sentinel = "/calico/v1/config/LogPrefix"
+
+    def felix_config(prefix: str, severity: str) -> dict:
+        return {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "FelixConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"logPrefix": prefix, "logSeverityScreen": severity},
+        }
+
+    async def write(prefix: str, severity: str) -> None:
+        async with EtcdClient([etcd.client_url]) as client:
+            await apply_resources(client, [felix_config(prefix, severity)])
+
+    import trio
+
+    with CalicoTypha(etcd=etcd) as typha:
+        trio.run(write, "round-1", "Info")
+        binary = find_syncdump()
+        assert binary
+        cmd = [binary, "-addr", typha.address, "-type", "felix", "-timeout", "30s"]
+        proc = subprocess.Popen(
+            [*cmd, "-sentinel", sentinel, "-sentinel-value", "round-2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(1.0)
+            assert proc.poll() is None, "dumped before the sentinel had its value"
+            # Churn first, then the sentinel in a later write: Typha may split one write's keys
+            # over several messages, so only a later write is a barrier.
+            trio.run(write, "round-1", "Debug")
+            trio.run(write, "round-2", "Debug")
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+    kvs = {e["key"]: e for e in json.loads(out)["kvs"]}
+    assert kvs[sentinel]["value"] == "round-2"
+    assert kvs["/calico/v1/config/LogSeverityScreen"]["value"] == "Debug"
+    assert kvs[sentinel]["update_type"] == "updated"

@@ -59,7 +59,7 @@ func main() {
 	out := flag.String("out", "-", "output file (- for stdout); written atomically")
 	hostname := flag.String("hostname", "syncdump", "hostname sent in the client hello")
 	timeout := flag.Duration("timeout", 60*time.Second, "fail if not in sync (and sentinel seen) within this")
-	sentinel := flag.String("sentinel", "", "also wait for this key before dumping (a barrier after churn)")
+	sentinel := flag.String("sentinel", "", "also wait for this key before dumping: a barrier after churn when written after it, in a later datastore write")
 	sentinelValue := flag.String("sentinel-value", "", "with -sentinel: wait until the key has this value")
 	follow := flag.Bool("follow", false, "with -sentinel: keep running and dump again on each sentinel update")
 	keyFile := flag.String("key-file", "", "TLS: client key")
