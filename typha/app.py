@@ -23,7 +23,7 @@ from typha.protocol import SyncStatus
 from typha.server.server import SyncServer
 from typha.server.tls import server_ssl_context
 from typha.sync.base import Datastore
-from typha.sync.initialize import ensure_initialized
+from typha.sync.initialize import ensure_initialized, is_calico_datastore
 from typha.sync.synthetic import WithSyntheticKeys
 
 log = structlog.get_logger(__name__)
@@ -213,7 +213,8 @@ class Typha:
         if missing, then sync, so the first snapshot already holds them, with the keys no
         datastore stores (the default-allow profile) added."""
         await ensure_initialized(self.datastore)
-        await self.datastore.run(WithSyntheticKeys(self.feed), start_revision=self.start_revision)
+        sink = WithSyntheticKeys(self.feed) if is_calico_datastore(self.datastore) else self.feed
+        await self.datastore.run(sink, start_revision=self.start_revision)
 
     async def _freeze_after_first_sync(self) -> None:
         """Once the first full list is in, its objects live as long as the process: move them

@@ -143,6 +143,11 @@ async def ensure_initialized_k8s(client: Any) -> list[str]:
 # -- the loop ------------------------------------------------------------------------------------
 
 
+def is_calico_datastore(datastore: Any) -> bool:
+    """etcd or Kubernetes: a datastore Calico Typha could serve (not the in-memory demo one)."""
+    return type(datastore).__name__ in ("EtcdDatastore", "KubernetesDatastore")
+
+
 async def ensure_initialized(datastore: Any) -> list[str]:
     """Initialize the datastore behind `datastore` (etcd or Kubernetes), retrying every second
     until it succeeds, like Go Typha.  Other datastores (in-memory) need nothing."""

@@ -1,8 +1,9 @@
 """Keys Calico Typha serves that no datastore stores: the `projectcalico-default-allow` profile.
 
 libcalico-go's felix syncer adds this allow-all profile itself (at revision 1, before any listed
-key).  `WithSyntheticKeys` wraps the sink a datastore writes to and adds the keys after every
-full (unscoped) resync start, so a resync that deletes unseen keys never deletes them.
+key).  The app adds it for etcd and Kubernetes, not for the in-memory demo datastore.
+`WithSyntheticKeys` wraps the sink a datastore writes to and adds the keys after every full
+(unscoped) resync start, so a resync that deletes unseen keys never deletes them.
 """
 
 from __future__ import annotations
