@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.calico.conftest import KubeFactory
 from tests.calico.datasets import examples, load_etcd, load_kubernetes
 from tests.peers.calico_typha import SYNCER_TYPES, CalicoTypha, syncdump
 from tests.peers.plugin import EtcdFactory
+from tests.peers.process import PeerError
 
 # The key kinds Calico Typha sends for config/examples, per syncer type, as observed from Go
 # Typha at the tarball's commit.  "Every expected kind appears" is the positive control that
@@ -154,3 +156,26 @@ def test_syncdump_waits_for_a_sentinel_value_after_churn(etcd_factory: EtcdFacto
     assert kvs[sentinel]["value"] == "round-2"
     assert kvs["/calico/v1/config/LogSeverityScreen"]["value"] == "Debug"
     assert kvs[sentinel]["update_type"] == "updated"
+
+
+@pytest.mark.usefixtures("calico_binaries")
+def test_syncdump_with_calicos_tls_options(etcd_factory: EtcdFactory, tmp_path: Path) -> None:
+    """mTLS as Felix does it: client cert, CA and the server's expected CN; Typha checks the
+    client's CN.  A client whose CN Typha does not expect is refused (same launcher, same data)."""
+    from tests.peers.calico_typha import ClientTLS, TyphaTLS
+    from tests.peers.pki import TestCA
+
+    ca = TestCA(tmp_path)
+    s_cert, s_key = ca.issue("server", "typha-server", ips=["127.0.0.1"], server=True)
+    c_cert, c_key = ca.issue("client", "typha-client", client=True)
+    x_cert, x_key = ca.issue("intruder", "someone-else", client=True)
+    etcd = etcd_factory()
+    load_etcd(etcd, examples())
+    tls = TyphaTLS(str(s_cert), str(s_key), str(ca.cert_path), client_cn="typha-client")
+    with CalicoTypha(etcd=etcd, tls=tls) as typha:
+        good = ClientTLS(str(c_key), str(c_cert), str(ca.cert_path), server_cn="typha-server")
+        dump = syncdump(typha.address, "felix", tls=good, timeout=30)
+        assert dump["status"] == "in-sync" and len(dump["kvs"]) > 30
+        bad = ClientTLS(str(x_key), str(x_cert), str(ca.cert_path), server_cn="typha-server")
+        with pytest.raises(PeerError):
+            syncdump(typha.address, "felix", tls=bad, timeout=5)
