@@ -1160,3 +1160,16 @@ def test_passed_on_objects_refuse_integers_msgpack_cannot_carry() -> None:
         v3_to_updates(node)
     node["spec"]["addresses"] = [{"address": "10.0.0.1", "type": 2**64 - 1}]  # uint64 fits
     assert v3_to_updates(node)
+
+
+def test_no_labels_is_null_like_go_and_empty_labels_stay_empty() -> None:
+    """A HostEndpoint or global NetworkSet without labels: Calico Typha sends null (Go's nil
+    map), with an empty map {}; a Kubernetes apiserver drops empty maps, so there it is null."""
+    hep = res("HostEndpoint", "h", {"node": "n1", "interfaceName": "eth0"})
+    assert one(hep).value["labels"] is None
+    hep["metadata"]["labels"] = {}
+    assert one(hep).value["labels"] == {}
+    gns = res("GlobalNetworkSet", "g", {"nets": ["192.0.2.0/24"]})
+    assert one(gns).value["labels"] is None
+    gns["metadata"]["labels"] = {"a": "b"}
+    assert one(gns).value["labels"] == {"a": "b"}

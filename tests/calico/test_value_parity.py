@@ -1,6 +1,6 @@
 """Value-model parity: on the same datastore content (config/examples plus
-tests/calico/extra_resources.yaml), typha-py sends the key/value set Calico Typha sends, on all
-four syncer types, on etcd and on a real kube-apiserver.
+tests/calico/extra_resources.yaml and a seeded random cluster), typha-py sends the key/value set
+Calico Typha sends, on all four syncer types, on etcd and on a real kube-apiserver.
 
 Calico Typha's side is dumped by syncdump (Calico's own client library); ours by our msgpack node
 client, run through libcalico-go's ParseValue/SerializeValue (`syncdump -reserialize`), so the
@@ -35,11 +35,14 @@ from tests.calico.compare import (
 from tests.calico.conftest import KubeFactory
 from tests.calico.datasets import extended, kubernetes_extended, load_etcd, load_kubernetes
 from tests.calico.ourside import TyphaPy, msgpack_dump
+from tests.calico.randv3 import cluster
 from tests.calico.test_calico_typha import EXPECTED_KINDS_ETCD, EXPECTED_KINDS_KDD
 from tests.peers.calico_typha import SYNCER_TYPES, CalicoTypha, reserialize, syncdump
 from tests.peers.plugin import EtcdFactory
 
 ALLOWLIST = Path(__file__).with_name("expected_diffs.yaml")
+# One fixed random cluster (tests/calico/randv3.py); another seed: TYPHA_CALICO_SEED=<n>.
+RANDOM_SEED = int(os.environ.get("TYPHA_CALICO_SEED", "7"))
 # What extra_resources.yaml adds to the kinds config/examples already shows.
 EXTRA_KINDS = {
     "felix": {"HostEndpoint", "NetworkSet", "Resource:bgpconfigurations", "Resource:bgppeers"},
@@ -98,7 +101,7 @@ def check_parity(
 @pytest.mark.usefixtures("calico_binaries")
 def test_value_parity_on_etcd(etcd_factory: EtcdFactory, tmp_path: Path) -> None:
     etcd = etcd_factory()
-    load_etcd(etcd, extended())
+    load_etcd(etcd, [*extended(), *cluster(RANDOM_SEED)])
     go, ours = dumps_of_both({"etcd": etcd}, tmp_path)
     check_parity("etcd", go, ours, with_extra(EXPECTED_KINDS_ETCD), tmp_path)
 
@@ -106,6 +109,6 @@ def test_value_parity_on_etcd(etcd_factory: EtcdFactory, tmp_path: Path) -> None
 @pytest.mark.usefixtures("calico_binaries")
 def test_value_parity_on_kubernetes(calico_kube_factory: KubeFactory, tmp_path: Path) -> None:
     kube = calico_kube_factory()
-    load_kubernetes(kube, kubernetes_extended())
+    load_kubernetes(kube, [*kubernetes_extended(), *cluster(RANDOM_SEED)])
     go, ours = dumps_of_both({"kube": kube}, tmp_path)
     check_parity("kubernetes", go, ours, with_extra(EXPECTED_KINDS_KDD), tmp_path)

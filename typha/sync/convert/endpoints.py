@@ -248,7 +248,10 @@ def host_endpoint_updates(resource: dict[str, Any]) -> list[Update]:
         "name": iface,
         "expected_ipv4_addrs": [ip for ip in expected if ip_version_of(ip) == 4],
         "expected_ipv6_addrs": [ip for ip in expected if ip_version_of(ip) == 6],
-        "labels": str_map(metadata(resource).get("labels"), "metadata.labels"),
+        # No labels at all is null, as Go marshals a nil map (an empty map stays {}).
+        "labels": str_map(metadata(resource).get("labels"), "metadata.labels")
+        if metadata(resource).get("labels") is not None
+        else None,
         "profile_ids": str_list(s.get("profiles"), "spec.profiles"),
         "ports": _named_ports(s.get("ports"), "spec.ports"),
     }
