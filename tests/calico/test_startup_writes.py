@@ -127,3 +127,21 @@ def test_existing_objects_are_never_overwritten(etcd_factory: EtcdFactory) -> No
     # Positive control: the missing ones were created in the same start.
     assert objs["tiers/default"]["spec"] == {"order": 1000000, "defaultAction": "Deny"}
     assert objs["tiers/kube-baseline"]["spec"]["defaultAction"] == "Pass"
+
+
+def test_read_only_identity_skips_the_writes_and_still_serves(etcd_factory: EtcdFactory) -> None:
+    """An etcd user that may only read: the start-up writes are refused, logged and skipped,
+    and Typha still syncs and serves (readiness is its in-sync).  Positive control: the same
+    start with the root user creates them."""
+    etcd = etcd_factory()
+    etcd.enable_auth("root", "pw")
+    etcd.add_user("reader", "pw2", read_prefix="/calico/")
+    reader = {"TYPHA_ETCDUSERNAME": "reader", "TYPHA_ETCDPASSWORD": "pw2"}
+    with TyphaPy(etcd=etcd, extra_env=reader) as typha:
+        log = typha.log_path.read_text()
+    assert "not allowed to create start-up object" in log
+    assert etcd_objects(etcd) == {}
+    root = {"TYPHA_ETCDUSERNAME": "root", "TYPHA_ETCDPASSWORD": "pw"}
+    with TyphaPy(etcd=etcd, extra_env=root):
+        pass
+    assert set(etcd_objects(etcd)) == set(NAMES)
