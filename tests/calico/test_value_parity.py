@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,28 @@ def with_extra(kinds: dict[str, set[str]]) -> dict[str, set[str]]:
     return {s: kinds[s] | EXTRA_KINDS[s] for s in kinds}
 
 
-def dumps_of_both(store: dict[str, Any], work: Path) -> tuple[dict, dict]:
+OurDumper = Callable[[str, str, Path], dict[str, Any]]
+
+
+def msgpack_dumper(address: str, syncer_type: str, work: Path) -> dict[str, Any]:
+    """Our side today: our msgpack client's state, in libcalico-go's form."""
+    return reserialize(msgpack_dump(address, syncer_type), work)
+
+
+def gob_dumper(address: str, syncer_type: str, work: Path) -> dict[str, Any]:
+    """Our side once typha-py speaks Calico's wire: Calico's own client, like Go's side (then
+    revision and update type are compared too)."""
+    del work
+    return syncdump(address, syncer_type)
+
+
+def dumps_of_both(
+    store: dict[str, Any], work: Path, our_dumper: OurDumper = msgpack_dumper
+) -> tuple[dict, dict]:
     with CalicoTypha(**store) as go:
         go_dumps = {s: syncdump(go.address, s) for s in SYNCER_TYPES}
     with TyphaPy(**store) as ours:
-        our_dumps = {s: reserialize(msgpack_dump(ours.address, s), work) for s in SYNCER_TYPES}
+        our_dumps = {s: our_dumper(ours.address, s, work) for s in SYNCER_TYPES}
     return go_dumps, our_dumps
 
 
