@@ -205,6 +205,7 @@ async def expected_felix_state(client: Any) -> tuple[dict[str, bytes], int, int]
     from typha.sync.base import ResourceExpander
     from typha.sync.convert import CALICO_ETCD_PREFIXES, InvalidResource, convert_etcd_kv
     from typha.sync.etcd_client import prefix_range_end
+    from typha.sync.synthetic import synthetic_updates
 
     expander = ResourceExpander()
     state: dict[str, Any] = {}
@@ -232,6 +233,8 @@ async def expected_felix_state(client: Any) -> tuple[dict[str, bytes], int, int]
                         state.pop(u.key, None)
                     else:
                         state[u.key] = u.value
+    # What Typha adds that no datastore stores (the default-allow profile).
+    state.update((u.key, u.value) for u in synthetic_updates())
     felix = {
         k: msgpack.packb(v, use_bin_type=True)
         for k, v in state.items()

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Build the third-party test peers (toxiproxy server, kube-apiserver, etcd) from the Go module
-# proxy into a cache dir outside the repo.  Idempotent: a peer whose binary exists with the expected
-# version stamp is skipped, so a warm run takes well under a second.
+# Build the third-party test peers (toxiproxy server, kube-apiserver, etcd from the Go module proxy;
+# Calico Typha, typha-client, calico-felix and our Go test helpers from the Calico source) into a
+# cache dir outside the repo.  Idempotent: a peer whose binary exists with the expected version
+# stamp is skipped, so a warm run takes well under a second.
 #
-#   usage: scripts/build-peers.sh [toxiproxy] [kube-apiserver] [etcd]     (default: all three)
+#   usage: scripts/build-peers.sh [toxiproxy] [kube-apiserver] [etcd] [calico]   (default: all four)
 #
 # Environment:
 #   TYPHA_PEERS_DIR   cache dir (default /opt/typha-peers): bin/, gomod/ (GOMODCACHE), gocache/ (GOCACHE)
 #   GO                go binary (default: go on PATH, else /usr/local/go/bin/go)
 #   TYPHA_BUILD_JOBS  go build -p (default: number of CPUs, at most 2 to keep the link step in RAM)
+#   TYPHA_CALICO_TARBALL  Calico source tarball (default: calico-src-*.tar.xz in ../shared/peers next
+#                     to the repo, or next to the main checkout when this is a git worktree)
+#   TYPHA_CALICO_GIT_URL  clone this URL at TYPHA_CALICO_COMMIT instead of unpacking the tarball
+#                     (machines with network access to the Calico repository)
+#   TYPHA_CALICO_COMMIT   commit for the clone (default: the one the tarball was cut from)
 #
 # Why a wrapper module for kube-apiserver and etcd: both main modules carry `replace` directives
 # (k8s.io/* => ./staging/..., go.etcd.io/etcd/* => ../...), so `go install pkg@version` refuses them.
@@ -21,6 +27,10 @@ KUBE_VERSION="v1.36.3"
 ETCD_VERSION="v3.6.16"
 # Bump when the recipe changes in a way that must invalidate existing binaries.
 RECIPE_REV="1"
+# The Calico commit the tarball was cut from; the git fallback checks out the same one.
+CALICO_COMMIT_DEFAULT="87c15906f20c4ca1fda55af92295e7678b0cc0b2"
+CALICO_RECIPE_REV="1"
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 PEERS_DIR="${TYPHA_PEERS_DIR:-/opt/typha-peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -42,9 +52,15 @@ fi
 
 mkdir -p "$BIN_DIR" "$STAMP_DIR" "$WORK_DIR"
 
-# Serialise concurrent runs (two CI steps or a developer + CI on one machine).
-exec 9>"$PEERS_DIR/.lock"
-flock 9
+# Serialise concurrent runs (two CI steps or a developer + CI on one machine).  The Calico build
+# takes its own lock (.lock-calico): it shares only the Go caches with the others, which the go
+# command locks itself, so it need not wait behind a tens-of-minutes kube-apiserver build.
+lock_main() {
+    [[ -n "${MAIN_LOCKED:-}" ]] && return
+    MAIN_LOCKED=1
+    exec 9>"$PEERS_DIR/.lock"
+    flock 9
+}
 
 export GOMODCACHE="$PEERS_DIR/gomod"
 export GOCACHE="$PEERS_DIR/gocache"
@@ -189,16 +205,149 @@ EOF
     log "$name built in $((SECONDS - start)) s"
 }
 
+# --- Calico (Typha, typha-client, Felix and the Go helpers under tests/go/) -----------------------
+
+find_calico_tarball() {
+    if [[ -n "${TYPHA_CALICO_TARBALL:-}" ]]; then
+        printf '%s\n' "$TYPHA_CALICO_TARBALL"
+        return
+    fi
+    local common dir f
+    common="$(git -C "$REPO_DIR" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)"
+    # ../shared/peers next to the repo; for a git worktree also next to the main checkout.
+    for dir in "$REPO_DIR/../shared/peers" ${common:+"$(dirname "$common")/../shared/peers"}; do
+        for f in "$dir"/calico-src-*.tar.xz; do
+            if [[ -f "$f" ]]; then
+                printf '%s/%s\n' "$(cd "$(dirname "$f")" && pwd)" "$(basename "$f")"
+                return
+            fi
+        done
+    done
+}
+
+# Hash of the Go helper sources, so editing a helper rebuilds (the tarball alone would not).
+helpers_hash() {
+    local dir="$REPO_DIR/tests/go"
+    if [[ -d "$dir" ]]; then
+        (cd "$dir" && find . -type f -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) |
+            sha256sum | cut -c1-16
+    else
+        echo none
+    fi
+}
+
+# Every tests/go/<name>/ holding .go files is a helper main; its binary is bin/<name>.
+helper_names() {
+    local d
+    for d in "$REPO_DIR"/tests/go/*/; do
+        [[ -d "$d" ]] || continue
+        compgen -G "$d*.go" >/dev/null && basename "$d"
+    done
+    return 0
+}
+
+# Unpack (or clone) the Calico tree into $1 once; a marker file names the source it came from.
+prepare_calico_tree() { # dest source-id
+    local dest="$1" source_id="$2"
+    if [[ -f "$dest/.typha-source" && "$(cat "$dest/.typha-source")" == "$source_id" ]]; then
+        return
+    fi
+    local tmp
+    tmp="$(mktemp -d "$WORK_DIR/calico-unpack.XXXXXX")"
+    if [[ -n "${TYPHA_CALICO_GIT_URL:-}" ]]; then
+        log "cloning $TYPHA_CALICO_GIT_URL at $CALICO_COMMIT"
+        git init -q "$tmp/src"
+        git -C "$tmp/src" fetch -q --depth 1 "$TYPHA_CALICO_GIT_URL" "$CALICO_COMMIT"
+        git -C "$tmp/src" -c advice.detachedHead=false checkout -q FETCH_HEAD
+        rm -rf "$tmp/src/.git"
+    else
+        log "unpacking $CALICO_TARBALL"
+        tar -xJf "$CALICO_TARBALL" -C "$tmp"
+        mv "$tmp"/calico-* "$tmp/src"
+    fi
+    [[ -f "$tmp/src/go.mod" ]] || die "no go.mod at the top of the Calico tree"
+    printf '%s\n' "$source_id" >"$tmp/src/.typha-source"
+    rm -rf "$dest"
+    mv "$tmp/src" "$dest"
+    rm -rf "$tmp"
+}
+
+build_calico() {
+    # Own lock: see lock_main.
+    exec 8>"$PEERS_DIR/.lock-calico"
+    flock 8
+    local source_id
+    CALICO_COMMIT="${TYPHA_CALICO_COMMIT:-$CALICO_COMMIT_DEFAULT}"
+    if [[ -n "${TYPHA_CALICO_GIT_URL:-}" ]]; then
+        source_id="git:$CALICO_COMMIT"
+    else
+        CALICO_TARBALL="$(find_calico_tarball)"
+        [[ -n "$CALICO_TARBALL" && -f "$CALICO_TARBALL" ]] ||
+            die "Calico source tarball not found (set TYPHA_CALICO_TARBALL, or TYPHA_CALICO_GIT_URL to clone)"
+        source_id="tar:$(sha256sum "$CALICO_TARBALL" | cut -c1-64)"
+    fi
+    local helpers=() h
+    while read -r h; do helpers+=("$h"); done < <(helper_names)
+    local version
+    version="$source_id helpers=$(helpers_hash) calico-recipe=$CALICO_RECIPE_REV"
+    local bins=(calico-typha typha-client calico-felix "${helpers[@]}")
+    local all_there=1 b
+    for b in "${bins[@]}"; do [[ -x "$BIN_DIR/$b" ]] || all_there=0; done
+    # One stamp for the whole set (there is no binary named "calico" for up_to_date to test).
+    if ((all_there)) && [[ -f "$STAMP_DIR/calico" &&
+        "$(cat "$STAMP_DIR/calico")" == "$(stamp_for calico "$version")" ]]; then
+        log "calico (${bins[*]}) up to date"
+        return
+    fi
+    log "building calico: ${bins[*]}"
+    local start=$SECONDS tree="$WORK_DIR/calico-src"
+    prepare_calico_tree "$tree" "$source_id"
+    # Our mains live in the tree under typhapeers/ so they build inside Calico's module (its
+    # replace lines apply); rewritten on every build so a removed helper disappears too.
+    rm -rf "$tree/typhapeers"
+    mkdir -p "$tree/typhapeers/calico-typha"
+    # At this commit typha/cmd/typha is a library for the unified `calico` binary; this main
+    # runs its cobra command on its own.
+    printf '%s\n' \
+        '// Generated by scripts/build-peers.sh: Calico Typha as its own binary.' \
+        'package main' \
+        '' \
+        'import "github.com/projectcalico/calico/typha/cmd/typha"' \
+        '' \
+        'func main() {' \
+        '	_ = typha.NewCommand().Execute()' \
+        '}' >"$tree/typhapeers/calico-typha/main.go"
+    local pkgs=(./typhapeers/calico-typha ./typha/cmd/typha-client ./felix/cmd/calico-felix)
+    for h in "${helpers[@]}"; do
+        mkdir -p "$tree/typhapeers/$h"
+        cp "$REPO_DIR/tests/go/$h"/*.go "$tree/typhapeers/$h/"
+        pkgs+=("./typhapeers/$h")
+    done
+    local out="$BIN_DIR/.calico-tmp"
+    rm -rf "$out"
+    mkdir -p "$out"
+    (cd "$tree" && GOFLAGS="$GOFLAGS -mod=mod" "$GO" build -p "$JOBS" -trimpath -ldflags "-s -w" \
+        -o "$out/" "${pkgs[@]}")
+    for b in "${bins[@]}"; do
+        [[ -x "$out/$b" ]] || die "go build did not produce $b"
+        mv -f "$out/$b" "$BIN_DIR/$b"
+    done
+    rm -rf "$out"
+    write_stamp calico "$version"
+    log "calico built in $((SECONDS - start)) s"
+}
+
 targets=("$@")
-(( ${#targets[@]} )) || targets=(toxiproxy etcd kube-apiserver)
+(( ${#targets[@]} )) || targets=(toxiproxy etcd kube-apiserver calico)
 log "go=$GO ($GO_VERSION) peers_dir=$PEERS_DIR jobs=$JOBS targets=${targets[*]}"
 total_start=$SECONDS
 for t in "${targets[@]}"; do
     case "$t" in
-        toxiproxy | toxiproxy-server) build_toxiproxy ;;
-        kube-apiserver | kube) build_kube_apiserver ;;
-        etcd) build_etcd ;;
-        *) die "unknown peer '$t' (expected toxiproxy, kube-apiserver, etcd)" ;;
+        toxiproxy | toxiproxy-server) lock_main && build_toxiproxy ;;
+        kube-apiserver | kube) lock_main && build_kube_apiserver ;;
+        etcd) lock_main && build_etcd ;;
+        calico) build_calico ;;
+        *) die "unknown peer '$t' (expected toxiproxy, kube-apiserver, etcd, calico)" ;;
     esac
 done
 log "done in $((SECONDS - total_start)) s"

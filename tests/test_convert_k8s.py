@@ -24,6 +24,7 @@ from typha.sync.convert import (
     service_account_to_profile,
     v3_to_updates,
 )
+from typha.sync.convert.k8s import derived_uid
 
 
 def packed(updates: list[Update]) -> list[tuple[str, bytes]]:
@@ -57,7 +58,10 @@ def test_db_network_policy_seed_example_v3() -> None:
                 {
                     "action": "Allow",
                     "protocol": "TCP",
-                    "source": {"namespaceSelector": "project == 'myproject'"},
+                    "source": {
+                        "selector": "projectcalico.org/orchestrator == 'k8s'",
+                        "namespaceSelector": "project == 'myproject'",
+                    },
                     "destination": {"ports": [6379]},
                 },
                 {
@@ -100,14 +104,19 @@ def test_db_network_policy_seed_example_model_field_by_field() -> None:
         "protocol": "tcp",
         "src_nets": ["172.17.0.0/16"],
         "dst_ports": [6379],
-        "not_src_nets": ["172.17.1.0/24"],
+        "!src_nets": ["172.17.1.0/24"],
     }
-    # namespaceSelector: pcns.-prefixed, every namespace that matches.
+    # namespaceSelector: pcns.-prefixed, every pod in the namespaces that match (a Kubernetes
+    # peer always selects pods: the orchestrator term, as Calico converts it).
     assert ns_peer == {
         "action": "allow",
         "protocol": "tcp",
-        "src_selector": "pcns.project == 'myproject'",
+        "src_selector": (
+            "(pcns.project == \"myproject\") && (projectcalico.org/orchestrator == 'k8s')"
+        ),
         "dst_ports": [6379],
+        "orig_src_selector": "projectcalico.org/orchestrator == 'k8s'",
+        "orig_src_namespace_selector": "project == 'myproject'",
     }
     # podSelector alone: the policy's own namespace is implied.
     assert pod_peer == {
@@ -118,6 +127,7 @@ def test_db_network_policy_seed_example_model_field_by_field() -> None:
             "(projectcalico.org/orchestrator == 'k8s' && role == 'frontend')"
         ),
         "dst_ports": [6379],
+        "orig_src_selector": "projectcalico.org/orchestrator == 'k8s' && role == 'frontend'",
     }
     assert v["outbound_rules"] == [
         {"action": "allow", "protocol": "tcp", "dst_nets": ["10.0.0.0/24"], "dst_ports": [5978]}
@@ -159,7 +169,14 @@ def test_knp_deny_all_ingress_and_egress() -> None:
 def test_knp_empty_namespace_selector_means_all_namespaces() -> None:
     v = model_of(knp({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}))
     assert v["inbound_rules"] == [
-        {"action": "allow", "src_selector": "has(projectcalico.org/namespace)"}
+        {
+            "action": "allow",
+            "src_selector": (
+                "(has(projectcalico.org/namespace)) && (projectcalico.org/orchestrator == 'k8s')"
+            ),
+            "orig_src_selector": "projectcalico.org/orchestrator == 'k8s'",
+            "orig_src_namespace_selector": "all()",
+        }
     ]
 
 
@@ -186,8 +203,10 @@ def test_knp_pod_and_namespace_selector_together() -> None:
         {
             "action": "allow",
             "dst_selector": (
-                "(pcns.team == 'a') && (projectcalico.org/orchestrator == 'k8s' && app == 'x')"
+                "(pcns.team == \"a\") && (projectcalico.org/orchestrator == 'k8s' && app == 'x')"
             ),
+            "orig_dst_selector": "projectcalico.org/orchestrator == 'k8s' && app == 'x'",
+            "orig_dst_namespace_selector": "team == 'a'",
         }
     ]
 
@@ -422,11 +441,11 @@ def test_pod_to_updates_model_value() -> None:
     assert update.value == {
         "state": "active",
         "name": "calia6aa282ddc1",  # cali + sha1("web.nginx-1")[:11]
-        "active_instance_id": "c0ffee",
+        "active_instance_id": "",  # as Calico Typha: never the container ID
         "mac": None,
         "profile_ids": ["kns.web", "ksa.web.default"],
         "ipv4_nets": ["192.168.162.146/32"],
-        "ipv6_nets": [],
+        "ipv6_nets": None,  # Go marshals its empty (nil) list as null
         "ipv4_nat": [],
         "ipv6_nat": [],
         "labels": {
@@ -555,7 +574,7 @@ def test_terminating_pod_without_empty_annotation_keeps_its_ip() -> None:
 def test_pod_ip_sources() -> None:
     def ips(pod: dict[str, Any]) -> list[str]:
         (update,) = pod_to_updates(pod)
-        return update.value["ipv4_nets"] + update.value["ipv6_nets"]
+        return (update.value["ipv4_nets"] or []) + (update.value["ipv6_nets"] or [])
 
     # annotation first (Calico writes it before the kubelet reports status)
     ann_first = mutate(
@@ -642,7 +661,13 @@ def test_namespace_to_profile() -> None:
             },
         },
     }
-    assert k8s_to_updates(NAMESPACE) == [
+    updates = k8s_to_updates(NAMESPACE)
+    # The v3 Profile itself goes to the felix syncer too, as Calico Typha sends it.
+    assert updates[2] == Update(
+        "/calico/resources/v3/projectcalico.org/profiles/kns.web",
+        namespace_to_profile(NAMESPACE),
+    )
+    assert updates[:2] == [
         Update(
             "/calico/v1/policy/profile/kns.web/rules",
             {"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]},
@@ -679,7 +704,25 @@ def test_service_account_to_profile() -> None:
         "metadata": {"name": "ksa.web.api"},
         "spec": {"labelsToApply": {"pcsa.projectcalico.org/name": "api", "pcsa.role": "backend"}},
     }
-    assert k8s_to_updates(sa) == [
+    # With a uid and creation time (what the apiserver sets), the profile carries both.
+    # The profile's uid is derived from the account's (bits of each byte reversed, version and
+    # variant bytes kept), as Calico's Kubernetes backend does; values seen from Calico Typha.
+    stamped = mutate(
+        sa,
+        lambda s: s["metadata"].update(
+            uid="a8d20564-be87-41ec-8753-2a0e0eb4a222", creationTimestamp="2026-01-01T00:00:00Z"
+        ),
+    )
+    assert service_account_to_profile(stamped)["metadata"] == {
+        "name": "ksa.web.api",
+        "uid": "154ba026-7de1-4137-87ca-5470702d4544",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    }
+    assert derived_uid("e925d60f-3534-4aa3-b405-07f50cae21d3") == (
+        "97a46bf0-ac2c-4ac5-b4a0-e0af307584cb"
+    )
+    assert derived_uid("not-a-uuid") is None
+    assert k8s_to_updates(sa)[:2] == [
         Update(
             "/calico/v1/policy/profile/ksa.web.api/rules",
             {"inbound_rules": [], "outbound_rules": []},
@@ -729,7 +772,12 @@ def test_node_to_v3() -> None:
     assert node_to_v3(K8S_NODE) == {
         "apiVersion": "projectcalico.org/v3",
         "kind": "Node",
-        "metadata": {"name": "node1", "labels": {"kubernetes.io/hostname": "node1"}},
+        "metadata": {
+            "name": "node1",
+            "labels": {"kubernetes.io/hostname": "node1"},
+            # Calico's Kubernetes backend keeps the node's own labels as JSON here too.
+            "annotations": {"projectcalico.org/kube-labels": '{"kubernetes.io/hostname":"node1"}'},
+        },
         "spec": {
             "addresses": [
                 {"address": "10.0.0.11/24", "type": "CalicoNodeIP"},
@@ -755,11 +803,10 @@ def test_node_updates_and_heartbeat_invariance() -> None:
         "/calico/v1/host/node1/config/IpInIpTunnelAddr",
         "/calico/v1/host/node1/config/IPv4VXLANTunnelAddr",
         "/calico/v1/host/node1/config/VXLANTunnelMACAddr",
-        "/calico/v1/host/node1/metadata",
         "/calico/v1/host/node1/wireguard",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
-    assert updates[4].value == {
+    assert updates[3].value == {
         "interfaceIPv4Addr": "192.168.162.130",
         "publicKey": "pk=",
         "interfaceIPv6Addr": "",
@@ -781,7 +828,6 @@ def test_node_without_calico_annotations_falls_back_to_internal_ip() -> None:
     assert v3["spec"]["addresses"] == [{"address": "10.0.0.11", "type": "InternalIP"}]
     assert "bgp" not in v3["spec"]
     assert [u.key for u in k8s_to_updates(node)] == [
-        "/calico/v1/host/node1/metadata",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
 
@@ -831,12 +877,19 @@ def test_crd_kinds_convert_like_v3(kind: str, namespace: str, spec: dict[str, An
     }
     expected = v3_to_updates(v3)
     assert expected  # every listed kind produces something for Felix or confd
-    assert k8s_to_updates(crd) == expected
-    assert crd_to_v3(crd)["metadata"] == meta
+
+    def model(updates: list[Update]) -> list[Update]:
+        return [u for u in updates if not u.key.startswith("/calico/resources/")]
+
+    assert model(k8s_to_updates(crd)) == model(expected)
+    # As Calico's Kubernetes backend: the custom resource's metadata, less its resourceVersion
+    # (passthrough resources carry generation, managedFields and annotations like Go's).
+    assert crd_to_v3(crd)["metadata"] == {
+        k: v for k, v in crd_meta.items() if k != "resourceVersion"
+    }
     churned = copy.deepcopy(crd)
     churned["metadata"]["resourceVersion"] = "124"
-    churned["metadata"]["managedFields"].append({"manager": "calico"})
-    assert packed(k8s_to_updates(churned)) == packed(expected)
+    assert packed(k8s_to_updates(churned)) == packed(k8s_to_updates(crd))
 
 
 def test_unknown_crd_kind_and_unserved_objects() -> None:
@@ -851,3 +904,70 @@ def test_unknown_crd_kind_and_unserved_objects() -> None:
         k8s_to_updates({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})
         == []
     )
+
+
+def test_crd_metadata_annotation_and_derived_uid_like_calico() -> None:
+    """Calico keeps v3 metadata it cannot store natively in `projectcalico.org/metadata`; it wins
+    over the custom resource's own, and the uid is always derived from the resource's."""
+    crd = {
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "BGPPeer",
+        "metadata": {
+            "name": "peer1",
+            "uid": "e925d60f-3534-4aa3-b405-07f50cae21d3",
+            "resourceVersion": "9",
+            "creationTimestamp": "2026-01-02T00:00:00Z",
+            "labels": {"own": "1"},
+            "annotations": {
+                "projectcalico.org/metadata": '{"creationTimestamp":"2026-01-01T00:00:00Z",'
+                '"labels":{"v3":"2"},"annotations":{"note":"x"}}',
+                "other": "y",
+            },
+        },
+        "spec": {"peerIP": "10.0.0.1", "asNumber": 64513},
+    }
+    assert crd_to_v3(crd)["metadata"] == {
+        "name": "peer1",
+        "uid": "97a46bf0-ac2c-4ac5-b4a0-e0af307584cb",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+        "labels": {"own": "1", "v3": "2"},
+        "annotations": {"other": "y", "note": "x"},
+    }
+    (resource,) = [u for u in k8s_to_updates(crd) if u.key.endswith("/bgppeers/peer1")]
+    assert "resourceVersion" not in resource.value["metadata"]
+
+
+def test_services_and_endpoint_slices_pass_through_like_calico() -> None:
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "7", "uid": "u"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "protocol": "TCP"}]},
+        "status": {"loadBalancer": {}},
+    }
+    assert k8s_to_updates(svc) == [
+        Update(
+            "/calico/resources/v3/projectcalico.org/kubernetesservice/shop/web",
+            {
+                "metadata": {"name": "web", "namespace": "shop", "uid": "u"},
+                "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "protocol": "TCP"}]},
+                "status": {"loadBalancer": {}},
+            },
+        )
+    ]
+    eps = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "shop", "resourceVersion": "8"},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.5"]}],
+    }
+    (update,) = k8s_to_updates(eps)
+    assert (
+        update.key == "/calico/resources/v3/projectcalico.org/kubernetesendpointslices/shop/web-1"
+    )
+    assert update.value == {
+        "metadata": {"name": "web-1", "namespace": "shop"},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.5"]}],
+    }

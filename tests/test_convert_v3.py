@@ -86,6 +86,7 @@ def test_namespaced_network_policy_seed_example() -> None:
                     "(projectcalico.org/namespace == 'myproject') && (app == 'frontend')"
                 ),
                 "dst_ports": [6379],
+                "orig_src_selector": "app == 'frontend'",
             }
         ],
         "outbound_rules": [{"action": "allow"}],
@@ -116,8 +117,9 @@ def test_global_policy_same_rules_are_not_namespace_scoped() -> None:
     assert update.value["inbound_rules"][0]["src_selector"] == "app == 'frontend'"
 
 
-def test_empty_selector_is_all_and_namespaced_empty_selector_is_namespace_term() -> None:
-    assert one(res("GlobalNetworkPolicy", "p")).value["selector"] == "all()"
+def test_empty_selector_stays_empty_and_namespaced_empty_selector_is_namespace_term() -> None:
+    # As Calico Typha: "" (Felix reads an empty selector as all()).
+    assert one(res("GlobalNetworkPolicy", "p")).value["selector"] == ""
     np_ = one(res("NetworkPolicy", "p", namespace="ns1"))
     assert np_.value["selector"] == "projectcalico.org/namespace == 'ns1'"
 
@@ -135,8 +137,8 @@ def test_gnp_namespace_selector_and_service_account_selector() -> None:
         )
     )
     assert update.value["selector"] == (
-        "((has(projectcalico.org/namespace)) && (pcns.team == 'a' || pcns.team in {'b'}))"
-        " && (pcsa.role == 'x' || has(projectcalico.org/serviceaccount))"
+        '((has(projectcalico.org/namespace)) && (pcns.team == "a" || pcns.team in {"b"}))'
+        ' && (pcsa.role == "x" || has(projectcalico.org/serviceaccount))'
     )
 
 
@@ -145,25 +147,34 @@ def test_gnp_namespace_selector_all_means_any_namespaced_endpoint() -> None:
     assert update.value["selector"] == "has(projectcalico.org/namespace)"
 
 
-def test_selector_rewrite_leaves_string_literals_alone() -> None:
+def test_namespace_selector_printed_like_libcalico_go() -> None:
+    """Calico parses the namespaceSelector, prefixes its labels, prints it back (compound
+    expressions in parentheses, values in double quotes) and then replaces every all() in the
+    text, even inside a string literal: we do exactly the same, quirk included."""
     update = one(
         res("GlobalNetworkPolicy", "g", {"namespaceSelector": "name == 'all()' && has(x)"})
     )
-    assert update.value["selector"] == "pcns.name == 'all()' && has(pcns.x)"
+    assert update.value["selector"] == (
+        '(pcns.name == "has(projectcalico.org/namespace)" && has(pcns.x))'
+    )
+    odd = one(res("GlobalNetworkPolicy", "g", {"namespaceSelector": "((a == 'x\"y'))"}))
+    assert odd.value["selector"] == "pcns.a == 'x\"y'"
 
 
 @pytest.mark.parametrize(
     ("spec", "types"),
     [
-        ({}, ["ingress"]),
-        ({"ingress": [{"action": "Allow"}]}, ["ingress"]),
-        ({"egress": [{"action": "Allow"}]}, ["egress"]),
-        ({"ingress": [{"action": "Deny"}], "egress": [{"action": "Allow"}]}, ["ingress", "egress"]),
-        ({"types": ["Egress", "Ingress"]}, ["ingress", "egress"]),
+        ({}, []),
+        ({"ingress": [{"action": "Allow"}]}, []),
+        ({"egress": [{"action": "Allow"}]}, []),
+        ({"ingress": [{"action": "Deny"}], "egress": [{"action": "Allow"}]}, []),
+        ({"types": ["Egress", "Ingress"]}, ["egress", "ingress"]),
         ({"types": ["Egress"], "ingress": [{"action": "Allow"}]}, ["egress"]),
     ],
 )
-def test_policy_types_defaulting(spec: dict[str, Any], types: list[str]) -> None:
+def test_policy_types_as_given(spec: dict[str, Any], types: list[str]) -> None:
+    """Types pass through as given, like Calico Typha: the v3 API defaults them when a client
+    writes the policy, and Felix reads none as "ingress and egress"."""
     assert one(res("GlobalNetworkPolicy", "p", spec)).value["types"] == types
 
 
@@ -175,10 +186,12 @@ def test_policy_types_defaulting(spec: dict[str, Any], types: list[str]) -> None
     ],
 )
 def test_staged_policies_carry_staged_action(kind: str, namespace: str, path_kind: str) -> None:
-    update = one(res(kind, "s", {"stagedAction": "Delete"}, namespace=namespace))
+    update = one(res(kind, "s", {"stagedAction": "Learn"}, namespace=namespace))
     assert update.key == f"/calico/v1/policy/{path_kind}/{namespace}/s"
-    assert update.value["staged_action"] == "Delete"
-    assert one(res(kind, "s", namespace=namespace)).value["staged_action"] == "Set"
+    assert update.value["staged_action"] == "Learn"
+    # As Calico Typha: unset is absent (not "Set"), and a staged Delete is not sent at all.
+    assert "staged_action" not in one(res(kind, "s", namespace=namespace)).value
+    assert one(res(kind, "s", {"stagedAction": "Delete"}, namespace=namespace)).value is None
     assert "staged_action" not in one(res("NetworkPolicy", "n", namespace="ns1")).value
 
 
@@ -277,25 +290,46 @@ def test_rule_schema_all_fields_in_order() -> None:
         "action": "next-tier",
         "ip_version": 4,
         "protocol": "udp",
-        "not_protocol": 17,
+        "!protocol": 17,
         "src_nets": ["10.0.0.1/32", "10.1.0.0/16"],
         "src_selector": "(projectcalico.org/namespace == 'ns1') && (app == 'a')",
         "src_ports": [53, "1000:2000", "dns", 7, 99],
         "dst_nets": ["192.168.0.0/16"],
-        "dst_selector": "pcns.team == 'x'",
+        "dst_selector": 'pcns.team == "x"',  # printed as libcalico-go prints it
         "dst_service": "kube-dns",
-        "dst_service_namespace": "kube-system",
-        "not_src_nets": ["10.0.5.0/24"],
-        "not_src_selector": "app == 'evil'",
-        "not_src_ports": [54],
-        "not_dst_ports": ["metrics"],
-        "http_match": {"methods": ["GET"], "paths": [{"exact": "/x"}, {"prefix": "/y"}]},
+        "dst_service_ns": "kube-system",
+        "!src_nets": ["10.0.5.0/24"],
+        "!src_selector": "app == 'evil'",
+        "!src_ports": [54],
+        "!dst_ports": ["metrics"],
+        "orig_src_selector": "app == 'a'",
+        "orig_dst_namespace_selector": "team == 'x'",
+        "!orig_src_selector": "app == 'evil'",
+        "http": {"methods": ["GET"], "paths": [{"exact": "/x"}, {"prefix": "/y"}]},
     }
+    # libcalico-go's JSON names: a Go client drops any key it does not know.
     assert list(rule) == [
-        "action", "ip_version", "protocol", "not_protocol", "src_nets", "src_selector",
-        "src_ports", "dst_nets", "dst_selector", "dst_service", "dst_service_namespace",
-        "not_src_nets", "not_src_selector", "not_src_ports", "not_dst_ports", "http_match",
+        "action", "ip_version", "protocol", "!protocol", "src_nets", "src_selector",
+        "src_ports", "dst_nets", "dst_selector", "dst_service", "dst_service_ns",
+        "!src_nets", "!src_selector", "!src_ports", "!dst_ports", "orig_src_selector",
+        "orig_dst_namespace_selector", "!orig_src_selector", "http",
     ]  # fmt: skip
+
+
+def test_rule_service_accounts_and_metadata_pass_through() -> None:
+    rule = rule_of(
+        {
+            "action": "Allow",
+            "source": {"serviceAccounts": {"names": ["sa1"], "selector": "role == 'x'"}},
+            "metadata": {"annotations": {"b": "2", "a": "1"}},
+        }
+    )
+    assert rule["orig_src_service_acct_names"] == ["sa1"]
+    assert rule["orig_src_service_acct_selector"] == "role == 'x'"
+    assert rule["metadata"] == {"annotations": {"a": "1", "b": "2"}}
+    # The service namespace is passed as given, never defaulted to the policy's namespace.
+    svc = rule_of({"action": "Allow", "destination": {"services": {"name": "web"}}})
+    assert svc == {"action": "allow", "dst_service": "web"}
 
 
 @pytest.mark.parametrize(
@@ -320,7 +354,7 @@ def test_icmp_fields() -> None:
         "protocol": "icmp",
         "icmp_type": 8,
         "icmp_code": 0,
-        "not_icmp_type": 0,
+        "!icmp_type": 0,
     }
 
 
@@ -334,7 +368,8 @@ def test_not_selector_only_scopes_positive_selector_to_namespace() -> None:
     assert rule == {
         "action": "allow",
         "src_selector": "projectcalico.org/namespace == 'ns1'",
-        "not_src_selector": "a == 'b'",
+        "!src_selector": "a == 'b'",
+        "!orig_src_selector": "a == 'b'",
     }
 
 
@@ -352,7 +387,7 @@ def test_namespace_selector_all_and_global() -> None:
     sel = rule_of(
         {"action": "Allow", "source": {"namespaceSelector": "a == 'x'", "selector": "b == 'y'"}}
     )["src_selector"]
-    assert sel == "(pcns.a == 'x') && (b == 'y')"
+    assert sel == "(pcns.a == \"x\") && (b == 'y')"
 
 
 def test_service_account_match() -> None:
@@ -365,14 +400,16 @@ def test_service_account_match() -> None:
             },
         }
     )
+    # Service accounts before the selector, sets sorted without repeats (libcalico-go's form).
     assert rule["src_selector"] == (
-        "(projectcalico.org/namespace == 'ns1') && ((app == 'web') && "
-        "((pcsa.team == 'x') && (projectcalico.org/serviceaccount in {'sa1', 'sa2'})))"
+        "(projectcalico.org/namespace == 'ns1') && "
+        '(((pcsa.team == "x") && (projectcalico.org/serviceaccount in {"sa1", "sa2"}))'
+        " && (app == 'web'))"
     )
     only_names = rule_of(
         {"action": "Allow", "destination": {"serviceAccounts": {"names": ["a"]}}}, namespace=""
     )
-    assert only_names["dst_selector"] == "projectcalico.org/serviceaccount in {'a'}"
+    assert only_names["dst_selector"] == 'projectcalico.org/serviceaccount in {"a"}'
 
 
 def test_or_selectors_are_parenthesised_before_anding() -> None:
@@ -480,12 +517,14 @@ def test_profile_rules_and_labels() -> None:
             },
         )
     )
-    assert updates == [
+    assert updates[:2] == [
         Update(
             "/calico/v1/policy/profile/kns.web/rules",
             {
                 "inbound_rules": [{"action": "allow"}],
-                "outbound_rules": [{"action": "allow", "dst_selector": "a == 'b'"}],
+                "outbound_rules": [
+                    {"action": "allow", "dst_selector": "a == 'b'", "orig_dst_selector": "a == 'b'"}
+                ],
             },
         ),
         Update(
@@ -494,6 +533,9 @@ def test_profile_rules_and_labels() -> None:
         ),
     ]
     assert list(updates[1].value) == ["pcns.projectcalico.org/name", "pcns.z"]
+    assert updates[2].key == "/calico/resources/v3/projectcalico.org/profiles/kns.web"
+    assert updates[2].value["spec"]["labelsToApply"]["pcns.z"] == "1"
+    assert keys.syncer_types_for(updates[2].key) == {keys.SyncerType.FELIX}
 
 
 # --- workload endpoints ---------------------------------------------------------------------------
@@ -531,7 +573,7 @@ def test_workload_endpoint() -> None:
     assert update.value == {
         "state": "active",
         "name": "cali0123456789a",
-        "active_instance_id": "c0ffee",
+        "active_instance_id": "",  # as Calico Typha: never the container ID
         "mac": "ee:ee:ee:ee:ee:01",
         "profile_ids": ["kns.web", "ksa.web.default"],
         "ipv4_nets": ["192.168.162.146/32"],
@@ -709,15 +751,17 @@ def test_ip_pool() -> None:
             "cidr": "192.168.0.0/16",
             "ipip": "tunl0",
             "ipip_mode": "cross-subnet",
-            "vxlan_mode": "never",
+            "vxlan_mode": "",
             "masquerade": True,
             "ipam": True,
             "disabled": False,
             "disableBGPExport": False,
             "assignment_mode": "Automatic",
-            "allowed_uses": ["Workload", "Tunnel"],
         },
     )
+    # libcalico-go's spelling: "never" is "", and allowedUses passes through only when given.
+    uses = one(res("IPPool", "lb", {"cidr": "10.9.0.0/16", "allowedUses": ["LoadBalancer"]}))
+    assert uses.value["allowed_uses"] == ["LoadBalancer"] and uses.value["ipip_mode"] == ""
     v6 = one(res("IPPool", "v6", {"cidr": "fd00:10::/48", "vxlanMode": "Always", "disabled": True}))
     assert v6.key == "/calico/v1/ipam/v6/pool/fd00:10::-48"
     assert v6.value["vxlan_mode"] == "always" and v6.value["ipip"] == ""
@@ -766,8 +810,10 @@ def test_ipam_block_and_affinity() -> None:
         "attributes": [{"handle_id": "ipip-tunnel-addr-node1", "secondary": {"node": "node1"}}],
         "deleted": False,
         "sequenceNumber": 0,
-        "sequenceNumberForAllocation": {},
+        "sequenceNumberForAllocation": None,  # absent in the spec: null, as Go's nil map
     }
+    with_seq = {**block["spec"], "sequenceNumberForAllocation": {"0": 3}}
+    assert one(res("IPAMBlock", "b", with_seq)).value["sequenceNumberForAllocation"] == {"0": 3}
     affinity = res(
         "BlockAffinity",
         "node1-10-0-1-0-26",
@@ -806,14 +852,14 @@ def test_node() -> None:
         "/calico/v1/host/node1/config/IpInIpTunnelAddr",
         "/calico/v1/host/node1/config/IPv4VXLANTunnelAddr",
         "/calico/v1/host/node1/config/VXLANTunnelMACAddr",
-        "/calico/v1/host/node1/metadata",
         "/calico/v1/host/node1/wireguard",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
     values = as_map(updates)
     assert values["/calico/v1/host/node1/config/IpInIpTunnelAddr"] == "192.168.162.128"
     assert values["/calico/v1/host/node1/config/VXLANTunnelMACAddr"] == "66:aa:bb:cc:dd:ee"
-    assert values["/calico/v1/host/node1/metadata"] == {}
+    # No host metadata key: Calico Typha never sends /calico/v1/host/<node>/metadata.
+    assert "/calico/v1/host/node1/metadata" not in values
     assert values["/calico/v1/host/node1/wireguard"] == {
         "interfaceIPv4Addr": "192.168.162.130",
         "publicKey": "pubkey=",
@@ -828,7 +874,6 @@ def test_node() -> None:
 def test_node_minimal_and_expander_deletes_dropped_keys() -> None:
     minimal = res("Node", "node1", {"bgp": {"ipv4Address": "10.0.0.11/24"}})
     assert [u.key for u in v3_to_updates(minimal)] == [
-        "/calico/v1/host/node1/metadata",
         "/calico/resources/v3/projectcalico.org/nodes/node1",
     ]
     expander = ResourceExpander()
@@ -891,6 +936,28 @@ def test_felix_configuration_default_is_global_config() -> None:
     }
     keys_in_order = [u.key for u in updates]
     assert keys_in_order == sorted(keys_in_order)
+
+
+def test_felix_configuration_names_follow_libcalico_go() -> None:
+    """Config keys are named after Calico's Go fields (acronyms upper-case), as Calico Typha
+    sends them; the one millisecond duration is in milliseconds."""
+    spec = {
+        "bpfEnabled": False,
+        "nftablesMode": "Disabled",
+        "nftablesFlowTableOffload": "Enabled",
+        "vxlanEnabled": True,
+        "wireguardKeepAlive": "25s",
+        "iptablesLockProbeInterval": "50ms",
+        "nodeSelector": "all()",
+    }
+    assert as_map(v3_to_updates(res("FelixConfiguration", "default", spec))) == {
+        "/calico/v1/config/BPFEnabled": "false",
+        "/calico/v1/config/NFTablesMode": "Disabled",
+        "/calico/v1/config/NFTablesFlowTableOffload": "Enabled",
+        "/calico/v1/config/VXLANEnabled": "true",
+        "/calico/v1/config/WireguardPersistentKeepAlive": "25",
+        "/calico/v1/config/IptablesLockProbeIntervalMillis": "50",
+    }
 
 
 def test_felix_configuration_node_and_other_names() -> None:
@@ -1093,3 +1160,16 @@ def test_passed_on_objects_refuse_integers_msgpack_cannot_carry() -> None:
         v3_to_updates(node)
     node["spec"]["addresses"] = [{"address": "10.0.0.1", "type": 2**64 - 1}]  # uint64 fits
     assert v3_to_updates(node)
+
+
+def test_no_labels_is_null_like_go_and_empty_labels_stay_empty() -> None:
+    """A HostEndpoint or global NetworkSet without labels: Calico Typha sends null (Go's nil
+    map), with an empty map {}; a Kubernetes apiserver drops empty maps, so there it is null."""
+    hep = res("HostEndpoint", "h", {"node": "n1", "interfaceName": "eth0"})
+    assert one(hep).value["labels"] is None
+    hep["metadata"]["labels"] = {}
+    assert one(hep).value["labels"] == {}
+    gns = res("GlobalNetworkSet", "g", {"nets": ["192.0.2.0/24"]})
+    assert one(gns).value["labels"] is None
+    gns["metadata"]["labels"] = {"a": "b"}
+    assert one(gns).value["labels"] == {"a": "b"}

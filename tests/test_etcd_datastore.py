@@ -274,7 +274,7 @@ async def test_list_then_watch_20k_keys(etcd_server: EtcdServer) -> None:
             await sink.wait_for(lambda: sink.finished_resyncs == 1, "initial list")
             list_secs = time.perf_counter() - t0
             revision = await assert_converged(sink, etcd_server)
-            assert len(sink.state) == total + 5  # 20k WEPs, node (3 keys), GNP, block
+            assert len(sink.state) == total + 4  # 20k WEPs, node (2 keys), GNP, block
             assert BLOCK_KEY in sink.state and HANDLE_KEY not in sink.state
 
             # Churn through the watch: modify, delete, add, in 128-op txns.
@@ -291,12 +291,12 @@ async def test_list_then_watch_20k_keys(etcd_server: EtcdServer) -> None:
         assert sink.of_type(ResyncFinished)[0].revision <= revision
         assert sink.statuses() == [True]
         assert "/calico/v1/host/node1/config/IpInIpTunnelAddr" not in sink.state
-        assert "/calico/v1/host/node1/metadata" in sink.state
+        assert "/calico/resources/v3/projectcalico.org/nodes/node1" in sink.state
         watch_updates = sink.events[sink.events.index(sink.of_type(ResyncFinished)[0]) :]
         n_updates = sum(len(e.updates) for e in watch_updates if isinstance(e, Updates))
         assert n_updates >= 9000
         print(
-            f"\ndatastore: initial list+convert of {total + 5} keys {list_secs:.2f}s; "
+            f"\ndatastore: initial list+convert of {total + 4} keys {list_secs:.2f}s; "
             f"watch churn of 9,002 changes applied in {churn_secs:.2f}s (incl. writing them)"
         )
 

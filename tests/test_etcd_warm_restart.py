@@ -18,6 +18,7 @@ from typha.sync.convert import convert_etcd_kv
 from typha.sync.etcd import EtcdDatastore
 from typha.sync.etcd_client import EtcdClient
 from typha.sync.etcd_writer import apply_resources, delete_resources
+from typha.sync.synthetic import synthetic_updates
 
 from .core.test_core_integration import wait_until
 from .peers.ports import free_ports
@@ -29,7 +30,8 @@ def pod(i: int, role: str = "a") -> dict:
 
 
 async def etcd_model(client: EtcdClient) -> dict:
-    state: dict = {}
+    """What Typha serves for etcd's content: its keys plus the ones Typha adds itself."""
+    state: dict = {u.key: u.value for u in synthetic_updates()}
     async for page in client.range_paginated("/calico/"):
         for kv in page.kvs:
             for u in convert_etcd_kv(kv.key, json.loads(kv.value)):
@@ -65,6 +67,8 @@ async def test_warm_restart_resumes_from_saved_revision(etcd_server, tmp_path: P
                 await n1.start(first.run)
                 for c in clients:
                     outer.start_soon(c.run)
+                # After the start-up writes (ClusterInformation, tiers): in sync means done.
+                await wait_until(lambda: first.feed.in_sync, 30)
                 want = await etcd_model(etcd)
                 await wait_until(lambda: all(c.state == want for c in clients), 30)
                 await first.drain_and_stop()

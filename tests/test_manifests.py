@@ -76,7 +76,16 @@ def test_deployment_matches_typha_conventions() -> None:
         "targetPort": "calico-typha",
     }
     rules = docs["ClusterRole"]["rules"]
-    assert all(set(r["verbs"]) <= {"list", "watch"} for r in rules)
+    # Read-only, except creating the start-up objects (as Calico Typha: never update or delete).
+    writes = [r for r in rules if set(r["verbs"]) - {"list", "watch"}]
+    assert all(set(r["verbs"]) <= {"list", "watch"} for r in rules if r not in writes)
+    assert writes == [
+        {
+            "apiGroups": ["crd.projectcalico.org"],
+            "resources": ["clusterinformations", "tiers"],
+            "verbs": ["create"],
+        }
+    ]
 
 
 def test_sample_config_loads() -> None:

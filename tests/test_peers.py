@@ -177,7 +177,7 @@ def test_kube_apiserver_serves_namespaces_and_calico_crds(kube_apiserver: KubeAp
 def test_kube_apiserver_all_crds_established(kube_apiserver: KubeApiServer) -> None:
     crd_dir = Path(__file__).resolve().parents[1] / "config" / "crds"
     names = kube_apiserver.apply_crds(crd_dir)  # idempotent: re-applies over the fixture's
-    assert len(names) == 13
+    assert len(names) == 18
     discovery = kube_apiserver.request("GET", CALICO).json()
     served = {res["name"] for res in discovery["resources"] if "/" not in res["name"]}
     assert served == {name.split(".", 1)[0] for name in names}

@@ -338,6 +338,7 @@ def test_example_policies() -> None:
             "protocol": "tcp",
             "src_selector": "(projectcalico.org/namespace == 'myproject') && (app == 'frontend')",
             "dst_ports": [6379],
+            "orig_src_selector": "app == 'frontend'",
         }
     ]
     (gnp,) = by_kind("GlobalNetworkPolicy")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import json
 import signal
@@ -23,6 +22,8 @@ from typha.http import serve_http
 from typha.protocol import SyncStatus
 from typha.server.server import SyncServer
 from typha.sync.base import Datastore
+from typha.sync.initialize import ensure_initialized, is_calico_datastore
+from typha.sync.synthetic import WithSyntheticKeys
 from typha.tls import server_ssl_context
 
 log = structlog.get_logger(__name__)
@@ -189,9 +190,7 @@ class Typha:
         cfg = self.cfg
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            nursery.start_soon(
-                functools.partial(self.datastore.run, self.feed, start_revision=self.start_revision)
-            )
+            nursery.start_soon(self._initialize_then_sync)
             if cfg.cache_file_path:
                 nursery.start_soon(self._save_periodically)
             port = await nursery.start(self.server.run)
@@ -208,6 +207,14 @@ class Typha:
             nursery.start_soon(self._freeze_after_first_sync)
             await self.server.stopped.wait()
             nursery.cancel_scope.cancel()
+
+    async def _initialize_then_sync(self) -> None:
+        """Like Calico Typha: create the start-up objects (ClusterInformation, Calico's own tiers)
+        if missing, then sync, so the first snapshot already holds them, with the keys no
+        datastore stores (the default-allow profile) added."""
+        await ensure_initialized(self.datastore)
+        sink = WithSyntheticKeys(self.feed) if is_calico_datastore(self.datastore) else self.feed
+        await self.datastore.run(sink, start_revision=self.start_revision)
 
     async def _freeze_after_first_sync(self) -> None:
         """Once the first full list is in, its objects live as long as the process: move them

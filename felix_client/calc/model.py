@@ -667,36 +667,60 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
     action = _ACTION_ALIASES.get(action_text) or Action(action_text)
     icmp = _get(raw, "icmp", default=None) or {}
     not_icmp = _get(raw, "not_icmp", "notICMP", default=None) or {}
+    # libcalico-go's names come first: negations are "!src_nets" etc. (the not_* forms and the
+    # camelCase ones are accepted too).
     if not isinstance(icmp, Mapping) or not isinstance(not_icmp, Mapping):
         raise TypeError("icmp: expected a map")
     return Rule(
         action=action,
         ip_version=_opt_int(_get(raw, "ip_version", "ipVersion")),
         protocol=parse_protocol(_get(raw, "protocol")),
-        not_protocol=parse_protocol(_get(raw, "not_protocol", "notProtocol")),
+        not_protocol=parse_protocol(_get(raw, "!protocol", "not_protocol", "notProtocol")),
         src_nets=_rule_nets(raw, "src_nets", "src_net", "srcNets", "srcNet"),
-        not_src_nets=_rule_nets(raw, "not_src_nets", "not_src_net", "notSrcNets", "notSrcNet"),
+        not_src_nets=_rule_nets(
+            raw, "!src_nets", "!src_net", "not_src_nets", "not_src_net", "notSrcNets", "notSrcNet"
+        ),
         src_selector=_selector_text(_get(raw, "src_selector", "srcSelector")),
-        not_src_selector=_selector_text(_get(raw, "not_src_selector", "notSrcSelector")),
+        not_src_selector=_selector_text(
+            _get(raw, "!src_selector", "not_src_selector", "notSrcSelector")
+        ),
         src_ports=_ports(_get(raw, "src_ports", "srcPorts"))
         + _str_tuple(_get(raw, "src_named_ports", "srcNamedPorts"), "named ports"),
-        not_src_ports=_ports(_get(raw, "not_src_ports", "notSrcPorts"))
+        not_src_ports=_ports(_get(raw, "!src_ports", "not_src_ports", "notSrcPorts"))
         + _str_tuple(_get(raw, "not_src_named_ports", "notSrcNamedPorts"), "named ports"),
         dst_nets=_rule_nets(raw, "dst_nets", "dst_net", "dstNets", "dstNet"),
-        not_dst_nets=_rule_nets(raw, "not_dst_nets", "not_dst_net", "notDstNets", "notDstNet"),
+        not_dst_nets=_rule_nets(
+            raw, "!dst_nets", "!dst_net", "not_dst_nets", "not_dst_net", "notDstNets", "notDstNet"
+        ),
         dst_selector=_selector_text(_get(raw, "dst_selector", "dstSelector")),
-        not_dst_selector=_selector_text(_get(raw, "not_dst_selector", "notDstSelector")),
+        not_dst_selector=_selector_text(
+            _get(raw, "!dst_selector", "not_dst_selector", "notDstSelector")
+        ),
         dst_ports=_ports(_get(raw, "dst_ports", "dstPorts"))
         + _str_tuple(_get(raw, "dst_named_ports", "dstNamedPorts"), "named ports"),
-        not_dst_ports=_ports(_get(raw, "not_dst_ports", "notDstPorts"))
+        not_dst_ports=_ports(_get(raw, "!dst_ports", "not_dst_ports", "notDstPorts"))
         + _str_tuple(_get(raw, "not_dst_named_ports", "notDstNamedPorts"), "named ports"),
         icmp_type=_opt_int(_get(raw, "icmp_type", "icmpType", default=icmp.get("type"))),
         icmp_code=_opt_int(_get(raw, "icmp_code", "icmpCode", default=icmp.get("code"))),
         not_icmp_type=_opt_int(
-            _get(raw, "not_icmp_type", "notICMPType", "notIcmpType", default=not_icmp.get("type"))
+            _get(
+                raw,
+                "!icmp_type",
+                "not_icmp_type",
+                "notICMPType",
+                "notIcmpType",
+                default=not_icmp.get("type"),
+            )
         ),
         not_icmp_code=_opt_int(
-            _get(raw, "not_icmp_code", "notICMPCode", "notIcmpCode", default=not_icmp.get("code"))
+            _get(
+                raw,
+                "!icmp_code",
+                "not_icmp_code",
+                "notICMPCode",
+                "notIcmpCode",
+                default=not_icmp.get("code"),
+            )
         ),
     )
 

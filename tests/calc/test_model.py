@@ -307,3 +307,27 @@ def test_k8s_network_policy_example_through_the_converter() -> None:
             rng.choice([6379, 5978, 80]),
         )
         assert simulate(sim, db.iface, INGRESS, packet) is verdict(model, db, INGRESS, packet)
+
+
+def test_rules_with_libcalico_go_negation_names_from_the_converter() -> None:
+    """typha's converter writes libcalico-go's `!`-prefixed names (what a Go client reads); the
+    node client parses them into the same negations as the older `not_*` spelling."""
+    from felix_client.calc.model import parse_rule
+    from typha.sync.convert.rules import convert_rule
+
+    v3 = {
+        "action": "Allow",
+        "protocol": "TCP",
+        "notProtocol": "UDP",
+        "source": {"notNets": ["10.0.5.0/24"], "notSelector": "app == 'evil'"},
+        "destination": {"notPorts": [22]},
+    }
+    converted = convert_rule(v3, "", "rule")
+    assert {"!protocol", "!src_nets", "!src_selector", "!dst_ports"} <= set(converted)
+    rule = parse_rule(converted)
+    assert rule.not_protocol == parse_rule({"protocol": "udp"}).protocol
+    assert rule.not_src_nets == ("10.0.5.0/24",)
+    assert rule.not_src_selector == "app == 'evil'"
+    assert len(rule.not_dst_ports) == 1
+    old = parse_rule({"action": "allow", "not_src_nets": ["10.0.5.0/24"]})
+    assert old.not_src_nets == rule.not_src_nets

@@ -226,6 +226,9 @@ _ROUTES_BY_PLURAL: dict[str, frozenset[SyncerType]] = {
     "BGPFilters": frozenset({_B}),
     "caliconodestatuses": frozenset({_S}),
     "livemigrations": frozenset({_F}),
+    "profiles": frozenset({_F}),
+    "kubernetesservice": frozenset({_F}),
+    "kubernetesendpointslices": frozenset({_F}),
 }
 
 _NO_SYNCERS: frozenset[SyncerType] = frozenset()

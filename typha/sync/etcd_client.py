@@ -677,6 +677,18 @@ class EtcdClient:
         reply = await self._post("/v3/kv/txn", body)
         return _header_revision(reply)
 
+    async def create(self, key: str | bytes, value: bytes) -> bool:
+        """Put ``key`` only if it does not exist yet (a txn comparing its create revision with
+        0); returns whether it was written.  Never overwrites."""
+        body = {
+            "compare": [
+                {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+            ],
+            "success": [_op_json(PutOp(key, value))],
+        }
+        reply = await self._post("/v3/kv/txn", body)
+        return bool(reply.get("succeeded", False))
+
     async def compact(self, revision: int, *, physical: bool = True) -> None:
         """Discard history before ``revision``. With ``physical`` the call returns once the
         compaction has been applied to the backend (so later watches see it)."""

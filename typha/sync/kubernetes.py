@@ -3,7 +3,7 @@
 Typha's libcalico-go syncers run one watcher per resource type *per syncer* (≈20 for felix,
 plus those of the other three). Here each resource type is listed and watched exactly once and
 the cache routes the converted keys to the four views, so a replica holds
-``len(KDD_RESOURCES)`` = 18 watches on the apiserver whatever the number of clients.
+``len(KDD_RESOURCES)`` = 25 watches on the apiserver whatever the number of clients.
 
 Algorithm (docs/kubernetes.md):
 
@@ -119,6 +119,9 @@ KDD_RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("namespaces", "Namespace"),
     ResourceType("serviceaccounts", "ServiceAccount", namespaced=True),
     ResourceType("nodes", "Node"),
+    # Passed through to Felix as Calico Typha does on Kubernetes.
+    ResourceType("services", "Service", namespaced=True),
+    ResourceType("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True),
     ResourceType("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1", True),
     _crd("globalnetworkpolicies", "GlobalNetworkPolicy"),
     _crd("networkpolicies", "NetworkPolicy", True),
@@ -133,6 +136,13 @@ KDD_RESOURCES: tuple[ResourceType, ...] = (
     _crd("clusterinformations", "ClusterInformation"),
     _crd("networksets", "NetworkSet", True),
     _crd("globalnetworksets", "GlobalNetworkSet"),
+    # Also synced by Calico Typha: staged policies (felix), BGP filters (bgp), node status
+    # requests (node-status).
+    _crd("stagednetworkpolicies", "StagedNetworkPolicy", True),
+    _crd("stagedglobalnetworkpolicies", "StagedGlobalNetworkPolicy"),
+    _crd("stagedkubernetesnetworkpolicies", "StagedKubernetesNetworkPolicy", True),
+    _crd("bgpfilters", "BGPFilter"),
+    _crd("caliconodestatuses", "CalicoNodeStatus"),
 )
 
 

@@ -23,6 +23,10 @@ K8S_ORCHESTRATOR = "k8s"
 # Metadata fields the API server maintains; they change without the object changing, so they
 # must never reach a model value (the cache dedupes by encoded bytes).
 SERVER_METADATA_FIELDS = ("resourceVersion", "managedFields", "selfLink", "generation")
+# What a passthrough v3 object loses: only its resourceVersion, which Calico's wire carries as the
+# update's V3ResourceVersion instead (and which would defeat the byte dedupe).  Calico Typha keeps
+# the rest of the metadata, generation and managedFields included.
+PASSTHROUGH_DROPPED_METADATA = ("resourceVersion", "selfLink")
 
 
 # --- typed access ---------------------------------------------------------------------------------
@@ -247,13 +251,12 @@ def canonical(value: Any) -> Any:
 
 def passthrough_object(resource: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The v3 object as a passthrough ``ResourceKey`` value: canonical key order, apiVersion and
-    kind filled in, server-maintained metadata (resourceVersion, managedFields, ...) removed so
-    that it does not defeat the cache's byte-level dedupe (typha.md §1.4)."""
+    kind filled in, the resourceVersion removed (see ``PASSTHROUGH_DROPPED_METADATA``)."""
     obj = canonical(resource)
     obj["apiVersion"] = "projectcalico.org/v3"
     obj["kind"] = kind
     meta = obj.get("metadata")
     if isinstance(meta, dict):
-        for f in SERVER_METADATA_FIELDS:
+        for f in PASSTHROUGH_DROPPED_METADATA:
             meta.pop(f, None)
     return canonical(obj)

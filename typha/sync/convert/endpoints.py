@@ -2,8 +2,9 @@
 
 WorkloadEndpoint value (every key always present, in this order)::
 
-    {"state": "active", "name": <host-side interface>, "active_instance_id": <container ID>,
-     "mac": str | None, "profile_ids": [str], "ipv4_nets": [CIDR /32], "ipv6_nets": [CIDR /128],
+    {"state": "active", "name": <host-side interface>, "active_instance_id": "",
+     "mac": str | None, "profile_ids": [str], "ipv4_nets": [CIDR /32] | None,
+     "ipv6_nets": [CIDR /128] | None,
      "ipv4_nat": [{"int_ip", "ext_ip"}], "ipv6_nat": [...], "labels": {str: str},
      "ipv4_gateway": str | None, "ipv6_gateway": str | None,
      "ports": [{"name", "protocol", "port"}], "generate_name": str,
@@ -206,11 +207,13 @@ def workload_endpoint_updates(resource: dict[str, Any]) -> list[Update]:
     value = {
         "state": "active",
         "name": iface,
-        "active_instance_id": opt_str(s.get("containerID"), "spec.containerID"),
+        # libcalico-go's workload endpoint processor never sets it: always "" on Calico's wire.
+        "active_instance_id": "",
         "mac": normalize_mac(mac, "spec.mac") if mac else None,
         "profile_ids": str_list(s.get("profiles"), "spec.profiles"),
-        "ipv4_nets": ipv4_nets,
-        "ipv6_nets": ipv6_nets,
+        # Go's model marshals a nil list as null (no omitempty on these two).
+        "ipv4_nets": ipv4_nets or None,
+        "ipv6_nets": ipv6_nets or None,
         "ipv4_nat": ipv4_nat,
         "ipv6_nat": ipv6_nat,
         "labels": {k: labels[k] for k in sorted(labels)},
@@ -245,7 +248,10 @@ def host_endpoint_updates(resource: dict[str, Any]) -> list[Update]:
         "name": iface,
         "expected_ipv4_addrs": [ip for ip in expected if ip_version_of(ip) == 4],
         "expected_ipv6_addrs": [ip for ip in expected if ip_version_of(ip) == 6],
-        "labels": str_map(metadata(resource).get("labels"), "metadata.labels"),
+        # No labels at all is null, as Go marshals a nil map (an empty map stays {}).
+        "labels": str_map(metadata(resource).get("labels"), "metadata.labels")
+        if metadata(resource).get("labels") is not None
+        else None,
         "profile_ids": str_list(s.get("profiles"), "spec.profiles"),
         "ports": _named_ports(s.get("ports"), "spec.ports"),
     }

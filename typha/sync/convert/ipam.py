@@ -2,13 +2,17 @@
 
 IPPool value (always all keys, in this order)::
 
-    {"cidr": str, "ipip": "tunl0" | "", "ipip_mode": "always" | "cross-subnet" | "never",
-     "vxlan_mode": "always" | "cross-subnet" | "never", "masquerade": bool, "ipam": bool,
+    {"cidr": str, "ipip": "tunl0" | "", "ipip_mode": "always" | "cross-subnet" | "",
+     "vxlan_mode": "always" | "cross-subnet" | "", "masquerade": bool, "ipam": bool,
      "disabled": bool, "disableBGPExport": bool, "assignment_mode": "Automatic" | "Manual",
      "allowed_uses": [str]}
 
-``ipam`` is ``not disabled`` (the pool hands out addresses). Block value: the AllocationBlock
-JSON (``block_value``); affinity value: ``{"state": str, "deleted": bool}``.
+``ipam`` is ``not disabled`` (the pool hands out addresses).  As in libcalico-go's model, "never"
+is the empty string (its ``encap.Never``), and ``allowed_uses`` is the spec's list as given,
+absent when the spec has none (Felix reads an absent list as Workload and Tunnel).
+
+Block value: the AllocationBlock JSON (``block_value``); affinity value: ``{"state": str,
+"deleted": bool}``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from typha.sync.convert._common import (
 )
 from typha.sync.convert.errors import InvalidResource
 
-_ENCAP_MODES = {"Always": "always", "CrossSubnet": "cross-subnet", "Never": "never", "": "never"}
+_NEVER = ""  # libcalico-go's encap.Never
+_ENCAP_MODES = {"Always": "always", "CrossSubnet": "cross-subnet", "Never": _NEVER, "": _NEVER}
 _ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
 _AFFINITY_STATES = ("confirmed", "pending", "pendingDeletion")
 
@@ -52,12 +57,12 @@ def ip_pool_updates(resource: dict[str, Any]) -> list[Update]:
     cidr = normalize_cidr(s.get("cidr"), "spec.cidr")
     ipip_mode = _encap(s.get("ipipMode"), "spec.ipipMode")
     vxlan_mode = _encap(s.get("vxlanMode"), "spec.vxlanMode")
-    if ipip_mode != "never" and vxlan_mode != "never":
+    if ipip_mode != _NEVER and vxlan_mode != _NEVER:
         raise InvalidResource(
             "ipipMode and vxlanMode cannot both be enabled", field="spec.vxlanMode"
         )
     is_v6 = ":" in cidr
-    if is_v6 and ipip_mode != "never":
+    if is_v6 and ipip_mode != _NEVER:
         raise InvalidResource("IPIP is not supported on an IPv6 pool", field="spec.ipipMode")
     block_size = opt_int(s.get("blockSize"), "spec.blockSize")
     if block_size is not None:
@@ -67,16 +72,16 @@ def ip_pool_updates(resource: dict[str, Any]) -> list[Update]:
         if block_size < int(cidr.rsplit("/", 1)[1]):
             raise InvalidResource("blocks cannot be bigger than the pool", field="spec.blockSize")
     disabled = opt_bool(s.get("disabled"), "spec.disabled")
-    allowed = str_list(s.get("allowedUses"), "spec.allowedUses") or ["Workload", "Tunnel"]
+    allowed = str_list(s.get("allowedUses"), "spec.allowedUses")
     for i, use in enumerate(allowed):
         if use not in _ALLOWED_USES:
             raise InvalidResource(f"unknown use {use!r}", field=f"spec.allowedUses[{i}]")
     assignment = opt_str(s.get("assignmentMode"), "spec.assignmentMode") or "Automatic"
     if assignment not in ("Automatic", "Manual"):
         raise InvalidResource("must be Automatic or Manual", field="spec.assignmentMode")
-    value = {
+    value: dict[str, Any] = {
         "cidr": cidr,
-        "ipip": "tunl0" if ipip_mode != "never" else "",
+        "ipip": "tunl0" if ipip_mode != _NEVER else "",
         "ipip_mode": ipip_mode,
         "vxlan_mode": vxlan_mode,
         "masquerade": opt_bool(s.get("natOutgoing"), "spec.natOutgoing"),
@@ -84,8 +89,9 @@ def ip_pool_updates(resource: dict[str, Any]) -> list[Update]:
         "disabled": disabled,
         "disableBGPExport": opt_bool(s.get("disableBGPExport"), "spec.disableBGPExport"),
         "assignment_mode": assignment,
-        "allowed_uses": allowed,
     }
+    if allowed:
+        value["allowed_uses"] = allowed
     return [Update(keys.ip_pool_key(cidr), value)]
 
 
@@ -99,7 +105,7 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
 
     {"cidr", "affinity": str | None, "strictAffinity": bool, "allocations": [int | None],
      "unallocated": [int], "attributes": [{"handle_id": str | None, "secondary": {…}}],
-     "deleted": bool, "sequenceNumber": int, "sequenceNumberForAllocation": {str: int}}
+     "deleted": bool, "sequenceNumber": int, "sequenceNumberForAllocation": {str: int} | None}
     """
     cidr = normalize_cidr(s.get("cidr"), "spec.cidr", strict=True)
     size = _block_size(cidr)
@@ -135,9 +141,10 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
     affinity = s.get("affinity")
     if affinity is not None and not isinstance(affinity, str):
         raise InvalidResource("expected a string or null", field="spec.affinity")
-    seq_for_alloc = as_dict(
-        s.get("sequenceNumberForAllocation"), "spec.sequenceNumberForAllocation"
-    )
+    # Absent stays null, as Go's nil map marshals (Calico Typha sends null for a Kubernetes
+    # IPAMBlock without the field); an empty map stays {}.
+    raw_seq = s.get("sequenceNumberForAllocation")
+    seq_for_alloc = as_dict(raw_seq, "spec.sequenceNumberForAllocation")
     return {
         "cidr": cidr,
         "affinity": affinity,
@@ -147,7 +154,9 @@ def block_value(s: dict[str, Any]) -> dict[str, Any]:
         "attributes": attributes,
         "deleted": opt_bool(s.get("deleted"), "spec.deleted"),
         "sequenceNumber": opt_int(s.get("sequenceNumber"), "spec.sequenceNumber") or 0,
-        "sequenceNumberForAllocation": {
+        "sequenceNumberForAllocation": None
+        if raw_seq is None
+        else {
             k: opt_int(seq_for_alloc[k], f"spec.sequenceNumberForAllocation.{k}")
             for k in sorted(seq_for_alloc)
         },

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
+import uuid
 from typing import Any
 
 from typha.model import keys
@@ -24,7 +26,6 @@ from typha.sync.convert._common import (
     NAMESPACE_LABEL,
     NAMESPACE_LABEL_PREFIX,
     ORCHESTRATOR_LABEL,
-    SERVER_METADATA_FIELDS,
     SERVICE_ACCOUNT_LABEL,
     SERVICE_ACCOUNT_LABEL_PREFIX,
     as_dict,
@@ -293,6 +294,24 @@ def pod_to_updates(
 # --- Namespaces and service accounts --------------------------------------------------------------
 
 
+KUBE_LABELS_ANNOTATION = "projectcalico.org/kube-labels"
+
+
+def derived_uid(uid: object) -> str | None:
+    """The uid Calico gives an object derived from a Kubernetes one (a namespace's or service
+    account's profile), so the two never share a uid: every byte of the UUID bit-reversed, except
+    the version (byte 6) and variant (byte 8) bytes.  None when ``uid`` is not a UUID."""
+    if not isinstance(uid, str):
+        return None
+    try:
+        raw = uuid.UUID(uid).bytes
+    except ValueError:
+        return None
+    out = bytearray(int(f"{b:08b}"[::-1], 2) for b in raw)
+    out[6], out[8] = raw[6], raw[8]
+    return str(uuid.UUID(bytes=bytes(out)))
+
+
 def namespace_to_profile(namespace: dict[str, Any]) -> dict[str, Any]:
     """Namespace → Profile ``kns.<ns>``: labels to apply ``pcns.<label>`` plus
     ``pcns.projectcalico.org/name``, and allow-all ingress and egress (k8s default-allow)."""
@@ -303,7 +322,13 @@ def namespace_to_profile(namespace: dict[str, Any]) -> dict[str, Any]:
         for k, v in str_map(meta.get("labels"), "metadata.labels").items()
     }
     labels[NAMESPACE_NAME_LABEL] = name
-    profile = _v3("Profile", f"kns.{name}")
+    # Calico's Kubernetes backend gives the profile its namespace's uid and creation time.
+    profile = _v3(
+        "Profile",
+        f"kns.{name}",
+        uid=derived_uid(meta.get("uid")),
+        creationTimestamp=meta.get("creationTimestamp"),
+    )
     profile["spec"] = {
         "ingress": [{"action": "Allow"}],
         "egress": [{"action": "Allow"}],
@@ -323,7 +348,12 @@ def service_account_to_profile(service_account: dict[str, Any]) -> dict[str, Any
         for k, v in str_map(meta.get("labels"), "metadata.labels").items()
     }
     labels[SERVICE_ACCOUNT_NAME_LABEL] = name
-    profile = _v3("Profile", f"ksa.{namespace}.{name}")
+    profile = _v3(
+        "Profile",
+        f"ksa.{namespace}.{name}",
+        uid=derived_uid(meta.get("uid")),
+        creationTimestamp=meta.get("creationTimestamp"),
+    )
     profile["spec"] = {"labelsToApply": sorted_map(labels)}
     return profile
 
@@ -361,7 +391,18 @@ def node_to_v3(node: dict[str, Any]) -> dict[str, Any]:
     def get(field: str) -> str:
         return ann.get(NODE_ANNOTATIONS[field], "")
 
-    out = _v3("Node", name, labels=str_map(meta.get("labels"), "metadata.labels"))
+    labels = str_map(meta.get("labels"), "metadata.labels")
+    # As Calico's Kubernetes backend builds it: the node's uid and creation time, its labels, and
+    # those labels again as JSON in the kube-labels annotation ("null" when it has none).
+    kube_labels = json.dumps(labels, separators=(",", ":"), sort_keys=True) if labels else "null"
+    out = _v3(
+        "Node",
+        name,
+        uid=meta.get("uid"),
+        creationTimestamp=meta.get("creationTimestamp"),
+        labels=labels,
+        annotations={KUBE_LABELS_ANNOTATION: kube_labels},
+    )
     s: dict[str, Any] = {}
     addresses = [
         {"address": get(f), "type": "CalicoNodeIP"}
@@ -419,10 +460,15 @@ def node_to_v3(node: dict[str, Any]) -> dict[str, Any]:
 # --- Calico CRDs ----------------------------------------------------------------------------------
 
 
+CALICO_METADATA_ANNOTATION = "projectcalico.org/metadata"
+
+
 def crd_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
-    """A crd.projectcalico.org/v1 object → the projectcalico.org/v3 object of the same kind:
-    same spec (and status), metadata reduced to name, namespace, labels, annotations (without
-    kubectl's last-applied copy), uid and creationTimestamp."""
+    """A crd.projectcalico.org/v1 object → the projectcalico.org/v3 object of the same kind, as
+    Calico's Kubernetes backend converts it: same spec (and status); metadata the custom
+    resource's own (generation, managedFields and every annotation included), or the v3 metadata
+    Calico stored in its ``projectcalico.org/metadata`` annotation; the uid derived, never the
+    custom resource's; no resourceVersion (the wire carries it separately)."""
     kind = obj.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidResource(
@@ -431,22 +477,61 @@ def crd_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
     meta = metadata(obj)
     out = copy.deepcopy(obj)
     out["apiVersion"] = API_VERSION_V3
-    new_meta = {
-        k: copy.deepcopy(v)
-        for k, v in meta.items()
-        if k in ("name", "namespace", "uid", "creationTimestamp", "labels")
-    }
-    annotations = {
-        k: v
-        for k, v in as_dict(meta.get("annotations"), "metadata.annotations").items()
-        if k not in _DROPPED_CRD_ANNOTATIONS
-    }
-    if annotations:
-        new_meta["annotations"] = annotations
-    for f in SERVER_METADATA_FIELDS:
-        new_meta.pop(f, None)
+    annotations = dict(as_dict(meta.get("annotations"), "metadata.annotations"))
+    note = annotations.pop(CALICO_METADATA_ANNOTATION, None)
+    if note is None:
+        # As Calico's Kubernetes backend: the custom resource's own metadata.
+        new_meta = copy.deepcopy(meta)
+    else:
+        # Calico stored the v3 metadata in the annotation: it wins, labels and annotations are
+        # merged over the custom resource's own, name and namespace stay the resource's.
+        try:
+            stored = json.loads(note)
+        except ValueError:
+            raise InvalidResource(
+                "not JSON", field=f"metadata.annotations.{CALICO_METADATA_ANNOTATION}"
+            ) from None
+        new_meta = dict(as_dict(stored, f"metadata.annotations.{CALICO_METADATA_ANNOTATION}"))
+        labels = {**str_map(meta.get("labels"), "metadata.labels")}
+        labels.update(str_map(new_meta.get("labels"), "metadata.labels"))
+        annotations.update(str_map(new_meta.get("annotations"), "metadata.annotations"))
+        new_meta.pop("labels", None)
+        new_meta.pop("annotations", None)
+        new_meta["name"] = new_meta.get("name") or meta.get("name")
+        for k in ("namespace", "uid"):
+            if meta.get(k):
+                new_meta[k] = meta[k]
+        if labels:
+            new_meta["labels"] = labels
+        if annotations:
+            new_meta["annotations"] = annotations
+        if not new_meta.get("creationTimestamp") and meta.get("creationTimestamp"):
+            new_meta["creationTimestamp"] = meta["creationTimestamp"]
+    # Calico never reuses the custom resource's uid (see derived_uid).
+    if new_meta.get("uid"):
+        new_meta["uid"] = derived_uid(new_meta["uid"]) or new_meta["uid"]
+    new_meta.pop("resourceVersion", None)
     out["metadata"] = new_meta
     return out
+
+
+# --- Services and EndpointSlices -----------------------------------------------------------------
+
+# The resource plurals libcalico-go's model gives these Kubernetes kinds in key paths.
+SERVICE_PLURAL = "kubernetesservice"
+ENDPOINT_SLICE_PLURAL = "kubernetesendpointslices"
+
+
+def kubernetes_passthrough(obj: dict[str, Any], plural: str) -> list[Update]:
+    """A Service or EndpointSlice as Calico Typha's felix syncer sends it on Kubernetes: the
+    object as the apiserver returns it, without type fields (a Go client decodes it into the
+    Kubernetes type itself) and without resourceVersion (the wire carries that separately)."""
+    meta = metadata(obj)
+    name = req_str(meta.get("name"), "metadata.name")
+    namespace = req_str(meta.get("namespace"), "metadata.namespace")
+    value = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    value["metadata"] = {k: v for k, v in value["metadata"].items() if k != "resourceVersion"}
+    return [Update(keys.resource_key(plural, name, namespace), value)]
 
 
 # --- dispatch -------------------------------------------------------------------------------------
@@ -474,6 +559,10 @@ def k8s_to_updates(
                 return v3_to_updates(service_account_to_profile(obj))
             if kind == "Node":
                 return v3_to_updates(node_to_v3(obj))
+            if kind == "Service":
+                return kubernetes_passthrough(obj, SERVICE_PLURAL)
+        if api_version == "discovery.k8s.io/v1" and kind == "EndpointSlice":
+            return kubernetes_passthrough(obj, ENDPOINT_SLICE_PLURAL)
         if api_version == "networking.k8s.io/v1" and kind == "NetworkPolicy":
             return v3_to_updates(network_policy_to_v3(obj))
     except InvalidResource as exc:

@@ -95,15 +95,17 @@ def _peer(peer: object, field: str) -> dict[str, Any]:
         if excepts:
             entity["notNets"] = excepts
         return entity
-    entity = {}
-    if peer.get("podSelector") is not None:
-        entity["selector"] = pod_selector(peer["podSelector"], f"{field}.podSelector")
+    if peer.get("podSelector") is None and peer.get("namespaceSelector") is None:
+        raise InvalidResource("a peer needs ipBlock, podSelector or namespaceSelector", field=field)
+    # A Kubernetes peer always selects pods: without a podSelector it is still the
+    # orchestrator term (as Calico converts it), within the namespaces selected.
+    entity: dict[str, Any] = {
+        "selector": pod_selector(peer.get("podSelector") or {}, f"{field}.podSelector")
+    }
     if peer.get("namespaceSelector") is not None:
         entity["namespaceSelector"] = namespace_selector(
             peer["namespaceSelector"], f"{field}.namespaceSelector"
         )
-    if not entity:
-        raise InvalidResource("a peer needs ipBlock, podSelector or namespaceSelector", field=field)
     return entity
 
 

@@ -34,7 +34,15 @@ def network_set_updates(resource: dict[str, Any]) -> list[Update]:
     nets = cidr_list(spec(resource).get("nets"), "spec.nets")
     if resource["kind"] == "GlobalNetworkSet":
         return [
-            Update(keys.network_set_key(name), {"nets": nets, "labels": labels, "profile_ids": []})
+            Update(
+                keys.network_set_key(name),
+                # No labels at all is null, as Go marshals a nil map.
+                {
+                    "nets": nets,
+                    "labels": labels if metadata(resource).get("labels") is not None else None,
+                    "profile_ids": [],
+                },
+            )
         ]
     namespace = resource_namespace(resource)
     labels = strip_reserved_labels(labels)

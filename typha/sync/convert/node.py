@@ -1,13 +1,15 @@
-"""v3 Node → host config keys, host metadata, wireguard and the passthrough resource.
+"""v3 Node → host config keys, wireguard and the passthrough resource.
 
 Outputs, in this order, only those that are set:
 
 * ``HostConfigKey``s ``IpInIpTunnelAddr`` (spec.bgp.ipv4IPIPTunnelAddr), ``IPv4VXLANTunnelAddr``,
   ``VXLANTunnelMACAddr``, ``IPv6VXLANTunnelAddr``, ``VXLANTunnelMACAddrV6`` — string values;
-* ``HostMetadataKey`` — always, value ``{}`` (the host-exists marker of v3.32);
 * ``WireguardKey`` — when any wireguard address or public key is set, value
   ``{"interfaceIPv4Addr", "publicKey", "interfaceIPv6Addr", "publicKeyV6"}`` (unset → ``""``);
 * ``ResourceKey`` ``nodes/<name>`` — the whole v3 object (canonical, server metadata removed).
+
+No ``HostMetadataKey`` (``/calico/v1/host/<node>/metadata``): Calico Typha's syncers never send
+one; clients learn of nodes from the ``nodes`` resource.
 
 Keys that a Node stops producing are deleted by the caller's ``ResourceExpander``.
 """
@@ -92,7 +94,6 @@ def node_updates(resource: dict[str, Any]) -> list[Update]:
     for config_name, raw, field, normalize in tunnel_fields:
         if opt_str(raw, field):
             out.append(Update(keys.host_config_key(name, config_name), normalize(raw, field)))
-    out.append(Update(keys.host_metadata_key(name), {}))
 
     wg = as_dict(s.get("wireguard"), "spec.wireguard")
     wg_value = {

@@ -5,9 +5,11 @@ Policy value schema (every key always present, in this order)::
     {"namespace": str ("" for global kinds), "tier": str, "order": float | None,
      "inbound_rules": [rule], "outbound_rules": [rule], "selector": str,
      "untracked": bool, "pre_dnat": bool, "apply_on_forward": bool,
-     "types": ["ingress"?, "egress"?], "performance_hints": [str]}
+     "types": [str] (as given, [] when none: Felix then applies the policy both ways),
+     "performance_hints": [str]}
 
-plus ``"staged_action"`` (``Set``/``Delete``/``Learn``/``Ignore``) for the staged kinds only.
+plus ``"staged_action"`` (``Set``/``Learn``/``Ignore``) for the staged kinds when the spec sets
+it; a staged ``Delete`` produces a deletion of the key.
 Rules follow ``rules.py``. Keys use the v3.32 form ``/calico/v1/policy/<Kind>/<ns>/<name>``.
 """
 
@@ -21,6 +23,7 @@ from typha.sync.convert._common import (
     opt_bool,
     opt_float,
     opt_str,
+    passthrough_object,
     resource_name,
     resource_namespace,
     spec,
@@ -29,7 +32,7 @@ from typha.sync.convert._common import (
 )
 from typha.sync.convert.errors import InvalidResource
 from typha.sync.convert.knp import k8s_policy_spec_to_v3
-from typha.sync.convert.rules import convert_rules, default_types
+from typha.sync.convert.rules import convert_rules, default_types, given_types
 from typha.sync.convert.selectors import policy_selector
 
 DEFAULT_TIER = "default"
@@ -65,24 +68,31 @@ def policy_updates(resource: dict[str, Any]) -> list[Update]:
     name = resource_name(resource)
     namespace = resource_namespace(resource) if namespaced else ""
     s = spec(resource)
-    staged_action = opt_str(s.get("stagedAction"), "spec.stagedAction") or "Set"
-    if staged and staged_action not in _STAGED_ACTIONS:
+    staged_action = opt_str(s.get("stagedAction"), "spec.stagedAction")
+    if staged and staged_action and staged_action not in _STAGED_ACTIONS:
         raise InvalidResource(
             f"must be one of {', '.join(_STAGED_ACTIONS)} (got {staged_action!r})",
             field="spec.stagedAction",
         )
     if k8s_shaped or (kind == "KubernetesNetworkPolicy" and _looks_k8s_shaped(s)):
         s = k8s_policy_spec_to_v3(s)
+    key = keys.policy_key(kind, namespace, name)
     value = policy_value(s, namespace=namespace, global_kind=not namespaced)
     if staged:
-        value["staged_action"] = staged_action
-    return [Update(keys.policy_key(kind, namespace, name), value)]
+        if staged_action == "Delete":
+            # A staged deletion is not sent to Felix at all (as Calico Typha does).
+            return [Update(key, None)]
+        if staged_action:
+            value["staged_action"] = staged_action  # absent when unset, as Go omits it
+    return [Update(key, value)]
 
 
 def policy_value(s: dict[str, Any], *, namespace: str, global_kind: bool) -> dict[str, Any]:
     """A v3 policy spec → the model Policy value."""
     inbound = convert_rules(s.get("ingress"), namespace, "spec.ingress")
     outbound = convert_rules(s.get("egress"), namespace, "spec.egress")
+    # Sent as given; the API's defaulting only decides the preDNAT check below.
+    given = given_types(s.get("types"), "spec.types")
     types = default_types(s.get("types"), inbound, outbound, "spec.types")
     untracked = opt_bool(s.get("doNotTrack"), "spec.doNotTrack")
     pre_dnat = opt_bool(s.get("preDNAT"), "spec.preDNAT")
@@ -118,7 +128,7 @@ def policy_value(s: dict[str, Any], *, namespace: str, global_kind: bool) -> dic
         "untracked": untracked,
         "pre_dnat": pre_dnat,
         "apply_on_forward": apply_on_forward,
-        "types": types,
+        "types": given,
         "performance_hints": str_list(s.get("performanceHints"), "spec.performanceHints"),
     }
 
@@ -138,8 +148,9 @@ def tier_updates(resource: dict[str, Any]) -> list[Update]:
 
 
 def profile_updates(resource: dict[str, Any]) -> list[Update]:
-    """Profile → ProfileRulesKey ``{inbound_rules, outbound_rules}`` and ProfileLabelsKey
-    (``labelsToApply``, possibly empty). Profiles are global: rules get no namespace term."""
+    """Profile → ProfileRulesKey ``{inbound_rules, outbound_rules}``, ProfileLabelsKey
+    (``labelsToApply``, possibly empty) and, as Calico Typha's felix syncer sends it, the v3
+    Profile itself (``profiles/<name>``). Profiles are global: rules get no namespace term."""
     name = resource_name(resource)
     s = spec(resource)
     rules = {
@@ -150,4 +161,29 @@ def profile_updates(resource: dict[str, Any]) -> list[Update]:
     return [
         Update(keys.profile_rules_key(name), rules),
         Update(keys.profile_labels_key(name), labels),
+        Update(keys.resource_key("profiles", name), passthrough_object(resource, "Profile")),
+    ]
+
+
+# The profile libcalico-go's felix syncer always adds (not stored in any datastore): allow-all,
+# no labels.  Endpoints may name it; Felix also uses it for host endpoints' default.
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
+
+
+def default_allow_profile_updates() -> list[Update]:
+    """The keys of ``projectcalico-default-allow``: its rules and its v3 Profile (no labels key,
+    as Calico Typha sends it)."""
+    profile = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": DEFAULT_ALLOW_PROFILE},
+        "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]},
+    }
+    rules = {"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]}
+    return [
+        Update(keys.profile_rules_key(DEFAULT_ALLOW_PROFILE), rules),
+        Update(
+            keys.resource_key("profiles", DEFAULT_ALLOW_PROFILE),
+            passthrough_object(profile, "Profile"),
+        ),
     ]

@@ -1,28 +1,35 @@
 """v3 rules → model rules (the value schema Felix's calculation graph consumes).
 
-Model rule schema (snake_case, libcalico-go ``model.Rule`` JSON names). Keys appear in exactly
-this order and only when set — an absent key means "no constraint":
+Model rule schema (libcalico-go ``model.Rule`` JSON names, negations prefixed ``!``). Keys appear
+in exactly this order and only when set — an absent key means "no constraint":
 
 ==========================  =====================================================================
 ``action``                  always: ``"allow"``, ``"deny"``, ``"log"`` or ``"next-tier"`` (v3 Pass)
 ``ip_version``              ``4`` or ``6``
 ``protocol``                ``"tcp"``, ``"udp"``, ``"icmp"``, ``"icmpv6"``, ``"sctp"``,
                             ``"udplite"`` or an int 1-255
-``not_protocol``            same forms
+``!protocol``               same forms
 ``icmp_type``/``icmp_code``            ints (code only with a type)
-``not_icmp_type``/``not_icmp_code``    ints
+``!icmp_type``/``!icmp_code``          ints
 ``src_nets``                [CIDR] (host bits masked; a bare IP becomes /32 or /128)
 ``src_selector``            selector, fully rewritten (namespace terms, ``pcns.``/``pcsa.``)
 ``src_ports``               [int | ``"min:max"`` | named-port string]
 ``src_service``             service name (v3 ``services`` match, passed through)
-``src_service_namespace``   its namespace
-``dst_nets`` … ``dst_service_namespace``   same for the destination
-``not_src_nets``, ``not_src_selector``, ``not_src_ports``
-``not_dst_nets``, ``not_dst_selector``, ``not_dst_ports``
-``http_match``              ``{"methods": [str], "paths": [{"exact"|"prefix": str}]}``
+``src_service_ns``          its namespace, as given
+``dst_nets`` … ``dst_service_ns``   same for the destination
+``!src_nets``, ``!src_selector``, ``!src_ports``
+``!dst_nets``, ``!dst_selector``, ``!dst_ports``
+``orig_src_selector``, ``orig_src_namespace_selector``, ``orig_dst_selector``,
+``orig_dst_namespace_selector``, ``!orig_src_selector``, ``!orig_dst_selector``,
+``orig_src_service_acct_names``, ``orig_src_service_acct_selector``, ``orig_dst_…``
+                            the v3 criteria unchanged (Felix reports them; it matches on the
+                            combined selectors above)
+``http``                    ``{"methods": [str], "paths": [{"exact"|"prefix": str}]}``
+``metadata``                ``{"annotations": {str: str}}`` (the rule's own metadata)
 ==========================  =====================================================================
 
-``not_*_selector`` is the v3 ``notSelector`` passed through unchanged (it is not namespace-scoped,
+The names are exactly libcalico-go's: a Go client silently drops a key it does not know.
+``!*_selector`` is the v3 ``notSelector`` passed through unchanged (it is not namespace-scoped,
 felix-model.md §2.4). Named ports stay inside the ports lists; Felix turns them into named-port
 ipsets itself.
 """
@@ -39,6 +46,7 @@ from typha.sync.convert._common import (
     opt_int,
     opt_str,
     str_list,
+    str_map,
     type_name,
 )
 from typha.sync.convert.errors import InvalidResource
@@ -114,9 +122,15 @@ def _ports(value: object, field: str) -> list[int | str]:
 
 
 def _entity(
-    entity: dict[str, Any], side: str, namespace: str, field: str, out: dict[str, Any]
+    entity: dict[str, Any],
+    side: str,
+    namespace: str,
+    field: str,
+    out: dict[str, Any],
+    orig: dict[str, Any],
 ) -> dict[str, Any]:
-    """Fill ``src_*``/``dst_*`` fields into ``out``; return the negated ones for later."""
+    """Fill ``src_*``/``dst_*`` fields into ``out`` and the ``orig_*`` ones into ``orig``;
+    return the negated ones for later."""
     nets = cidr_list(entity.get("nets"), f"{field}.nets")
     not_nets = cidr_list(entity.get("notNets"), f"{field}.notNets")
     selector = check_selector(
@@ -139,6 +153,15 @@ def _entity(
     ports = _ports(entity.get("ports"), f"{field}.ports")
     not_ports = _ports(entity.get("notPorts"), f"{field}.notPorts")
 
+    # The v3 match criteria unchanged, next to the combined selector (libcalico-go's orig_*).
+    originals = {
+        f"orig_{side}_selector": selector,
+        f"orig_{side}_namespace_selector": ns_selector,
+        f"!orig_{side}_selector": not_selector,
+        f"orig_{side}_service_acct_names": sa_names,
+        f"orig_{side}_service_acct_selector": sa_selector,
+    }
+    orig.update({k: v for k, v in originals.items() if v})
     sel = entity_selector(
         selector=selector,
         not_selector=not_selector,
@@ -157,16 +180,17 @@ def _entity(
     service = opt_str(services.get("name"), f"{field}.services.name")
     if service:
         out[f"{side}_service"] = service
-        svc_ns = opt_str(services.get("namespace"), f"{field}.services.namespace") or namespace
+        # As given (libcalico-go does not default it to the policy's namespace).
+        svc_ns = opt_str(services.get("namespace"), f"{field}.services.namespace")
         if svc_ns:
-            out[f"{side}_service_namespace"] = svc_ns
+            out[f"{side}_service_ns"] = svc_ns
     negated: dict[str, Any] = {}
     if not_nets:
-        negated[f"not_{side}_nets"] = not_nets
+        negated[f"!{side}_nets"] = not_nets
     if not_selector:
-        negated[f"not_{side}_selector"] = not_selector
+        negated[f"!{side}_selector"] = not_selector
     if not_ports:
-        negated[f"not_{side}_ports"] = not_ports
+        negated[f"!{side}_ports"] = not_ports
     return negated
 
 
@@ -200,6 +224,21 @@ def _http(value: object, field: str) -> dict[str, Any] | None:
     return {"methods": methods, "paths": paths}
 
 
+# libcalico-go's field order of the original-criteria fields.
+_ORIG_ORDER = (
+    "orig_src_selector",
+    "orig_src_namespace_selector",
+    "orig_dst_selector",
+    "orig_dst_namespace_selector",
+    "!orig_src_selector",
+    "!orig_dst_selector",
+    "orig_src_service_acct_names",
+    "orig_src_service_acct_selector",
+    "orig_dst_service_acct_names",
+    "orig_dst_service_acct_selector",
+)
+
+
 def convert_rule(rule: object, namespace: str, field: str) -> dict[str, Any]:
     """One v3 rule → one model rule. ``namespace`` is the policy's ("" for global kinds)."""
     rule = as_dict(rule, field)
@@ -224,7 +263,7 @@ def convert_rule(rule: object, namespace: str, field: str) -> dict[str, Any]:
         out["protocol"] = protocol
     not_protocol = normalize_protocol(rule.get("notProtocol"), f"{field}.notProtocol")
     if not_protocol is not None:
-        out["not_protocol"] = not_protocol
+        out["!protocol"] = not_protocol
 
     icmp_type, icmp_code = _icmp(rule.get("icmp"), f"{field}.icmp")
     not_icmp_type, not_icmp_code = _icmp(rule.get("notICMP"), f"{field}.notICMP")
@@ -235,14 +274,20 @@ def convert_rule(rule: object, namespace: str, field: str) -> dict[str, Any]:
     for key, val in (
         ("icmp_type", icmp_type),
         ("icmp_code", icmp_code),
-        ("not_icmp_type", not_icmp_type),
-        ("not_icmp_code", not_icmp_code),
+        ("!icmp_type", not_icmp_type),
+        ("!icmp_code", not_icmp_code),
     ):
         if val is not None:
             out[key] = val
 
+    orig: dict[str, Any] = {}
     negated = _entity(
-        as_dict(rule.get("source"), f"{field}.source"), "src", namespace, f"{field}.source", out
+        as_dict(rule.get("source"), f"{field}.source"),
+        "src",
+        namespace,
+        f"{field}.source",
+        out,
+        orig,
     )
     negated |= _entity(
         as_dict(rule.get("destination"), f"{field}.destination"),
@@ -250,11 +295,19 @@ def convert_rule(rule: object, namespace: str, field: str) -> dict[str, Any]:
         namespace,
         f"{field}.destination",
         out,
+        orig,
     )
     out.update(negated)
+    out.update(sorted(orig.items(), key=lambda kv: _ORIG_ORDER.index(kv[0])))
     http = _http(rule.get("http"), f"{field}.http")
     if http is not None:
-        out["http_match"] = http
+        out["http"] = http
+    meta = as_dict(rule.get("metadata"), f"{field}.metadata")
+    if meta.get("annotations") is not None:
+        annotations = str_map(meta["annotations"], f"{field}.metadata.annotations")
+        out["metadata"] = (
+            {"annotations": {k: annotations[k] for k in sorted(annotations)}} if annotations else {}
+        )
 
     _check_ports_have_protocol(out, protocol, field)
     _check_nets_version(out, ip_version, field)
@@ -262,7 +315,7 @@ def convert_rule(rule: object, namespace: str, field: str) -> dict[str, Any]:
 
 
 def _check_ports_have_protocol(out: dict[str, Any], protocol: str | int | None, field: str) -> None:
-    has_ports = any(k in out for k in ("src_ports", "dst_ports", "not_src_ports", "not_dst_ports"))
+    has_ports = any(k in out for k in ("src_ports", "dst_ports", "!src_ports", "!dst_ports"))
     if has_ports and protocol not in _PORT_PROTOCOLS:
         raise InvalidResource(
             "ports are only valid with protocol TCP, UDP or SCTP", field=f"{field}.protocol"
@@ -272,7 +325,7 @@ def _check_ports_have_protocol(out: dict[str, Any], protocol: str | int | None, 
 def _check_nets_version(out: dict[str, Any], ip_version: int | None, field: str) -> None:
     if ip_version is None:
         return
-    for key in ("src_nets", "dst_nets", "not_src_nets", "not_dst_nets"):
+    for key in ("src_nets", "dst_nets", "!src_nets", "!dst_nets"):
         for net in out.get(key, ()):
             if ip_version_of(net) != ip_version:
                 raise InvalidResource(
@@ -284,6 +337,19 @@ def convert_rules(rules: object, namespace: str, field: str) -> list[dict[str, A
     return [
         convert_rule(r, namespace, f"{field}[{i}]") for i, r in enumerate(as_list(rules, field))
     ]
+
+
+def given_types(types: object, field: str) -> list[str]:
+    """The policy's own ``types``, lower-case, in the given order (empty when none), as
+    libcalico-go's policy processors pass them on: the defaulting below is the v3 API's (done
+    when a client writes the policy), and Felix reads no types as "ingress and egress"."""
+    given = str_list(types, field)
+    for i, t in enumerate(given):
+        if t.lower() not in ("ingress", "egress"):
+            raise InvalidResource(
+                f"type must be Ingress or Egress (got {t!r})", field=f"{field}[{i}]"
+            )
+    return [t.lower() for t in given]
 
 
 def default_types(types: object, ingress: list[Any], egress: list[Any], field: str) -> list[str]:

@@ -11,8 +11,6 @@ ANDed onto anything, so operator precedence never changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from typha.sync.convert._common import (
     NAMESPACE_LABEL,
     NAMESPACE_LABEL_PREFIX,
@@ -20,87 +18,14 @@ from typha.sync.convert._common import (
     SERVICE_ACCOUNT_LABEL_PREFIX,
 )
 from typha.sync.convert.errors import InvalidResource
+from typha.sync.convert.selector_canon import canonical
+from typha.sync.convert.selector_tokens import check_balance, tokenize
 
-_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
 _FUNCTIONS = frozenset({"has", "all", "global"})
 
 HAS_NAMESPACE = f"has({NAMESPACE_LABEL})"
 NOT_HAS_NAMESPACE = f"!has({NAMESPACE_LABEL})"
 HAS_SERVICE_ACCOUNT = f"has({SERVICE_ACCOUNT_LABEL})"
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    kind: str  # "word", "str", or the punctuation itself: ( ) { } , && || ! == !=
-    text: str
-    start: int
-    end: int
-
-
-def _tokenize(selector: str, field: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    i, n = 0, len(selector)
-    while i < n:
-        c = selector[i]
-        if c in " \t":
-            i += 1
-        elif c in "'\"":
-            close = selector.find(c, i + 1)
-            if close < 0:
-                raise InvalidResource(
-                    f"unterminated string starting at offset {i} in selector {selector!r}",
-                    field=field,
-                )
-            tokens.append(_Token("str", selector[i : close + 1], i, close + 1))
-            i = close + 1
-        elif selector.startswith(("&&", "||", "==", "!="), i):
-            op = selector[i : i + 2]
-            tokens.append(_Token(op, op, i, i + 2))
-            i += 2
-        elif c in "(){},!":
-            tokens.append(_Token(c, c, i, i + 1))
-            i += 1
-        elif c in _WORD_CHARS:
-            j = i
-            while j < n and selector[j] in _WORD_CHARS:
-                j += 1
-            tokens.append(_Token("word", selector[i:j], i, j))
-            i = j
-        else:
-            raise InvalidResource(
-                f"unexpected character {c!r} at offset {i} in selector {selector!r}", field=field
-            )
-    return tokens
-
-
-def _check_balance(selector: str, tokens: list[_Token], field: str) -> None:
-    depth = 0
-    in_set = False
-    for tok in tokens:
-        if tok.kind == "(":
-            if in_set:
-                raise InvalidResource(f"'(' inside a set in selector {selector!r}", field=field)
-            depth += 1
-        elif tok.kind == ")":
-            depth -= 1
-            if depth < 0:
-                raise InvalidResource(f"unbalanced ')' in selector {selector!r}", field=field)
-        elif tok.kind == "{":
-            if in_set:
-                raise InvalidResource(f"nested '{{' in selector {selector!r}", field=field)
-            in_set = True
-        elif tok.kind == "}":
-            if not in_set:
-                raise InvalidResource(f"unbalanced '}}' in selector {selector!r}", field=field)
-            in_set = False
-    if depth:
-        raise InvalidResource(f"unbalanced '(' in selector {selector!r}", field=field)
-    if in_set:
-        raise InvalidResource(f"unterminated set in selector {selector!r}", field=field)
-    if tokens and tokens[0].kind in ("&&", "||"):
-        raise InvalidResource(f"selector {selector!r} starts with an operator", field=field)
-    if tokens and tokens[-1].kind in ("&&", "||", "!", "==", "!="):
-        raise InvalidResource(f"selector {selector!r} ends with an operator", field=field)
 
 
 def check_selector(selector: str, field: str) -> str:
@@ -127,8 +52,8 @@ def rewrite_selector(
     ``!``) and is not a function call, or when it is the argument of ``has(...)``. Words right
     after a label are operator words (``in``, ``not in``, ``contains``, ...) and stay as they are.
     """
-    tokens = _tokenize(selector, field)
-    _check_balance(selector, tokens, field)
+    tokens = tokenize(selector, field)
+    check_balance(selector, tokens, field)
     out: list[str] = []
     pos = 0
     operand = True  # the next word starts an operand
@@ -192,26 +117,20 @@ def namespace_term(namespace: str) -> str:
 
 
 def namespace_selector_term(namespace_selector: str, field: str) -> str:
-    """A namespaceSelector as an endpoint selector: labels ``pcns.``-prefixed, ``all()`` → any
-    namespaced endpoint, ``global()`` → any non-namespaced endpoint."""
-    return rewrite_selector(
-        namespace_selector,
-        field,
-        prefix=NAMESPACE_LABEL_PREFIX,
-        all_replacement=HAS_NAMESPACE,
-        global_replacement=NOT_HAS_NAMESPACE,
-    )
+    """A namespaceSelector as an endpoint selector, as libcalico-go builds it: parsed and
+    printed with ``pcns.`` labels, then every ``all()`` → any namespaced endpoint and every
+    ``global()`` → any non-namespaced endpoint (a plain text replacement, as Calico does)."""
+    term = canonical(namespace_selector, field, prefix=NAMESPACE_LABEL_PREFIX)
+    return term.replace("all()", HAS_NAMESPACE).replace("global()", NOT_HAS_NAMESPACE)
 
 
 def service_account_selector_term(sa_selector: str, field: str) -> str:
-    return rewrite_selector(
-        sa_selector, field, prefix=SERVICE_ACCOUNT_LABEL_PREFIX, all_replacement=HAS_SERVICE_ACCOUNT
-    )
+    return canonical(sa_selector, field, prefix=SERVICE_ACCOUNT_LABEL_PREFIX)
 
 
 def service_account_names_term(names: list[str]) -> str:
-    quoted = ", ".join(f"'{n}'" for n in sorted(set(names)))
-    return f"{SERVICE_ACCOUNT_LABEL} in {{{quoted}}}"
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return canonical(f"{SERVICE_ACCOUNT_LABEL} in {{{quoted}}}", "serviceAccounts.names")
 
 
 def policy_selector(
@@ -222,32 +141,33 @@ def policy_selector(
     service_account_selector: str = "",
     field: str = "spec",
 ) -> str:
-    """The selector Felix sees for a policy (felix-model.md §2.4).
+    """The selector Felix sees for a policy, built as libcalico-go's policy processors do.
 
     * namespaced: ``(S) && projectcalico.org/namespace == '<ns>'`` (just the term when S is empty);
-    * global with namespaceSelector N: ``(S) && (pcns.N)``, then every ``all()`` becomes
-      ``has(projectcalico.org/namespace)``;
-    * serviceAccountSelector X: ``(…) && (pcsa.X)`` with ``all()`` → ``has(…/serviceaccount)``.
-    An empty result means every endpoint and is spelled ``all()``.
+    * global with namespaceSelector N: ``(S) && <N printed with pcns. labels>``, then every
+      ``all()`` in the whole text becomes ``has(projectcalico.org/namespace)``;
+    * serviceAccountSelector X: ``(…) && <X printed with pcsa. labels>``; on global policies every
+      ``all()`` then becomes ``has(projectcalico.org/serviceaccount)``.
+    S itself is passed through as written; an empty result stays empty (Felix reads it as all()).
     """
     sel = check_selector(selector, f"{field}.selector")
     if namespace:
         ns_term = namespace_term(namespace)
         sel = f"({sel}) && {ns_term}" if sel else ns_term
     elif namespace_selector.strip():
-        ns_part = rewrite_selector(
+        ns_part = canonical(
             namespace_selector, f"{field}.namespaceSelector", prefix=NAMESPACE_LABEL_PREFIX
         )
-        combined = f"({sel}) && ({ns_part})" if sel else ns_part
-        sel = rewrite_selector(
-            combined, f"{field}.namespaceSelector", all_replacement=HAS_NAMESPACE
-        )
+        sel = f"({sel}) && {ns_part}" if sel else ns_part
+        sel = sel.replace("all()", HAS_NAMESPACE)
     if service_account_selector.strip():
         sa_part = service_account_selector_term(
             service_account_selector, f"{field}.serviceAccountSelector"
         )
-        sel = f"({sel}) && ({sa_part})" if sel else sa_part
-    return sel or "all()"
+        sel = f"({sel}) && {sa_part}" if sel else sa_part
+        if not namespace:
+            sel = sel.replace("all()", HAS_SERVICE_ACCOUNT)
+    return sel
 
 
 def entity_selector(
@@ -280,7 +200,8 @@ def entity_selector(
         )
     if sa_names:
         sa_parts.append(service_account_names_term(sa_names))
-    endpoint_part = and_all(selector, and_all(*sa_parts))
+    # Service accounts first, then the selector (libcalico-go's order).
+    endpoint_part = and_all(and_all(*sa_parts), selector)
     selects_endpoints = bool(
         selector or not_selector or namespace_selector or sa_names or sa_selector
     )
