@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.peers.plugin import require_binary
+
 DEFAULT_PATH = Path("/opt/typha-peers/bin/gobcheck")
 
 
@@ -73,15 +75,23 @@ class Oracle:
         self.proc.stdout.close()
 
 
-@pytest.fixture(scope="session")
-def oracle() -> Iterator[Oracle]:
+def require_gobcheck() -> Path:
+    """The oracle's path; skip without it on a developer machine, fail in CI (where
+    scripts/build-peers.sh always builds it)."""
     path = gobcheck_path()
     if path is None:
-        pytest.skip(
-            "Go oracle gobcheck not built: set TYPHA_GOBCHECK or run scripts/build-peers.sh "
-            f"(expected {DEFAULT_PATH})"
+        require_binary(
+            lambda: None,
+            "Go oracle gobcheck",
+            f"scripts/build-peers.sh calico, or set TYPHA_GOBCHECK (expected {DEFAULT_PATH})",
         )
-    o = Oracle(path)
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Iterator[Oracle]:
+    o = Oracle(require_gobcheck())
     try:
         yield o
     finally:

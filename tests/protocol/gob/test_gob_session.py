@@ -29,7 +29,7 @@ from typha.protocol.gob import (
 from typha.protocol.gob.session import RESTART_REASON
 
 from .golike import GoLikeClientEncoder
-from .oracle import Oracle, gobcheck_path
+from .oracle import Oracle, require_gobcheck
 from .streams import expect_kvs, expect_ping, expect_restart, expect_status, hello
 
 
@@ -257,11 +257,7 @@ def _as_printed(u: SerializedUpdate) -> dict[str, Any]:
 def test_calico_syncclient_syncs_from_the_session(mode: str, extra: int) -> None:
     """Calico's client: hello, restarts, snapshot (2,500 more KVs: three shared chunks over
     many snappy chunks), in-sync, deltas, ping."""
-    path = gobcheck_path()
-    if path is None:
-        pytest.skip(
-            "Go oracle gobcheck not built: set TYPHA_GOBCHECK or run scripts/build-peers.sh"
-        )
+    path = require_gobcheck()
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     result: dict[str, Any] = {"served": threading.Event()}
