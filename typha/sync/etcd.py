@@ -30,13 +30,13 @@ that deleting or shrinking a resource still deletes what its previous value prod
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 import trio
 
+from typha import jsonlimit
 from typha.sync.base import (
     ConnectionStatus,
     EventSink,
@@ -46,6 +46,7 @@ from typha.sync.base import (
     Update,
     Updates,
     retry_delay,
+    short_repr,
 )
 from typha.sync.etcd_client import (
     DEFAULT_ENDPOINT,
@@ -131,10 +132,12 @@ class EtcdDatastore:
         backoff_cap: float = 5.0,
         min_resync_interval: float = 0.5,
         watch_idle_timeout: float | None = 660.0,
+        convert: Callable[[str, dict[str, Any]], list[Update]] | None = None,
     ):
         """``watch_idle_timeout`` re-opens a watch that stayed silent that long (a half-open
         TCP connection would otherwise hang forever); keep it above etcd's
-        ``--watch-progress-notify-interval`` (10 min by default) or set None."""
+        ``--watch-progress-notify-interval`` (10 min by default) or set None. ``convert``
+        replaces ``convert_etcd_kv`` (fault injection in tests)."""
         self.endpoints = endpoints
         self._client_kwargs: dict[str, Any] = {
             "ca_file": ca_file,
@@ -171,6 +174,8 @@ class EtcdDatastore:
         self._warm_catch_up = False
         self._catch_up_to: int | None = None
         self._convert, self._invalid_error = _converter()
+        if convert is not None:
+            self._convert = convert
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> EtcdDatastore:
@@ -412,11 +417,18 @@ class EtcdDatastore:
     def _decode(
         self, key: str, raw: bytes, revision: int | None, *, count: bool = True
     ) -> list[Update]:
-        """Model updates for one etcd value; [] (after logging/counting) if it is invalid."""
+        """Model updates for one etcd value; [] (after logging/counting) if it is invalid.
+
+        This is the guard for one key: *any* exception while decoding or converting its value
+        (a ``RecursionError``, a converter bug) makes that key invalid — deleted for clients —
+        and never stops the sync of the others."""
         try:
-            obj = json.loads(raw)
-        except ValueError as exc:  # includes UnicodeDecodeError
+            obj = jsonlimit.loads(raw)
+        except ValueError as exc:  # includes UnicodeDecodeError and TooDeep
             return self._invalid(key, revision, f"value is not valid JSON: {exc}", count)
+        except Exception as exc:
+            reason = f"value cannot be decoded: {short_repr(exc)}"
+            return self._invalid(key, revision, reason, count, exc_info=exc)
         if not isinstance(obj, dict):
             return self._invalid(
                 key, revision, f"value is a JSON {type(obj).__name__}, not an object", count
@@ -426,13 +438,23 @@ class EtcdDatastore:
         except self._invalid_error as exc:
             return self._invalid(key, revision, str(exc), count)
         except Exception as exc:
-            # A converter bug must not stop the sync of everything else; make it loud.
-            log.exception("converter failed", key=key, revision=revision)
-            return self._invalid(key, revision, f"converter error: {exc!r}", count)
+            # A converter bug must not stop the sync of everything else; make it loud (one
+            # record, with the traceback).
+            reason = f"converter error: {short_repr(exc)}"
+            return self._invalid(key, revision, reason, count, exc_info=exc)
 
-    def _invalid(self, key: str, revision: int | None, reason: str, count: bool) -> list[Update]:
+    def _invalid(
+        self,
+        key: str,
+        revision: int | None,
+        reason: str,
+        count: bool,
+        exc_info: BaseException | None = None,
+    ) -> list[Update]:
         if count:
             self.invalid_values += 1
             INVALID_VALUES.inc()
-            log.warning("invalid etcd value", key=key, revision=revision, reason=reason)
+            log.warning(
+                "invalid etcd value", key=key, revision=revision, reason=reason, exc_info=exc_info
+            )
         return []
