@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import trio
 
 from felix_client.sync_client import SyncClient
@@ -48,12 +49,16 @@ def test_check_config_shows_values_and_sources() -> None:
 
 
 def test_bad_config_value_exits_with_a_clear_error() -> None:
-    out = run("typha.cli", "serve", env={"TYPHA_SERVERPINGINTERVALSECS": "often"})
+    """A die-on-fail key stops the start; any other bad value is a warning and the default."""
+    out = run("typha.cli", "serve", env={"TYPHA_DATASTORETYPE": "consul"})
     assert out.returncode == 2
-    assert (
-        "ServerPingIntervalSecs='often'" in out.stderr
-        and "env:TYPHA_SERVERPINGINTERVALSECS" in out.stderr
-    )
+    assert "DatastoreType='consul'" in out.stderr and "env:TYPHA_DATASTORETYPE" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = run("typha.cli", "check-config", env={"TYPHA_SERVERPINGINTERVALSECS": "often"})
+    assert out.returncode == 0
+    assert "ServerPingIntervalSecs='often'" in out.stderr and "using the default 10.0" in out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("ServerPingIntervalSecs "))
+    assert "10.0" in line and "env:TYPHA_SERVERPINGINTERVALSECS was invalid" in line
 
 
 async def test_sigterm_drains_clients_with_goodbyes() -> None:
@@ -96,6 +101,95 @@ async def test_sigterm_drains_clients_with_goodbyes() -> None:
         took = time.monotonic() - started
         assert code == 0, proc.stdout.read() if proc.stdout else ""
         assert 0.5 < took < 10, took
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+HOSTILE_NUMBERS = {
+    # Before: 167k pings in 3 s, a spinning governor and cache saver, every client reset by a
+    # zero handshake timeout; nan crashed on the first client; inf disabled the timeouts.
+    "none": {
+        "TYPHA_SERVERPINGINTERVALSECS": "none",
+        "TYPHA_SERVERHANDSHAKETIMEOUTSECS": "none",
+        "TYPHA_CONNECTIONDROPINTERVALSECS": "none",
+        "TYPHA_CACHESAVEINTERVALSECS": "none",
+        "TYPHA_SERVERWRITETIMEOUTSECS": "none",
+        "TYPHA_SERVERPONGTIMEOUTSECS": "none",
+    },
+    "nan": {
+        "TYPHA_SERVERPINGINTERVALSECS": "nan",
+        "TYPHA_SERVERHANDSHAKETIMEOUTSECS": "nan",
+        "TYPHA_CONNECTIONDROPINTERVALSECS": "nan",
+        "TYPHA_CACHESAVEINTERVALSECS": "nan",
+        "TYPHA_SERVERWRITETIMEOUTSECS": "nan",
+        "TYPHA_SERVERPONGTIMEOUTSECS": "nan",
+    },
+    "inf": {
+        "TYPHA_SERVERPINGINTERVALSECS": "inf",
+        "TYPHA_SERVERHANDSHAKETIMEOUTSECS": "-inf",
+        "TYPHA_CONNECTIONDROPINTERVALSECS": "1e400",
+        "TYPHA_CACHESAVEINTERVALSECS": "inf",
+        "TYPHA_SERVERWRITETIMEOUTSECS": "inf",
+        "TYPHA_SERVERPONGTIMEOUTSECS": "1e300",
+    },
+    # Positive control: a valid short ping interval is taken, and the test sees its pings.
+    "valid": {"TYPHA_SERVERPINGINTERVALSECS": "0.25", "TYPHA_CACHESAVEINTERVALSECS": "1"},
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_NUMBERS))
+async def test_none_nan_inf_settings_never_spin_flood_or_crash(tmp_path, name: str) -> None:  # type: ignore[no-untyped-def]
+    values, expect_pings, tmp = HOSTILE_NUMBERS[name], name == "valid", tmp_path
+    (port,) = free_ports(1)
+    env = {
+        **os.environ,
+        "TYPHA_DATASTOREINMEMORY": "true",
+        "TYPHA_SERVERPORT": str(port),
+        "TYPHA_SERVERHOST": "127.0.0.1",
+        "TYPHA_LOGFILEPATH": "none",
+        "TYPHA_CACHEFILEPATH": str(tmp / "cache.msgpack"),
+        **values,
+    }
+    checked = run("typha.cli", "check-config", env=env)
+    assert checked.returncode == 0, checked.stderr
+    effective = {ln.split()[0]: ln.split()[1] for ln in checked.stdout.splitlines()}
+    if not expect_pings:
+        # Every hostile duration became its default (Typha's rule), with a warning if invalid.
+        assert effective["ServerPingIntervalSecs"] == "10.0"
+        assert effective["ServerHandshakeTimeoutSecs"] == "10.0"
+        assert effective["ServerWriteTimeoutSecs"] == "120.0"
+        assert effective["ConnectionDropIntervalSecs"] == "1.0"
+        assert effective["CacheSaveIntervalSecs"] == "30.0"
+    proc = subprocess.Popen(
+        [PY, "-m", "typha.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        client = SyncClient([f"127.0.0.1:{port}"], "n1", backoff_cap=0.2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.run)
+            with trio.fail_after(20):
+                await client.in_sync.wait()
+            frames, cpu = client.stats.frames, _cpu_seconds(proc.pid)
+            await trio.sleep(3)
+            frames, cpu = client.stats.frames - frames, _cpu_seconds(proc.pid) - cpu
+            nursery.cancel_scope.cancel()
+        assert proc.poll() is None, "typha exited"
+        assert client.stats.disconnects == 0 and client.stats.connects == 1, client.stats
+        assert cpu < 1.0, f"{cpu:.2f} CPU-seconds in 3 s idle: a busy loop"
+        if expect_pings:
+            assert frames >= 6, frames  # control: pings every 0.25 s are seen
+        else:
+            assert frames <= 2, f"{frames} frames in 3 s idle: a ping flood"
     finally:
         if proc.poll() is None:
             proc.kill()

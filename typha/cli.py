@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import structlog
 import trio
 
 from typha import __version__
@@ -25,6 +26,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     logs.configure_from(cfg)
+    for warning in cfg.warnings:
+        structlog.get_logger().warning(
+            "invalid config value replaced by its default", detail=warning
+        )
     try:
         trio.run(serve, cfg)
     finally:
@@ -34,6 +39,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    for warning in cfg.warnings:
+        print(f"typha: warning: {warning}", file=sys.stderr)
     rows = cfg.describe()
     width = max(len(r[0]) for r in rows)
     vwidth = min(40, max(len(r[1]) for r in rows))
