@@ -61,6 +61,11 @@ class Typha:
         self.feed = build_feed(cfg)
         self.health = HealthAggregator()
         self.start_revision: int | None = None
+        self._save_lock = trio.Lock()
+        self._draining = False
+        # Called in the worker thread between writing the temporary file and renaming it
+        # (tests hold a save there to interleave it with a signal deterministically).
+        self.before_cache_replace: Callable[[], None] | None = None
         epoch = self._warm_start() if cfg.cache_file_path else None
         ssl_ctx = None
         if cfg.tls_enabled:
@@ -116,21 +121,38 @@ class Typha:
         return loaded.epoch if loaded.clean else None
 
     async def save_cache(self, *, clean: bool = False) -> None:
+        """Save the cache file. Saves are serialized: the periodic one and those around a
+        drain write the same temporary file, and racing on it lost one of them (and made the
+        drain's fail). The write runs in a worker thread that is not abandoned on cancel, so
+        the lock is held until the file is complete."""
         if not self.cfg.cache_file_path:
             return
-        snap = persist.snapshot_for_save(self.feed, self.server.epoch, clean=clean)
-        size = await trio.to_thread.run_sync(
-            persist.write_cache_file, self.cfg.cache_file_path, snap
-        )
-        log.info("cache saved", path=self.cfg.cache_file_path, bytes=size)
+        async with self._save_lock:
+            snap = persist.snapshot_for_save(self.feed, self.server.epoch, clean=clean)
+            size = await trio.to_thread.run_sync(
+                functools.partial(
+                    persist.write_cache_file,
+                    self.cfg.cache_file_path,
+                    snap,
+                    before_replace=self.before_cache_replace,
+                )
+            )
+        log.info("cache saved", path=self.cfg.cache_file_path, bytes=size, clean=clean)
+
+    async def _save_or_log(self, *, clean: bool = False) -> bool:
+        try:
+            await self.save_cache(clean=clean)
+        except Exception as exc:  # a disk problem must not stop a drain or the process
+            log.warning("cache save failed", path=self.cfg.cache_file_path, error=str(exc))
+            return False
+        return True
 
     async def _save_periodically(self) -> None:
-        while True:
+        while not self._draining:
             await trio.sleep(self.cfg.cache_save_interval_secs)
-            try:
-                await self.save_cache()
-            except OSError as exc:
-                log.warning("cache save failed", error=str(exc))
+            if self._draining:
+                return  # the drain saves (clean) at its end; a late save must not follow it
+            await self._save_or_log()
 
     def _server_alive(self) -> None:
         self.health.report("SyncServer", live=True, ready=True)
@@ -220,13 +242,16 @@ class Typha:
         log.info("cache loaded; collector frozen", frozen=gc.get_freeze_count())
 
     async def drain_and_stop(self) -> None:
+        """Drain; always, whatever the cache file does. Periodic saves stop; the last save is
+        the clean one."""
+        self._draining = True
         # Save before the drain too: clients that move to a replica restarted from this file
         # can resume; then again after, with whatever changed meanwhile.
         with trio.move_on_after(10):
-            await self.save_cache()
+            await self._save_or_log()
         await self.server.drain()
         with trio.move_on_after(10):
-            await self.save_cache(clean=True)
+            await self._save_or_log(clean=True)
 
 
 async def _any_event(events: list[trio.Event]) -> None:

@@ -3,15 +3,21 @@ reconnecting clients by resume, without snapshots."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
 import trio
 
 from felix_client.sync_client import SyncClient
-from typha import metrics
+from typha import app, metrics
 from typha.app import Typha, build_feed
 from typha.cache import persist
 from typha.config import load_config
@@ -160,3 +166,75 @@ def test_oversized_cache_file_is_refused_before_reading(tmp_path: Path) -> None:
     # Positive control: a file within the limit is read.
     path.write_bytes(_cache_file(epoch=7))
     assert persist.read_cache_file(str(path)) == {"version": persist.FORMAT_VERSION, "epoch": 7}
+
+
+async def test_sigterm_during_a_periodic_save_still_drains_and_ends_with_a_clean_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic: the periodic save is held inside its worker thread, SIGTERM arrives, and
+    the save before the drain fails (a disk error). Before: the drain's save ran alongside the
+    held one (both write ``{path}.tmp.{pid}`` and race on the rename) and its failure ended the
+    process with exit 1 before any client was drained."""
+    (port,) = free_ports(1)
+    path = tmp_path / "typha-cache.msgpack"
+    cfg = load_config(
+        environ={},
+        overrides={
+            "ServerPort": port,
+            "ServerHost": "127.0.0.1",
+            "LogFilePath": "none",
+            "CacheFilePath": str(path),
+            "CacheSaveIntervalSecs": 1,
+            "ShutdownTimeoutSecs": 0.5,
+        },
+    )
+    real_write = persist.write_cache_file
+    calls: list[dict[str, Any]] = []
+    held, signalled = threading.Event(), threading.Event()
+    lock = threading.Lock()
+
+    def write(path_: str, snapshot: dict[str, Any], **kwargs: Any) -> int:
+        call = {"clean": snapshot["clean"], "start": time.monotonic(), "end": None}
+        with lock:
+            calls.append(call)
+            n = len(calls)
+        try:
+            if n == 1:  # the first periodic save: hold it until SIGTERM has been handled
+                held.set()
+                signalled.wait(10)
+                time.sleep(1.0)  # the drain's first save would start now, if it could
+            elif n == 2:
+                raise OSError(28, "No space left on device")
+            return real_write(path_, snapshot, **kwargs)
+        finally:
+            call["end"] = time.monotonic()
+
+    monkeypatch.setattr(persist, "write_cache_file", write)
+    ds = MemoryDatastore(dict(wep(i) for i in range(50)))
+    typha = Typha(cfg, ds)
+    monkeypatch.setattr(app, "Typha", lambda *_: typha)  # serve() builds this one
+    clients = [SyncClient([f"127.0.0.1:{port}"], f"n{i}", backoff_cap=0.3) for i in range(5)]
+    served = trio.Event()
+
+    async def run_serve() -> None:
+        await app.serve(cfg, ds)
+        served.set()  # it returned by itself, drain and final save done
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_serve)
+        for c in clients:
+            nursery.start_soon(c.run)
+        await wait_until(lambda: all(c.state == ds.data for c in clients))
+        await trio.to_thread.run_sync(held.wait, 10)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await trio.sleep(0.5)  # the signal is handled and the drain's first save is due
+        signalled.set()
+        with trio.fail_after(20):
+            await served.wait()
+        nursery.cancel_scope.cancel()
+    assert all(c.stats.last_goodbye == "server shutting down" for c in clients)  # drained
+    spans = sorted((c["start"], c["end"]) for c in calls)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), f"saves overlap: {spans}"
+    assert calls[-1]["clean"] is True and len(calls) == 3, calls
+    assert persist.read_cache_file(str(path))["clean"] is True
+    assert not list(tmp_path.glob("*.tmp.*"))

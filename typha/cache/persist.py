@@ -11,9 +11,11 @@ history retention keeps counting across the restart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,16 +103,27 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
     }
 
 
-def write_cache_file(path: str, snapshot: dict[str, Any]) -> int:
-    """Pack and write atomically (safe to run in a worker thread). Returns the byte count."""
+def write_cache_file(
+    path: str, snapshot: dict[str, Any], *, before_replace: Callable[[], None] | None = None
+) -> int:
+    """Pack and write atomically (safe to run in a worker thread; callers serialize writes to
+    one path). Returns the byte count. ``before_replace`` runs between writing the temporary
+    file and renaming it (a test hook)."""
     data = msgpack.packb(snapshot, use_bin_type=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return len(data)
 
 
