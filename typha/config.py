@@ -66,6 +66,15 @@ PARAMS: tuple[Param, ...] = (
     Param("EtcdCaFile", "file", "", "CA bundle for etcd."),
     Param("EtcdUsername", "str", "", "etcd username (etcd's own authentication)."),
     Param("EtcdPassword", "str", "", "etcd password.", sensitive=True),
+    Param(
+        "EtcdHangDetectionSecs",
+        "float",
+        30.0,
+        "An etcd that stops answering (hung, black-holed) is noticed within this time: "
+        "a one-key read every third of it, each allowed two thirds of it.",
+        minimum=0.3,
+        positive=True,
+    ),
     # Server (typha.md §3.2)
     Param("ServerPort", "port", 5473, "Listen port (0 means 5473; -1 a random port)."),
     Param("ServerHost", "str", "", "Listen address (empty: all)."),
