@@ -203,8 +203,10 @@ async def test_any_exception_in_one_etcd_conversion_costs_only_that_key(
 # --- Kubernetes -----------------------------------------------------------------------------------
 
 
-def _raw_crd(kind: str, name: str, deep_depth: int) -> bytes:
+def _raw_crd(kind: str, name: str, deep_depth: int, resource_version: str = "") -> bytes:
     body = crd_body(kind, name, {"nets": ["10.1.0.0/16"]})
+    if resource_version:
+        body["metadata"]["resourceVersion"] = resource_version
     text = json.dumps(body)
     return (text[:-2] + f', "extra": {nested(deep_depth)}' + "}}").encode()
 
@@ -241,16 +243,19 @@ async def test_deeply_nested_kubernetes_object_is_invalid_not_fatal(
             await kube.create(path, crd_body("GlobalNetworkSet", deep_at_watch, {"nets": []}))
             created.append(f"{path}/{deep_at_watch}")
             await wait_until(lambda: key(deep_at_watch) in client.state, what="later set")
+            rv = (await kube.get(f"{path}/{deep_at_watch}"))["metadata"]["resourceVersion"]
             await kube.request(
                 "PUT",
                 f"{path}/{deep_at_watch}",
-                content=_raw_crd("GlobalNetworkSet", deep_at_watch, 2000),
+                content=_raw_crd("GlobalNetworkSet", deep_at_watch, 2000, rv),
                 headers={"Content-Type": "application/json"},
             )
             await wait_until(lambda: key(deep_at_watch) not in client.state, what="deleted")
             assert ds.invalid_values == 2
             # Positive control: fixing the object brings it back.
             fixed = crd_body("GlobalNetworkSet", deep_at_list, {"nets": ["10.3.0.0/16"]})
+            rv = (await kube.get(f"{path}/{deep_at_list}"))["metadata"]["resourceVersion"]
+            fixed["metadata"]["resourceVersion"] = rv
             await kube.request("PUT", f"{path}/{deep_at_list}", json_body=fixed)
             await wait_until(lambda: key(deep_at_list) in client.state, what="fixed set")
             assert ds.invalid_values == 2
