@@ -7,6 +7,7 @@ import functools
 import gc
 import json
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +78,7 @@ class Typha:
             self.health.register(f"{syncer}-cache", timeout=20)
         self.health.register("SyncServer", timeout=20)
         self.health_port: int | None = None
+        self.metrics_port: int | None = None
         self.nursery: trio.Nursery | None = None
         self.extra_tasks: list[Callable[..., Any]] = []
         self._exported: dict[Any, tuple[int, int]] = {}
@@ -223,7 +225,18 @@ class Typha:
                     serve_http, cfg.health_host, max(cfg.health_port, 0), self.routes()
                 )
             if cfg.prometheus_metrics_enabled:
-                start_metrics_server(cfg)
+                # Not prometheus-client's server: it gives every connection a thread with no
+                # timeout (2,000 idle connections were 2,000 threads) and, with TLS, does the
+                # handshake in its accept loop, where one idle client stops every scrape.
+                self.metrics_port = await nursery.start(
+                    functools.partial(
+                        serve_http,
+                        cfg.prometheus_metrics_host,
+                        max(cfg.prometheus_metrics_port, 0),
+                        metrics_routes(cfg),
+                        ssl_context=metrics_ssl_context(cfg),
+                    )
+                )
             for task in self.extra_tasks:
                 nursery.start_soon(task)
             task_status.started(port)
@@ -265,14 +278,15 @@ async def _any_event(events: list[trio.Event]) -> None:
             nursery.start_soon(wait)
 
 
-def start_metrics_server(cfg: Config) -> None:
-    """Prometheus endpoint (prometheus-client's own threaded server; HTTPS when configured)."""
+def metrics_routes(cfg: Config) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
+    """The Prometheus endpoint's routes (served by the same bounded server as /readiness)."""
     from prometheus_client import (
+        CONTENT_TYPE_LATEST,
         GC_COLLECTOR,
         PLATFORM_COLLECTOR,
         PROCESS_COLLECTOR,
         REGISTRY,
-        start_http_server,
+        generate_latest,
     )
 
     if not cfg.prometheus_process_metrics_enabled:
@@ -282,21 +296,29 @@ def start_metrics_server(cfg: Config) -> None:
         for collector in (GC_COLLECTOR, PLATFORM_COLLECTOR):
             with contextlib.suppress(KeyError):
                 REGISTRY.unregister(collector)
-    tls: dict[str, Any] = {}
-    if cfg.prometheus_metrics_cert_file or cfg.prometheus_metrics_key_file:
-        tls = {
-            "certfile": cfg.prometheus_metrics_cert_file,
-            "keyfile": cfg.prometheus_metrics_key_file,
-        }
-        if cfg.prometheus_metrics_ca_file:
-            tls["client_cafile"] = cfg.prometheus_metrics_ca_file
-        tls["client_auth_required"] = cfg.prometheus_metrics_client_auth in (
-            "RequireAndVerifyClientCert",
-            "RequireAnyClientCert",
-        )
-    addr = cfg.prometheus_metrics_host or "0.0.0.0"
-    start_http_server(cfg.prometheus_metrics_port, addr=addr, **tls)
-    log.info("metrics server listening", port=cfg.prometheus_metrics_port, tls=bool(tls))
+
+    def scrape() -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
+
+    return {"/metrics": scrape, "/": scrape}
+
+
+def metrics_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    """HTTPS for /metrics when a certificate is configured; client certificates as
+    ``PrometheusMetricsClientAuth`` says (RequireAnyClientCert is verified too: Python cannot
+    require a certificate without checking it)."""
+    if not (cfg.prometheus_metrics_cert_file or cfg.prometheus_metrics_key_file):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cfg.prometheus_metrics_cert_file, cfg.prometheus_metrics_key_file)
+    if cfg.prometheus_metrics_ca_file:
+        ctx.load_verify_locations(cfg.prometheus_metrics_ca_file)
+    auth = cfg.prometheus_metrics_client_auth
+    if auth in ("RequireAndVerifyClientCert", "RequireAnyClientCert"):
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    elif auth == "VerifyClientCertIfGiven":
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
 
 
 async def serve(cfg: Config, datastore: Datastore | None = None) -> None:
