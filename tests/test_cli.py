@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -196,3 +197,131 @@ async def test_none_nan_inf_settings_never_spin_flood_or_crash(tmp_path, name: s
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def _operator_mistakes(tmp) -> dict[str, tuple[dict[str, str], str]]:  # type: ignore[no-untyped-def]
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    _BUSY.append(busy)  # closed at the end of the test
+    port = str(busy.getsockname()[1])
+    (tmp / "cachedir").mkdir()
+    (tmp / "bad.pem").write_text("this is not PEM\n")
+    bad = str(tmp / "bad.pem")
+    etcd = {"TYPHA_DATASTOREINMEMORY": "false"}
+    return {
+        "port in use": (
+            {"TYPHA_SERVERPORT": port},
+            f"ServerPort={port} on 127.0.0.1: already in use",
+        ),
+        "health port in use": (
+            {
+                "TYPHA_HEALTHENABLED": "true",
+                "TYPHA_HEALTHHOST": "127.0.0.1",
+                "TYPHA_HEALTHPORT": port,
+            },
+            f"HealthPort={port} on 127.0.0.1: already in use",
+        ),
+        "unresolvable host": (
+            {"TYPHA_SERVERHOST": "nonexistent.invalid"},
+            "ServerHost='nonexistent.invalid': cannot resolve it",
+        ),
+        "bad endpoint URL": (
+            {**etcd, "TYPHA_ETCDENDPOINTS": "http//127.0.0.1:2379"},
+            "EtcdEndpoints='http//127.0.0.1:2379': not an etcd URL",
+        ),
+        "bad endpoint scheme": (
+            {**etcd, "TYPHA_ETCDENDPOINTS": "ftp://127.0.0.1:2379"},
+            "EtcdEndpoints='ftp://127.0.0.1:2379': the scheme must be http or https",
+        ),
+        "cache path is a directory": (
+            {"TYPHA_CACHEFILEPATH": str(tmp / "cachedir")},
+            f"CacheFilePath='{tmp / 'cachedir'}': is a directory",
+        ),
+        "non-PEM TLS file": (
+            {
+                "TYPHA_SERVERCERTFILE": bad,
+                "TYPHA_SERVERKEYFILE": bad,
+                "TYPHA_CAFILE": bad,
+                "TYPHA_CLIENTCN": "calico-node",
+            },
+            f"ServerCertFile='{bad}' / ServerKeyFile='{bad}': not a PEM certificate",
+        ),
+        "unwritable log path": (
+            {"TYPHA_LOGFILEPATH": "/proc/nope/typha.log"},
+            "LogFilePath='/proc/nope/typha.log': cannot write it",
+        ),
+    }
+
+
+_BUSY: list[socket.socket] = []
+MISTAKES = [
+    "port in use",
+    "health port in use",
+    "unresolvable host",
+    "bad endpoint URL",
+    "bad endpoint scheme",
+    "cache path is a directory",
+    "non-PEM TLS file",
+    "unwritable log path",
+]
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_operator_mistakes_give_one_line_and_exit_code_2(tmp_path, mistake: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        env, message = _operator_mistakes(tmp_path)[mistake]
+        base = {
+            "TYPHA_DATASTOREINMEMORY": "true",
+            "TYPHA_SERVERHOST": "127.0.0.1",
+            "TYPHA_SERVERPORT": str(free_ports(1)[0]),
+            "TYPHA_LOGFILEPATH": "none",
+        }
+        out = run("typha.cli", "serve", env={**base, **env})
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert "Traceback" not in out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
+    finally:
+        while _BUSY:
+            _BUSY.pop().close()
+
+
+def test_positive_control_the_same_settings_when_valid_start() -> None:
+    """The checks pass a good configuration: a free port, a resolvable host, an etcd URL,
+    a writable log file; the process starts and keeps running."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (port,) = free_ports(1)
+        env = {
+            **os.environ,
+            "TYPHA_DATASTOREINMEMORY": "false",  # etcd mode: the endpoint URLs are checked
+            "TYPHA_SERVERHOST": "localhost",
+            "TYPHA_SERVERPORT": str(port),
+            # Nothing listens there: Typha starts and retries, as it should for an etcd outage.
+            "TYPHA_ETCDENDPOINTS": f"http://127.0.0.1:{free_ports(1)[0]},localhost:2379",
+            "TYPHA_LOGFILEPATH": f"{tmp}/logs/typha.log",
+            "TYPHA_CACHEFILEPATH": f"{tmp}/cache.msgpack",
+        }
+        proc = subprocess.Popen(
+            [PY, "-m", "typha.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and proc.poll() is None:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.1)
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert os.path.exists(f"{tmp}/logs/typha.log")
+        finally:
+            proc.terminate()
+            proc.wait(15)
+            if proc.stderr:
+                proc.stderr.close()

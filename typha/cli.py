@@ -21,10 +21,15 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from typha import logs
+    from typha import logs, preflight
     from typha.app import serve
 
     cfg = _load(args)
+    try:
+        preflight.check(cfg)
+    except preflight.StartupError as exc:
+        print(f"typha: cannot start: {exc}", file=sys.stderr)
+        return 2
     logs.configure_from(cfg)
     for warning in cfg.warnings:
         structlog.get_logger().warning(
@@ -32,9 +37,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     try:
         trio.run(serve, cfg)
+    except (OSError, BaseExceptionGroup) as exc:
+        # What the checks above could not foresee (a port taken in between, say): one line.
+        leaf = _first_leaf(exc)
+        if not isinstance(leaf, OSError):
+            raise
+        structlog.get_logger().error("cannot run", error=str(leaf))
+        print(f"typha: cannot run: {leaf}", file=sys.stderr)
+        return 1
     finally:
         logs.flush()
     return 0
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
