@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m typha.demo --duration $(DURATION)
+	$(BIN)/python -m demo --duration $(DURATION)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -37,9 +37,10 @@ test-fast: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 FUZZ_RUNS ?= 200000
-ATHERIS_TARGETS := server-stream client-stream etcd-value model-value selector
+ATHERIS_TARGETS := server-stream client-stream gob-server-stream etcd-value model-value selector
 # Each deep-selector run builds and parses a selector up to 1,000 levels deep: ~20 runs/s.
 FUZZ_DEEP_RUNS ?= 5000
 

@@ -12,7 +12,7 @@ import trio
 
 from felix_client.config import ClientConfigError, from_env
 from felix_client.sync_client import SyncClient
-from typha.server.tls import client_ssl_context
+from typha.tls import client_ssl_context
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +87,7 @@ async def run_client(args: argparse.Namespace) -> int:
     if env.tls_enabled:
         ssl_ctx = client_ssl_context(env.cert_file, env.key_file, env.ca_file)
     if not addrs and env.k8s_service_name:
-        from felix_client.discovery import DiscoveryError, discover_typha
+        from typha.k8s.discovery import DiscoveryError, discover_typha
 
         def addresses() -> list[str]:
             # Re-discovered before each connection attempt, as Felix does; a failed lookup

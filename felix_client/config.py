@@ -1,4 +1,4 @@
-"""The node client's Typha settings, read like Felix reads them (typha.md §7.1).
+"""The node client's Typha settings, read like Felix reads them (README, "Configuration").
 
 ``FELIX_TYPHAADDR`` (host:port, comma-separated for several), ``FELIX_TYPHAK8SSERVICENAME`` and
 ``FELIX_TYPHAK8SNAMESPACE`` (discovery through EndpointSlices), ``FELIX_TYPHAREADTIMEOUT`` and

@@ -1,4 +1,5 @@
-"""Felix's Prometheus metrics for one node agent (felix-model.md §6), on a registry of its own.
+"""Felix's Prometheus metrics for one node agent (docs/dataplane.md, "Metrics"), on a registry
+of its own.
 
 Each ``NodeAgent`` owns an ``AgentMetrics``: several agents can live in one process (the
 cluster tests run three) without their numbers mixing, which the global default registry would

@@ -25,19 +25,22 @@ from typha.protocol import (
     CLIENT_DEFAULT_MAX_FRAME,
     COMPRESSION_ZSTD,
     KNOWN_FEATURES,
-    BatchDone,
-    ClientProtocol,
-    Goodbye,
+    BatchEnd,
+    ClientSession,
+    ConnectionEnded,
+    Event,
+    GoodbyeReceived,
+    Handshake,
+    KVBatch,
     KVKind,
     KVs,
-    Ping,
+    Pinged,
     ProtocolError,
-    ResumeToken,
-    ServerHello,
+    SessionShell,
+    StatusChanged,
     SyncStatus,
-    SyncStatusMsg,
 )
-from typha.server.tls import check_peer_identity
+from typha.tls import check_peer_identity
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +91,8 @@ _gc_pauses = 0
 
 def _pause_gc() -> None:
     # Decoding a snapshot allocates many small containers; the cyclic GC would run over them
-    # again and again (measured 3x slower decode with GC on, anchors.md §6).
+    # again and again (3x slower decode with GC on: docs/architecture.md, "Measured costs
+    # behind the design").
     global _gc_pauses
     _gc_pauses += 1
     gc.disable()
@@ -108,7 +112,7 @@ def parse_address(addr: str, default_port: int = 5473) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class SyncClient:
+class SyncClient(SessionShell):
     def __init__(
         self,
         addresses: Sequence[str] | Callable[[], Sequence[str]],
@@ -148,21 +152,25 @@ class SyncClient:
         self.backoff_cap = backoff_cap
         self.client_version = client_version
 
-        self.state: dict[str, Any] = {}
-        self.status: SyncStatus | None = None
-        self.token: ResumeToken | None = None
-        self.epoch: int | None = None
-        self.seq = -1
-        self.revision: int | None = None
+        self.conn_id = random.getrandbits(63)
+        # Position, status, state and the protocol's rules: one sans-IO session, kept across
+        # connections. This class does the I/O around it.
+        self.session = ClientSession(
+            node,
+            syncer,
+            client_version=client_version,
+            compressions=self.compressions,
+            features=self.features,
+            resume=keep_state,
+            keep_state=keep_state,
+            conn_id=self.conn_id,
+            max_frame=max_frame,
+        )
         self.connected_to: str | None = None
         self.in_sync = trio.Event()
         self.stats = ClientStats()
-        self.conn_id = random.getrandbits(63)
         self.on_kvs: Callable[[KVs], None] | None = None  # raw hook (latency measurement)
-        self._snapshot_seen: set[str] | None = None
-        self._snapshot_count = 0
-        self._snapshot_started = 0.0
-        self._pending_epoch: int | None = None
+        self._snapshot_started: float | None = None
         self._preferred: str | None = None
         self._session_scope: trio.CancelScope | None = None
 
@@ -203,6 +211,7 @@ class SyncClient:
                     await trio.sleep(0.1)  # Felix pauses 100 ms between attempts
                     continue
                 finally:
+                    self.session.connection_lost()
                     self._end_snapshot()
             failures += 1
             if delay is None:
@@ -213,12 +222,6 @@ class SyncClient:
         """Abort the current connection (the client reconnects and tries to resume)."""
         if self._session_scope is not None:
             self._session_scope.cancel()
-
-    @property
-    def position(self) -> ResumeToken | None:
-        if self.epoch is None:
-            return None
-        return ResumeToken(self.epoch, self.seq, self.revision)
 
     # --- One connection --------------------------------------------------------------------------
 
@@ -260,42 +263,27 @@ class SyncClient:
                 await stream.aclose()
 
     async def _stream(self, stream: trio.abc.Stream) -> None:
-        proto = ClientProtocol(self.max_frame)
-        resume = self.position if self.keep_state else None
-        hello = proto.start(
-            node=self.node,
-            syncer=self.syncer,
-            client_version=self.client_version,
-            compressions=self.compressions,
-            features=self.features,
-            resume=resume,
-            conn_id=self.conn_id,
-        )
-        await self._send(stream, hello)
+        session = self.session
+        await self._send(stream, session.connect())
         while True:
             with trio.move_on_after(self.read_timeout) as scope:
                 data = await stream.receive_some(1 << 18)
             if scope.cancelled_caught:
                 self.stats.read_timeouts += 1
                 raise SessionEnded(f"no data from Typha for {self.read_timeout:g}s")
-            if not data:
-                raise SessionEnded("Typha closed the connection")
             self.stats.bytes += len(data)
-            proto.receive_data(data)
+            session.receive_data(data)
             # Handle everything received before replying: a Goodbye that arrived with a Ping
             # is seen even if the server has already closed and the Pong cannot be sent.
-            replies = []
             try:
-                while (msg := proto.next_event()) is not None:
-                    self.stats.frames += 1
-                    reply = self._handle(proto, msg)
-                    if reply:
-                        replies.append(reply)
+                while (event := session.next_event()) is not None:
+                    self._handle(event)
             except ProtocolError as exc:
                 self.stats.protocol_errors += 1
                 raise SessionEnded(f"protocol error: {exc.reason}") from None
+            replies = session.data_to_send()
             if replies:
-                await self._send(stream, b"".join(replies))
+                await self._send(stream, replies)
 
     async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
         with trio.move_on_after(self.write_timeout) as scope:
@@ -303,95 +291,51 @@ class SyncClient:
         if scope.cancelled_caught:
             raise SessionEnded(f"write to Typha blocked for {self.write_timeout:g}s")
 
-    def _handle(self, proto: ClientProtocol, msg: object) -> bytes | None:
-        match msg:
-            case KVs():
-                self._on_kvs(msg)
-            case Ping():
-                return proto.pong(msg, self.seq)
-            case SyncStatusMsg(status=status):
-                self.status = status
+    def _handle(self, event: Event) -> None:
+        match event:
+            case KVBatch():
+                self.stats.frames += 1
+                self.stats.kvs += event.count
+                if self.on_kvs is not None and event.message is not None:
+                    self.on_kvs(event.message)
+                self.callbacks.on_updates(list(event.kvs or ()))
+            case Pinged():
+                self.stats.frames += 1
+            case StatusChanged(status=status):
+                self.stats.frames += 1
                 self.callbacks.on_status(status)
                 if status is SyncStatus.IN_SYNC:
                     self.in_sync.set()
-            case BatchDone():
-                self._on_done(msg)
-            case ServerHello():
-                self._on_server_hello(msg)
-            case Goodbye(reason=reason, reconnect_delay=delay, address=address):
-                self.stats.goodbyes += 1
-                self.stats.last_goodbye = reason
-                raise SessionEnded(f"goodbye: {reason}", delay, address)
-        return None
-
-    def _on_server_hello(self, msg: ServerHello) -> None:
-        self._snapshot_count = 0
-        if msg.resumed and msg.resume_seq is not None:
-            self.stats.resumes += 1
-            self.epoch = msg.epoch
-            self.seq = msg.resume_seq
-            log.debug("resumed", node=self.node, seq=msg.resume_seq)
-            return
-        # A fresh snapshot follows. Keys we hold that it does not list are deleted at its end.
-        self._snapshot_seen = set()
-        self._snapshot_count = 0
-        self._snapshot_started = time.monotonic()
-        self._pending_epoch = msg.epoch
-        _pause_gc()
-
-    def _on_kvs(self, msg: KVs) -> None:
-        self.stats.kvs += len(msg.kvs)
-        if self.on_kvs is not None:
-            self.on_kvs(msg)
-        if msg.kind is KVKind.SNAPSHOT:
-            if self._snapshot_seen is None:
-                raise ProtocolError("snapshot data outside a snapshot")
-            self._snapshot_count += len(msg.kvs)
-            if self.keep_state:
-                self._snapshot_seen.update(k for k, _ in msg.kvs)
-        if self.keep_state:
-            state = self.state
-            for key, value in msg.kvs:
-                if value is None:
-                    state.pop(key, None)
+            case BatchEnd():
+                self.stats.frames += 1
+                if event.deleted:
+                    self.callbacks.on_updates([(k, None) for k in event.deleted])
+                if event.kind is KVKind.SNAPSHOT:
+                    self.stats.snapshots += 1
+                    if self._snapshot_started is not None:
+                        self.stats.snapshot_seconds.append(
+                            time.monotonic() - self._snapshot_started
+                        )
+                    self._end_snapshot()
                 else:
-                    state[key] = value
-        self.callbacks.on_updates(list(msg.kvs))
-        if msg.kind is KVKind.DELTA:
-            self.seq = msg.seq
-            self.revision = msg.revision
-        elif msg.kind is KVKind.CATCHUP:
-            self._snapshot_count += len(msg.kvs)
-
-    def _on_done(self, msg: BatchDone) -> None:
-        if msg.kind is KVKind.SNAPSHOT:
-            if self._snapshot_seen is None:
-                raise ProtocolError("snapshot end without a snapshot")
-            if msg.total != self._snapshot_count:
-                raise ProtocolError(
-                    f"snapshot carried {self._snapshot_count} KVs, server says {msg.total}"
-                )
-            if self.keep_state:
-                gone = [k for k in self.state if k not in self._snapshot_seen]
-                for key in gone:
-                    del self.state[key]
-                if gone:
-                    self.callbacks.on_updates([(k, None) for k in gone])
-            self.stats.snapshots += 1
-            self.stats.snapshot_seconds.append(time.monotonic() - self._snapshot_started)
-            self.epoch = self._pending_epoch
-            self._end_snapshot()
-        else:
-            if msg.total != self._snapshot_count:
-                raise ProtocolError(
-                    f"catch-up carried {self._snapshot_count} KVs, server says {msg.total}"
-                )
-            self.stats.catchups += 1
-            self._snapshot_count = 0
-        self.seq = msg.seq
-        self.revision = msg.revision
+                    self.stats.catchups += 1
+            case Handshake(resumed=resumed):
+                self.stats.frames += 1
+                if resumed:
+                    self.stats.resumes += 1
+                    log.debug("resumed", node=self.node, seq=self.seq)
+                else:
+                    self._snapshot_started = time.monotonic()
+                    _pause_gc()  # until the snapshot's end: see _pause_gc
+            case GoodbyeReceived(message=bye):
+                self.stats.frames += 1
+                self.stats.goodbyes += 1
+                self.stats.last_goodbye = bye.reason
+                raise SessionEnded(f"goodbye: {bye.reason}", bye.reconnect_delay, bye.address)
+            case ConnectionEnded():
+                raise SessionEnded("Typha closed the connection")
 
     def _end_snapshot(self) -> None:
-        if self._snapshot_seen is not None:
-            self._snapshot_seen = None
+        if self._snapshot_started is not None:
+            self._snapshot_started = None
             _resume_gc()

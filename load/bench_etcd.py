@@ -27,7 +27,7 @@ import httpx
 import trio
 
 from felix_client.sync_client import SyncClient
-from typha.demo import LocalEtcd, find_etcd, free_port
+from load.local_etcd import LocalEtcd, find_etcd, free_port
 from typha.resources import workload_endpoint_for_pod
 from typha.sync.etcd_client import EtcdClient
 from typha.sync.etcd_writer import apply_resources

@@ -8,13 +8,15 @@ with backoff and resume tokens.
 
 Two modes:
 
-* ``light``: frames are cut from the byte stream without buffering them. Of a KVs frame only the
-  message header ``[4, kind, seq, revision, count, <array header>]`` is parsed; the rest of the
-  payload is skipped in place, unless the frame was picked for a latency sample. Control
-  messages (small) are decoded fully with the project's codec.
-* ``full``: everything goes through the sans-IO ``ClientProtocol`` (strict validation) and is
-  applied to a per-client state dict exactly like ``felix_client/sync_client.py`` does, so a
-  state digest can be compared with the datastore.
+* ``light``: the session's header-only mode: frames are cut from the byte stream without
+  buffering them; of a KVs frame only the message header is parsed and the rest is skipped in
+  place, unless the frame was picked for a latency sample. Control messages are decoded fully.
+* ``full``: every message is decoded and checked and applied to the session's state, exactly as
+  the node agent's client does, so a state digest can be compared with the datastore.
+
+Either way the protocol's rules (position, snapshot, resume, catch-up, Goodbye) are those of
+:class:`typha.protocol.ClientSession`, shared with ``felix_client/sync_client.py``; this module
+is the I/O around many sessions on one ``selectors`` loop.
 
 Latency: writers stamp each update with ``time.time()`` in the value (``value["stamp"]``,
 ``value["annotations"]["stamp"]`` or ``value["labels"]["load.typha/stamp"]``, as a float or a
@@ -48,40 +50,27 @@ from typha.protocol import (
     FEATURE_CATCHUP,
     FEATURE_GOODBYE,
     FEATURE_RESUME,
-    BatchDone,
-    ClientProtocol,
-    Goodbye,
+    BatchEnd,
+    ClientSession,
+    ConnectionEnded,
+    GoodbyeReceived,
+    Handshake,
+    KVBatch,
     KVKind,
-    KVs,
     Message,
-    Ping,
-    Pong,
+    Pinged,
     ProtocolError,
-    ResumeToken,
-    ServerHello,
-    State,
+    SessionShell,
+    StatusChanged,
     SyncStatus,
-    SyncStatusMsg,
     decode_payload,
-    encode_payload,
-    frame,
 )
-from typha.protocol.framing import FLAG_ZSTD
 
 LIGHT = "light"
 FULL = "full"
 MODES = (LIGHT, FULL)
 
 STAMP_LABEL = "load.typha/stamp"
-
-# Bytes of a KVs payload that hold its header: fixarray(6), type, kind, seq (≤ 9 bytes),
-# revision (≤ 9), count (≤ 9), array header (≤ 5) = at most 35.
-_PREFIX = 40
-# Frames at most this long are control messages (or tiny KVs): buffer and decode them.
-_SMALL = 64
-
-# Light-mode parser phases.
-_HDR, _PRE, _COLLECT, _SKIP = 0, 1, 2, 3
 
 # Client connection states.
 IDLE, CONNECTING, STREAMING = 0, 1, 2
@@ -202,69 +191,7 @@ class Poller:
             self._sel.close()
 
 
-# --- msgpack helpers (light mode) ---------------------------------------------------------------
-
-
-def _read_int(b: bytes, i: int) -> tuple[int | None, int]:
-    """One msgpack integer (or nil) at ``b[i]``: (value, next offset). Raises ValueError."""
-    c = b[i]
-    if c <= 0x7F:
-        return c, i + 1
-    if c == 0xCD:  # the usual sequence number and revision sizes first
-        return (b[i + 1] << 8) | b[i + 2], i + 3
-    if c == 0xCE:
-        return int.from_bytes(b[i + 1 : i + 5], "big"), i + 5
-    if c >= 0xE0:
-        return c - 0x100, i + 1
-    if c == 0xC0:
-        return None, i + 1
-    if 0xCC <= c <= 0xCF:
-        n = 1 << (c - 0xCC)
-        return int.from_bytes(b[i + 1 : i + 1 + n], "big"), i + 1 + n
-    if 0xD0 <= c <= 0xD3:
-        n = 1 << (c - 0xD0)
-        return int.from_bytes(b[i + 1 : i + 1 + n], "big", signed=True), i + 1 + n
-    raise ValueError(f"not a msgpack integer: {c:#x}")
-
-
-def _array_len(b: bytes, i: int) -> tuple[int, int]:
-    c = b[i]
-    if 0x90 <= c <= 0x9F:
-        return c & 0x0F, i + 1
-    if c == 0xDC:
-        return int.from_bytes(b[i + 1 : i + 3], "big"), i + 3
-    if c == 0xDD:
-        return int.from_bytes(b[i + 1 : i + 5], "big"), i + 5
-    raise ValueError(f"not a msgpack array: {c:#x}")
-
-
-def is_kvs_payload(prefix: bytes) -> bool:
-    """Whether a payload (or its first bytes) is a KVs message: ``[4, ...]`` of 6 elements."""
-    return len(prefix) >= 2 and prefix[0] == 0x96 and prefix[1] == 0x04
-
-
-def parse_kvs_header(prefix: bytes) -> tuple[int, int, int | None, int]:
-    """(kind, seq, revision, count) of a KVs payload from its first bytes (≥ 35 or all).
-
-    Checks the types the protocol requires and that ``count`` equals the array length.
-    Raises ProtocolError otherwise.
-    """
-    try:
-        kind = prefix[2]
-        seq, i = _read_int(prefix, 3)
-        rev, i = _read_int(prefix, i)
-        c = prefix[i]
-        if c <= 0x7F:
-            count, i = c, i + 1
-        else:
-            count, i = _read_int(prefix, i)
-        c = prefix[i]
-        n = c & 0x0F if 0x90 <= c <= 0x9F else _array_len(prefix, i)[0]
-    except (ValueError, IndexError):
-        raise ProtocolError("malformed KVs header") from None
-    if kind not in (0, 1, 2) or seq is None or count is None or n != count:
-        raise ProtocolError("invalid KVs header")
-    return kind, seq, rev, count
+# --- Latency samples ---------------------------------------------------------------------------
 
 
 def stamp_of(value: Any) -> float | None:
@@ -338,7 +265,7 @@ def parse_address(addr: str, default_port: int = 5473) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-# --- Full mode: the sans-IO client with a shared decode cache ----------------------------------
+# --- Full mode: a decode cache shared by the sessions of a process ------------------------------
 
 
 class _DecodeCache:
@@ -366,38 +293,15 @@ class _DecodeCache:
         return msg
 
 
-class _CachedClientProtocol(ClientProtocol):
-    """``ClientProtocol`` whose payload decoding goes through a shared cache; the state checks
-    (``_check_incoming``) still run for every client."""
-
-    def __init__(self, max_frame: int, cache: _DecodeCache) -> None:
-        super().__init__(max_frame)
-        self._cache = cache
-
-    def next_event(self) -> Message | None:
-        if self.state is State.CLOSED:
-            return None
-        try:
-            payload = self._decoder.next_payload()
-            if payload is None:
-                return None
-            msg = self._cache.decode(payload)
-            self._check_incoming(msg)
-        except ProtocolError:
-            self.state = State.CLOSED
-            raise
-        return msg
-
-
 # --- One client -------------------------------------------------------------------------------
 
 
-class LoadClient:
-    """One simulated node: a connection, its position and (full mode) its state."""
+class LoadClient(SessionShell):
+    """One simulated node: a connection around a :class:`ClientSession`, and its counters."""
 
     def __init__(self, engine: Engine, index: int, node: str, *, full: bool = False) -> None:
         self.engine = engine
-        self.opts = engine.opts
+        o = self.opts = engine.opts
         self.index = index
         self.node = node
         self.conn_id = random.getrandbits(63)
@@ -412,19 +316,26 @@ class LoadClient:
         self.last_rx = 0.0
         self._out = bytearray()
         self._want_write = False
-        # Position (resume token) and sync state.
-        self.epoch: int | None = None
-        self.seq = -1
-        self.revision: int | None = None
-        self._pending_epoch: int | None = None
-        self.status: SyncStatus | None = None
-        self.in_sync = False
+        p, rng = o.sample_prob, engine.rng
+        self.session = ClientSession(
+            node,
+            o.syncer,
+            client_version=o.client_version,
+            info="load/lightclient " + o.mode,
+            compressions=(COMPRESSION_ZSTD,) if o.compression else (),
+            features=o.features,
+            resume=o.resume,
+            keep_state=full,
+            conn_id=self.conn_id,
+            max_frame=o.max_frame,
+            header_only=not full,
+            sampler=(lambda count: _sample_count(rng, count, p)) if p > 0 else None,
+            decode=engine.decode_cache.decode if full and engine.decode_cache else decode_payload,
+            decompressor=engine.dctx,
+        )
         self.first_sync_at: float | None = None  # wall clock, first time ever in sync
         self.session_sync_at: float | None = None  # wall clock, this session
         self.session_started_at: float | None = None  # wall clock, connect() of this session
-        self._handshaken = False
-        self._in_snapshot = False
-        self._batch_count = 0
         # Counters.
         self.connects = 0
         self.connect_failures = 0
@@ -442,19 +353,10 @@ class LoadClient:
         self.kvs_catchup = 0
         self.last_error = ""
         self.last_goodbye = ""
-        # Light-mode parser.
-        self._ph = _HDR
-        self._hb = bytearray()
-        self._flen = 0
-        self._zstd = False
-        self._need = 0
-        self._coll: bytearray | None = None
-        self._pend: tuple[int, int, int | None, int] | None = None
-        self._pend_samples = 0
-        # Full mode.
-        self.state: dict[str, Any] = {}
-        self._proto: ClientProtocol | None = None
-        self._snapshot_seen: set[str] | None = None
+
+    @property
+    def in_sync(self) -> bool:
+        return self.session.in_sync
 
     # --- Connecting ------------------------------------------------------------------------------
 
@@ -524,44 +426,14 @@ class LoadClient:
         self.connects += 1
         self.conn_state = STREAMING
         self.last_rx = time.monotonic()
-        self._reset_session()
-        token = None
-        if self.opts.resume and self.epoch is not None:
-            token = ResumeToken(self.epoch, self.seq, self.revision)
-        proto = (
-            _CachedClientProtocol(self.opts.max_frame, self.engine.decode_cache)
-            if self.full and self.engine.decode_cache is not None
-            else ClientProtocol(self.opts.max_frame)
-        )
-        hello = proto.start(
-            node=self.node,
-            syncer=self.opts.syncer,
-            client_version=self.opts.client_version,
-            info="load/lightclient " + self.opts.mode,
-            compressions=(COMPRESSION_ZSTD,) if self.opts.compression else (),
-            features=self.opts.features,
-            resume=token,
-            conn_id=self.conn_id,
-        )
-        self._proto = proto
+        self._out.clear()
+        self.session_sync_at = None
+        # Options may change between connections (a test turns resume tokens off mid-run).
+        self.session.resume = self.opts.resume
+        hello = self.session.connect()
         self.engine.sel.modify(self.sock, selectors.EVENT_READ, self)
         self._want_write = False
         self._send(hello)
-
-    def _reset_session(self) -> None:
-        self._handshaken = False
-        self._in_snapshot = False
-        self._batch_count = 0
-        self._ph = _HDR
-        self._hb.clear()
-        self._coll = None
-        self._pend = None
-        self._need = 0
-        self._out.clear()
-        self.status = None
-        self.in_sync = False
-        self.session_sync_at = None
-        self._snapshot_seen = None
 
     # --- I/O ---------------------------------------------------------------------------------
 
@@ -589,22 +461,23 @@ class LoadClient:
             n = self.sock.recv_into(eng.rbuf)
         except (BlockingIOError, InterruptedError):
             return
-        if not n:
-            raise SessionEnd("Typha closed the connection")
         # Receipt time per read, not per poll: handling one poll's events can take a while,
         # and a later read may hold bytes written after the poll returned.
         wall = time.time()
         self.last_rx = time.monotonic()
         self.bytes += n
         eng.bytes += n
-        if self.full:
-            assert self._proto is not None
-            self._proto.receive_data(eng.rview[:n])
-            while (msg := self._proto.next_event()) is not None:
-                self.frames += 1
-                self._handle_full(msg, wall)
-        else:
-            self._feed_light(eng.rview, n, wall)
+        self.feed(eng.rview[:n], wall)  # b"" at end of file
+
+    def feed(self, data: bytes | memoryview, wall: float) -> None:
+        """Bytes read at ``wall``: through the session, then its events and replies."""
+        session = self.session
+        session.receive_data(data)
+        while (event := session.next_event()) is not None:
+            self._handle(event, wall)
+        replies = session.data_to_send()
+        if replies:
+            self._send(replies)
 
     def _send(self, data: bytes) -> None:
         if self.sock is None:
@@ -639,17 +512,14 @@ class LoadClient:
         """Close the connection and schedule the reconnect (Goodbye delay or backoff)."""
         if self.sock is None:
             return
-        was_in_sync = self.status is SyncStatus.IN_SYNC
+        was_in_sync = self.in_sync
         self.engine.sel.unregister(self.sock)
         self.sock.close()
         self.sock = None
         self.conn_state = IDLE
-        self.in_sync = False
+        self.session.connection_lost()
         self.disconnects += 1
         self.last_error = end.reason
-        if self._proto is not None:
-            self._proto.close()
-        self._snapshot_seen = None
         if self.engine.stopping:
             return
         if end.address:
@@ -664,195 +534,63 @@ class LoadClient:
             self.sock.close()
             self.sock = None
         self.conn_state = IDLE
-        self.in_sync = False
+        self.session.connection_lost()
 
-    # --- Light mode: frames cut in place -----------------------------------------------------
+    # --- Events --------------------------------------------------------------------------------
 
-    def _feed_light(self, mv: memoryview, n: int, wall: float) -> None:
-        pos = 0
-        max_frame = self.opts.max_frame
-        p = self.opts.sample_prob
-        rng = self.engine.rng
-        while pos < n:
-            ph = self._ph
-            if ph == _SKIP:
-                left = n - pos
-                if self._need > left:
-                    self._need -= left
-                    return
-                pos += self._need
-                self._need = 0
-                self._ph = _HDR
-                self._frame_done()
-                continue
-            if ph == _COLLECT:
-                coll = self._coll
-                assert coll is not None
-                take = min(self._need, n - pos)
-                coll += mv[pos : pos + take]
-                pos += take
-                self._need -= take
-                if not self._need:
-                    self._ph = _HDR
-                    self._coll = None
-                    self._on_payload(bytes(coll), wall)
-                continue
-            if ph == _PRE:
-                hb = self._hb
-                take = min(self._need, n - pos)
-                hb += mv[pos : pos + take]
-                pos += take
-                self._need -= take
-                if not self._need:
-                    prefix = bytes(hb)
-                    hb.clear()
-                    self._on_prefix(prefix)
-                continue
-            # _HDR: the 5-byte frame header.
-            hb = self._hb
-            if not hb and n - pos >= 5 + _PREFIX and self._handshaken:
-                # Fast path: a whole plain KVs frame in this chunk. Counted (and sampled)
-                # here without entering the skip phase: most frames take this path.
-                length = int.from_bytes(mv[pos : pos + 4], "big")
-                end = pos + 5 + length
-                if mv[pos + 4] == 0 and _SMALL < length <= max_frame and end <= n:
-                    prefix = bytes(mv[pos + 5 : pos + 5 + _PREFIX])
-                    if prefix[0] == 0x96 and prefix[1] == 0x04:
-                        kind, seq, rev, count = parse_kvs_header(prefix)
-                        # Sampled only while in sync: deltas that complete a (re)sync carry
-                        # writes the client missed while away, not propagation latency.
-                        k = 0 if kind or not p or not self.in_sync else _sample_count(rng, count, p)
-                        self.frames += 1
-                        if k:
-                            self._sample_payload(bytes(mv[pos + 5 : end]), count, k, wall)
-                        self._count_kvs(kind, seq, rev, count)
-                        pos = end
-                        continue
-            if not hb and n - pos >= 5:
-                length = int.from_bytes(mv[pos : pos + 4], "big")
-                flags = mv[pos + 4]
-                pos += 5
+    def _handle(self, event: Any, wall: float) -> None:
+        t = type(event)
+        if t is KVBatch:
+            self.frames += event.frames
+            self._on_kvs(event, wall)
+            return
+        self.frames += 1
+        if t is StatusChanged:
+            if event.status is SyncStatus.IN_SYNC and self.session_sync_at is None:
+                now = time.time()
+                self.session_sync_at = now
+                if self.first_sync_at is None:
+                    self.first_sync_at = now
+        elif t is BatchEnd:
+            if event.kind is KVKind.SNAPSHOT:
+                self.snapshots += 1
             else:
-                take = min(5 - len(hb), n - pos)
-                hb += mv[pos : pos + take]
-                pos += take
-                if len(hb) < 5:
-                    return
-                length = int.from_bytes(hb[:4], "big")
-                flags = hb[4]
-                hb.clear()
-            if length > self.opts.max_frame:
-                raise ProtocolError(f"frame of {length} bytes exceeds the limit")
-            if flags & ~FLAG_ZSTD:
-                raise ProtocolError(f"unknown frame flags {flags:#x}")
-            self.frames += 1
-            self._flen = length
-            self._zstd = bool(flags & FLAG_ZSTD)
-            if self._zstd or length <= _SMALL or not self._handshaken:
-                # Whole payload needed: control message, compressed frame, or the hello.
-                if n - pos >= length:
-                    payload = bytes(mv[pos : pos + length])
-                    pos += length
-                    self._on_payload(payload, wall)
-                else:
-                    self._coll = bytearray(mv[pos:n])
-                    self._need = length - (n - pos)
-                    self._ph = _COLLECT
-                    return
-                continue
-            want = min(length, _PREFIX)
-            if n - pos >= want:
-                prefix = bytes(mv[pos : pos + want])
-                pos += want
-                self._on_prefix(prefix)
-            else:
-                hb += mv[pos:n]
-                self._need = want - (n - pos)
-                self._ph = _PRE
-                return
-
-    def _on_prefix(self, prefix: bytes) -> None:
-        """The first bytes of a plain payload: decide to skip the rest or to collect it."""
-        rest = self._flen - len(prefix)
-        if not is_kvs_payload(prefix):
-            self._coll = bytearray(prefix)
-            self._need = rest
-            self._ph = _COLLECT if rest else _HDR
-            if not rest:
-                self._coll = None
-                self._on_payload(prefix, time.time())
-            return
-        kind, seq, rev, count = parse_kvs_header(prefix)
-        self._pend = (kind, seq, rev, count)
-        k = 0
-        if kind == 0 and self.in_sync:
-            k = _sample_count(self.engine.rng, count, self.opts.sample_prob)
-        if k:
-            self._pend_samples = k
-            self._coll = bytearray(prefix)
-            self._need = rest
-            self._ph = _COLLECT
-            if not rest:
-                self._ph = _HDR
-                self._coll = None
-                self._on_payload(prefix, time.time())
-            return
-        self._need = rest
-        self._ph = _SKIP if rest else _HDR
-        if not rest:
-            self._frame_done()
-
-    def _frame_done(self) -> None:
-        """A skipped KVs frame ended: it counts now that its last byte arrived."""
-        pend = self._pend
-        if pend is None:
-            return
-        self._pend = None
-        self._count_kvs(*pend)
-
-    def _count_kvs(self, kind: int, seq: int, rev: int | None, count: int) -> None:
-        if not self._handshaken:
-            raise ProtocolError("KVs before the ServerHello")
-        eng = self.engine
-        if kind == 0:
-            self.kvs_delta += count
-            eng.kvs_delta += count
-            self.seq = seq
-            self.revision = rev
-        elif kind == 1:
-            if not self._in_snapshot:
-                raise ProtocolError("snapshot data outside a snapshot")
-            self.kvs_snapshot += count
-            eng.kvs_snapshot += count
-            self._batch_count += count
+                self.catchups += 1
+        elif t is Handshake:
+            if event.resumed:
+                self.resumes += 1
+        elif t is GoodbyeReceived:
+            bye = event.message
+            self.goodbyes += 1
+            self.engine.goodbyes += 1
+            self.last_goodbye = bye.reason
+            raise SessionEnd(f"goodbye: {bye.reason}", bye.reconnect_delay, bye.address)
+        elif t is ConnectionEnded:
+            self.frames -= 1
+            raise SessionEnd("Typha closed the connection")
         else:
-            if FEATURE_CATCHUP not in self.opts.features:
-                raise ProtocolError("catch-up batch without negotiating it")
-            self.kvs_catchup += count
-            eng.kvs_catchup += count
-            self._batch_count += count
+            assert t is Pinged, t
 
-    def _on_payload(self, payload: bytes, wall: float) -> None:
-        """A whole payload (light mode): a sampled or small KVs frame, or a control message."""
-        if self._zstd:
-            payload = self.engine.decompress(payload, self.opts.max_frame)
-        if is_kvs_payload(payload):
-            pend = self._pend
-            if pend is None:  # small, compressed or unsampled: header not parsed yet
-                pend = parse_kvs_header(payload[:_PREFIX])
-                k = 0
-                if pend[0] == 0 and self.in_sync:
-                    k = _sample_count(self.engine.rng, pend[3], self.opts.sample_prob)
-            else:
-                k = self._pend_samples
-            self._pend = None
-            self._pend_samples = 0
-            if k:
-                self._sample_payload(payload, pend[3], k, wall)
-            self._count_kvs(*pend)
-            return
-        self._pend = None
-        self._handle_control(decode_payload(payload))
+    def _on_kvs(self, batch: KVBatch, wall: float) -> None:
+        n = batch.count
+        eng = self.engine
+        kind = batch.kind
+        if kind is KVKind.DELTA:
+            self.kvs_delta += n
+            eng.kvs_delta += n
+            if batch.payload is not None:  # header-only: the frame the sampler picked
+                self._sample_payload(batch.payload, n, batch.samples, wall)
+            elif batch.kvs is not None and self.session.in_sync:
+                kvs = batch.kvs
+                k = _sample_count(eng.rng, n, self.opts.sample_prob)
+                for i in eng.rng.sample(range(n), k) if k else ():
+                    self._record(kvs[i][1], wall, eng)
+        elif kind is KVKind.SNAPSHOT:
+            self.kvs_snapshot += n
+            eng.kvs_snapshot += n
+        else:
+            self.kvs_catchup += n
+            eng.kvs_catchup += n
 
     def _sample_payload(self, payload: bytes, count: int, k: int, wall: float) -> None:
         """Latency of ``k`` random KVs of a delta payload, decoding only those."""
@@ -879,135 +617,6 @@ class LoadClient:
             eng.unstamped += 1
         else:
             eng.latencies.append((wall - stamp) * 1000.0)
-
-    def _handle_control(self, msg: Message) -> None:
-        """Non-KVs messages in light mode, with the handshake rules of ClientProtocol."""
-        if not self._handshaken:
-            if not isinstance(msg, ServerHello):
-                raise ProtocolError(f"expected ServerHello, got {type(msg).__name__}")
-            if msg.syncer != self.opts.syncer:
-                raise ProtocolError(f"server chose syncer {msg.syncer!r}")
-            self._handshaken = True
-            self._on_server_hello(msg)
-            return
-        match msg:
-            case Ping():
-                self._send(frame(encode_payload(Pong(msg.timestamp, self.seq))))
-            case SyncStatusMsg(status=status):
-                self._on_status(status)
-            case BatchDone():
-                self._on_done(msg)
-            case Goodbye(reason=reason, reconnect_delay=delay, address=address):
-                self.goodbyes += 1
-                self.engine.goodbyes += 1
-                self.last_goodbye = reason
-                raise SessionEnd(f"goodbye: {reason}", delay, address)
-            case _:
-                raise ProtocolError(f"{type(msg).__name__} not allowed from a server here")
-
-    # --- Shared by both modes (mirrors felix_client.sync_client) -----------------------------
-
-    def _on_server_hello(self, msg: ServerHello) -> None:
-        self._batch_count = 0
-        if msg.resumed and msg.resume_seq is not None:
-            self.resumes += 1
-            self.epoch = msg.epoch
-            self.seq = msg.resume_seq
-            self._in_snapshot = False
-            return
-        # A fresh snapshot follows; keys it does not list are deleted at its end.
-        self._in_snapshot = True
-        self._pending_epoch = msg.epoch
-        if self.full:
-            self._snapshot_seen = set()
-
-    def _on_status(self, status: SyncStatus) -> None:
-        self.status = status
-        self.in_sync = status is SyncStatus.IN_SYNC
-        if self.in_sync and self.session_sync_at is None:
-            now = time.time()
-            self.session_sync_at = now
-            if self.first_sync_at is None:
-                self.first_sync_at = now
-
-    def _on_done(self, msg: BatchDone) -> None:
-        if msg.kind is KVKind.SNAPSHOT:
-            if not self._in_snapshot:
-                raise ProtocolError("snapshot end without a snapshot")
-            if msg.total != self._batch_count:
-                raise ProtocolError(
-                    f"snapshot carried {self._batch_count} KVs, server says {msg.total}"
-                )
-            if self.full and self._snapshot_seen is not None:
-                seen = self._snapshot_seen
-                for key in [k for k in self.state if k not in seen]:
-                    del self.state[key]
-            self._snapshot_seen = None
-            self._in_snapshot = False
-            self.snapshots += 1
-            self.epoch = self._pending_epoch
-        else:
-            if msg.total != self._batch_count:
-                raise ProtocolError(
-                    f"catch-up carried {self._batch_count} KVs, server says {msg.total}"
-                )
-            self.catchups += 1
-        self._batch_count = 0
-        self.seq = msg.seq
-        self.revision = msg.revision
-
-    # --- Full mode -----------------------------------------------------------------------------
-
-    def _handle_full(self, msg: Message, wall: float) -> None:
-        match msg:
-            case KVs():
-                self._on_kvs_full(msg, wall)
-            case Ping():
-                assert self._proto is not None
-                self._send(self._proto.pong(msg, self.seq))
-            case SyncStatusMsg(status=status):
-                self._on_status(status)
-            case BatchDone():
-                self._on_done(msg)
-            case ServerHello():
-                self._handshaken = True
-                self._on_server_hello(msg)
-            case Goodbye(reason=reason, reconnect_delay=delay, address=address):
-                self.goodbyes += 1
-                self.engine.goodbyes += 1
-                self.last_goodbye = reason
-                raise SessionEnd(f"goodbye: {reason}", delay, address)
-
-    def _on_kvs_full(self, msg: KVs, wall: float) -> None:
-        kvs = msg.kvs
-        n = len(kvs)
-        eng = self.engine
-        if msg.kind is KVKind.SNAPSHOT:
-            if self._snapshot_seen is None:
-                raise ProtocolError("snapshot data outside a snapshot")
-            self._snapshot_seen.update(k for k, _ in kvs)
-        state = self.state
-        for key, value in kvs:
-            if value is None:
-                state.pop(key, None)
-            else:
-                state[key] = value
-        if msg.kind is KVKind.DELTA:
-            self.kvs_delta += n
-            eng.kvs_delta += n
-            self.seq = msg.seq
-            self.revision = msg.revision
-            k = _sample_count(eng.rng, n, self.opts.sample_prob) if self.in_sync else 0
-            for i in eng.rng.sample(range(n), k) if k else ():
-                self._record(kvs[i][1], wall, eng)
-        elif msg.kind is KVKind.SNAPSHOT:
-            self.kvs_snapshot += n
-            eng.kvs_snapshot += n
-            self._batch_count += n
-        else:
-            self.kvs_catchup += n
-            eng.kvs_catchup += n
-            self._batch_count += n
 
     def digest(self) -> str:
         return state_digest(self.state)
@@ -1038,7 +647,7 @@ class Engine:
         self.rbuf = bytearray(opts.recv_size)
         self.rview = memoryview(self.rbuf)
         self.decode_cache = _DecodeCache() if n_full and opts.share_decode else None
-        self._dctx = zstandard.ZstdDecompressor()
+        self.dctx = zstandard.ZstdDecompressor()  # shared by the sessions (one loop)
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = 0
         self._fds: dict[int, Callable[[], None]] = {}
@@ -1085,18 +694,6 @@ class Engine:
             got = (info[0], info[4])
             self._resolved[addr] = got
         return got
-
-    def decompress(self, payload: bytes, limit: int) -> bytes:
-        try:
-            size = zstandard.get_frame_parameters(payload).content_size
-        except zstandard.ZstdError:
-            raise ProtocolError("invalid zstd frame") from None
-        if size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR) or size > limit:
-            raise ProtocolError("zstd frame without an acceptable content size")
-        try:
-            return self._dctx.decompress(payload, max_output_size=limit)
-        except zstandard.ZstdError:
-            raise ProtocolError("corrupt zstd frame") from None
 
     # --- Running ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from typha.demo import LocalEtcd, find_etcd, free_port
+from load.local_etcd import LocalEtcd, find_etcd, free_port
 
 
 @dataclass

@@ -172,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.cpu:
         os.sched_setaffinity(0, {int(c) for c in args.cpu.split(",")})
     # Decoded snapshots are many small containers; collecting them over and over is wasted
-    # work (anchors.md §6), and the clients make no reference cycles worth chasing quickly.
+    # work (docs/architecture.md, "Measured costs behind the design"), and the clients make
+    # no reference cycles worth chasing quickly.
     gc.freeze()
     gc.set_threshold(200_000, 50, 1000)
     _Worker(args).run()

@@ -37,17 +37,17 @@ from tests.test_k8s_datastore import (
     unique,
     wait_until,
 )
+from tests.typha_harness import run_typha
 from typha import jsonlimit
 from typha.cache.feed import encode_update
+from typha.k8s.client import KubeClient
 from typha.model import keys
 from typha.protocol.codec import MalformedFrame, decode_payload
 from typha.sync.base import Update
 from typha.sync.convert import convert_etcd_kv, etcd_key_for
 from typha.sync.etcd_client import EtcdClient
 from typha.sync.etcd_writer import apply_resources
-from typha.sync.k8s_client import KubeClient
 from typha.sync.kubernetes import KubernetesDatastore
-from typha.testing import run_typha
 
 
 def nested(depth: int, leaf: str = "1") -> str:

@@ -26,26 +26,9 @@ from prometheus_client import REGISTRY
 from felix_client.sync_client import SyncClient
 from tests.peers.kube_apiserver import KubeApiServer, find_kube_apiserver
 from tests.peers.plugin import CRD_DIR, require_binary
-from typha.filter.churn import (
-    METADATA_ONLY,
-    NO_OP_CONVERSION,
-    NOT_FOR_FELIX,
-    STATUS_ONLY,
-    ChurnFilter,
-)
-from typha.model import keys
-from typha.protocol import KVs, SyncStatus
-from typha.sync.base import (
-    DatastoreEvent,
-    ResyncFinished,
-    ResyncStarted,
-    Updates,
-)
-from typha.sync.convert import k8s_to_updates
-from typha.sync.k8s_client import (
+from tests.typha_harness import run_typha
+from typha.k8s.client import (
     KubeClient,
-    KubeConfig,
-    KubeConfigError,
     KubeConflict,
     KubeError,
     KubeUnavailable,
@@ -54,8 +37,24 @@ from typha.sync.k8s_client import (
     error_from_status,
     resource_path,
 )
+from typha.k8s.kubeconfig import KubeConfig, KubeConfigError
+from typha.model import keys
+from typha.protocol import KVs, SyncStatus
+from typha.sync.base import (
+    DatastoreEvent,
+    ResyncFinished,
+    ResyncStarted,
+    Updates,
+)
+from typha.sync.churn import (
+    METADATA_ONLY,
+    NO_OP_CONVERSION,
+    NOT_FOR_FELIX,
+    STATUS_ONLY,
+    ChurnFilter,
+)
+from typha.sync.convert import k8s_to_updates
 from typha.sync.kubernetes import KDD_RESOURCES, KubernetesDatastore
-from typha.testing import run_typha
 
 CALICO = "crd.projectcalico.org/v1"
 

@@ -1,4 +1,4 @@
-"""Typha discovery from EndpointSlices created on a REAL kube-apiserver (felix_client.discovery).
+"""Typha discovery from EndpointSlices created on a REAL kube-apiserver (typha.k8s.discovery).
 
 Every check that something is left out sits next to a positive control that shows the same
 path including what it should.
@@ -16,7 +16,11 @@ import httpx
 import pytest
 import trio
 
-from felix_client.discovery import (
+from felix_client.sync_client import SyncClient
+from tests.peers.kube_apiserver import KubeApiServer
+from tests.typha_harness import run_typha
+from typha.k8s.client import KubeClient, KubeError
+from typha.k8s.discovery import (
     DiscoveryError,
     ServiceNotReady,
     addresses_from_slices,
@@ -24,11 +28,8 @@ from felix_client.discovery import (
     discover_typha_async,
     endpoint_slices_path,
 )
-from felix_client.sync_client import SyncClient
-from tests.peers.kube_apiserver import KubeApiServer
-from typha.sync.k8s_client import KubeClient, KubeConfig, KubeError
+from typha.k8s.kubeconfig import KubeConfig
 from typha.sync.memory import MemoryDatastore
-from typha.testing import run_typha
 
 
 def unique(prefix: str) -> str:

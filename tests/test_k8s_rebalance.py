@@ -14,7 +14,10 @@ import trio
 
 from felix_client.sync_client import SyncClient
 from tests.peers.kube_apiserver import KubeApiServer
+from tests.typha_harness import make_config, run_typha
 from typha import metrics
+from typha.k8s.client import KubeClient, KubeError
+from typha.k8s.kubeconfig import KubeConfig
 from typha.k8s_rebalance import (
     K8sRebalancer,
     NodeCountUnavailable,
@@ -24,9 +27,7 @@ from typha.k8s_rebalance import (
     rebalance_task,
     typha_replicas,
 )
-from typha.sync.k8s_client import KubeClient, KubeConfig, KubeError
 from typha.sync.kubernetes import KubernetesDatastore
-from typha.testing import make_config, run_typha
 
 
 def unique(prefix: str) -> str:
@@ -55,7 +56,7 @@ def typha_slice(name: str, service: str, ip: str, port: int, node: str) -> dict[
 
 
 def test_connection_limit_worked_examples() -> None:
-    # typha.md §5.2: 4 syncer types, default limits [400, 10000].
+    # docs/kubernetes.md, "Rebalancing": 4 syncer types, default limits [400, 10000].
     assert connection_limit(2000, 20) == 508  # 4 x (1 + 2400 // 19 // 1) = 4 x 127
     assert connection_limit(200, 3) == 484  # 4 x (1 + 120)
     # A lone Typha (or none found) takes the upper limit, whatever the node count.

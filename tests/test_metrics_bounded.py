@@ -121,9 +121,9 @@ async def test_metrics_over_tls_with_client_certificates_and_an_idle_client(tmp_
     handshake in its accept loop)."""
     import ssl
 
+    from tests.typha_harness import make_config
     from typha.app import Typha
     from typha.sync.memory import MemoryDatastore
-    from typha.testing import make_config
 
     from .tlsutil import TLSFiles
 

@@ -8,9 +8,9 @@ import pytest
 import trio
 
 from felix_client.sync_client import SyncClient
-from typha.server.tls import client_ssl_context
+from tests.typha_harness import make_config, run_typha
 from typha.sync.memory import MemoryDatastore
-from typha.testing import make_config, run_typha
+from typha.tls import client_ssl_context
 
 from .tlsutil import TLSFiles
 

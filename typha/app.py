@@ -23,8 +23,8 @@ from typha.health import HealthAggregator
 from typha.http import serve_http
 from typha.protocol import SyncStatus
 from typha.server.server import SyncServer
-from typha.server.tls import server_ssl_context
 from typha.sync.base import Datastore
+from typha.tls import server_ssl_context
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Health aggregation with Typha's semantics (typha.md §4.2).
+"""Health aggregation with Typha's semantics.
 
 Reporters report periodically; each has a timeout. Liveness: every reporter has reported within
 its timeout and says live. Readiness: additionally every reporter says ready (the caches are

@@ -1,5 +1,5 @@
 """Connection rebalancing across Typha replicas (``ConnectionRebalancingMode=kubernetes``;
-typha.md §5.2, Typha's k8s/rebalance.go).
+docs/kubernetes.md, "Rebalancing"; Typha's k8s/rebalance.go).
 
 Every ``K8sServicePollIntervalSecs`` (±10%) the poller counts the unique IPs in the
 EndpointSlices of ``K8sServiceName`` (in ``K8sNamespace``) that carry the port
@@ -25,9 +25,10 @@ from typing import Any
 import structlog
 import trio
 
-from felix_client.discovery import list_endpoint_slices, typha_endpoints
+from typha.k8s.client import KubeClient, KubeError
+from typha.k8s.discovery import list_endpoint_slices, typha_endpoints
+from typha.k8s.kubeconfig import KubeConfig
 from typha.model.keys import ALL_SYNCER_TYPES, SyncerType
-from typha.sync.k8s_client import KubeClient, KubeConfig, KubeError
 
 log = structlog.get_logger(__name__)
 

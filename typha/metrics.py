@@ -1,4 +1,4 @@
-"""Prometheus metrics: Typha's ``typha_*`` names, types and labels (typha.md §4.1), plus ours.
+"""Prometheus metrics: Typha's ``typha_*`` names, types and labels (README, "Metrics"), plus ours.
 
 All live on the default registry. Vector metrics are pre-created for the four syncer types so
 that they appear as 0 from the start, as Typha does.

@@ -1,9 +1,9 @@
 """IP set membership for active selector and named-port sets (Felix's SelectorAndNamedPortIndex).
 
 Members come from *every* endpoint in the cluster and every network set whose effective labels
-match the set's selector (felix-model.md §4.3). Members are refcounted, so two items contributing
-the same CIDR do not conflict, and changes are accumulated as per-set added/removed deltas until
-``take_changes`` is called.
+match the set's selector (docs/felix-calc.md, "IP set members"). Members are refcounted, so two
+items contributing the same CIDR do not conflict, and changes are accumulated as per-set
+added/removed deltas until ``take_changes`` is called.
 """
 
 from __future__ import annotations

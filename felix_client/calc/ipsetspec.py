@@ -1,4 +1,4 @@
-"""IP set identities: IDs, kernel names and types (felix-model.md §4.3).
+"""IP set identities: IDs, kernel names and types (docs/felix-calc.md, "Naming rules").
 
 Selector sets are named ``cali40s:<hash>`` (hash:net, CIDR members). Named-port sets are named
 ``cali40n:<hash>`` (hash:ip,port, members ``ip,proto:port``). Names are truncated to 31 characters

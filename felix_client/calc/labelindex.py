@@ -2,7 +2,7 @@
 
 Items are endpoints (workload, host) and network sets; their *effective* labels are their own
 labels overlaid on the labels of their parents (profiles) in order — the item's own labels win,
-then earlier parents over later ones (felix-model.md §2.3).
+then earlier parents over later ones (docs/felix-calc.md, "Label index").
 
 The index reports ``match started`` / ``match stopped`` events through callbacks. It never scans
 every item for every selector: items are indexed by (label, value), and each selector is indexed by

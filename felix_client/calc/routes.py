@@ -1,4 +1,4 @@
-"""Routes, VXLAN neighbours and FDB entries for this node (felix-model.md §4.4).
+"""Routes, VXLAN neighbours and FDB entries for this node (docs/felix-calc.md, "Routes").
 
 Each route comes from a *source*: a local workload (``/32 dev <iface> scope link``), an IPAM
 block (own → blackhole; remote → via the owning node, tunnelled as its pool says) or a remote

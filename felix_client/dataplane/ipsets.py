@@ -1,4 +1,4 @@
-"""``ipset restore`` sessions for the kernel backend (felix-model.md §4.3).
+"""``ipset restore`` sessions for the kernel backend (docs/dataplane.md).
 
 Incremental membership changes are ``add``/``del … --exist`` lines (rendered by
 ``calc.render.text.ipset_restore_delta``). A set that is (re)created is written *whole* into a

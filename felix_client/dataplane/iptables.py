@@ -1,4 +1,4 @@
-"""``iptables-restore --noflush`` transactions for the kernel backend (felix-model.md §4.2).
+"""``iptables-restore --noflush`` transactions for the kernel backend (docs/dataplane.md).
 
 Each table is written by one ``iptables-restore --noflush`` call per apply. With ``--noflush``
 only the chains the input declares are flushed and rewritten, and with the nft backend the whole

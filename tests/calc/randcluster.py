@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from felix_client.calc import synthetic as s
-from felix_client.calc.policy import Packet
+from tests.calc.verdict import Packet
 
 LOCAL = "node-1"
 NODES = ("node-1", "node-2", "node-3")

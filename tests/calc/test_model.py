@@ -16,9 +16,9 @@ from felix_client.calc.model import (
     parse_key,
     parse_update,
 )
-from felix_client.calc.policy import INGRESS, Packet, verdict
 from tests.calc.iptsim import IpsetSim, IptablesSim
 from tests.calc.test_crosscheck import simulate
+from tests.calc.verdict import INGRESS, Packet, verdict
 from tests.seed_examples import db_network_policy
 from typha.model import keys
 

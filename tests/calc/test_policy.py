@@ -1,4 +1,4 @@
-"""Policy ordering and the reference evaluator (felix-model.md §3)."""
+"""Policy ordering and the reference evaluator (docs/felix-calc.md, "Policy resolution")."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from felix_client.calc.model import (
     parse_tier,
     parse_update,
 )
-from felix_client.calc.policy import EGRESS, INGRESS, Packet, resolve_tiers, verdict
+from felix_client.calc.policy import EGRESS, INGRESS, resolve_tiers
+from tests.calc.verdict import Packet, verdict
 
 
 def pol(

@@ -1,4 +1,4 @@
-"""Routes, VXLAN neighbours and FDB entries (felix-model.md §4.4)."""
+"""Routes, VXLAN neighbours and FDB entries (docs/felix-calc.md, "Routes")."""
 
 from __future__ import annotations
 

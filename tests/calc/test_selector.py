@@ -1,4 +1,4 @@
-"""Selector grammar, semantics, canonical form and IDs (felix-model.md §2.1-2.2)."""
+"""Selector grammar, semantics, canonical form and IDs (docs/felix-calc.md, "Selectors")."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import msgpack
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import make_config, run_typha
 from typha import metrics
 from typha.model.keys import workload_endpoint_key
 from typha.protocol import (
@@ -29,7 +30,6 @@ from typha.protocol import (
 from typha.protocol.framing import frame
 from typha.sync.base import Update
 from typha.sync.memory import MemoryDatastore
-from typha.testing import make_config, run_typha
 
 from .rawclient import RawClient
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import run_typha
 from typha.model.keys import workload_endpoint_key
 from typha.sync.memory import MemoryDatastore
-from typha.testing import run_typha
 
 
 def wep(i: int, node: str = "node1") -> tuple[str, dict]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import make_config, run_typha
 from typha.sync.memory import MemoryDatastore
-from typha.testing import make_config, run_typha
 
 from ..peers.ports import free_ports
 from .test_core_integration import wait_until, wep

@@ -47,6 +47,7 @@ from load.lightclient import STAMP_LABEL, stamp_of
 from tests.peers.etcd import EtcdServer, b64
 from tests.peers.ports import free_port, free_ports
 from tests.peers.toxiproxy import ToxiproxyServer
+from tests.typha_harness import make_config, run_typha
 from typha.app import Typha
 from typha.cache.feed import CacheFeed
 from typha.model.keys import SyncerType, syncer_types_for
@@ -57,7 +58,6 @@ from typha.sync.convert import InvalidResource, convert_etcd_kv, is_calico_etcd_
 from typha.sync.etcd import EtcdDatastore
 from typha.sync.etcd_client import EtcdClient, EtcdError
 from typha.sync.etcd_writer import apply_resources, delete_resources
-from typha.testing import make_config, run_typha
 
 NAMESPACE = "faults"
 N_PODS = 300

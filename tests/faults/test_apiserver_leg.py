@@ -20,11 +20,12 @@ import pytest
 import trio
 
 from load.lightclient import STAMP_LABEL
+from tests.typha_harness import make_config, run_typha
+from typha.k8s.client import KubeClient, KubeError, resource_path
+from typha.k8s.kubeconfig import KubeConfig
 from typha.model.keys import SyncerType, syncer_types_for
 from typha.sync.convert import k8s_to_updates
-from typha.sync.k8s_client import KubeClient, KubeConfig, KubeError, resource_path
 from typha.sync.kubernetes import KubernetesDatastore
-from typha.testing import make_config, run_typha
 
 from .harness import (
     CONVERGE_SECS,

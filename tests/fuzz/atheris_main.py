@@ -7,6 +7,8 @@ Targets (each asserts the same invariant as its hypothesis counterpart in this f
 * ``server-stream``: bytes a client sends → the server's protocol: only ``ProtocolError``.
 * ``client-stream``: bytes after a valid ServerHello → the client's protocol: only
   ``ProtocolError`` (zstd-compressed frames included).
+* ``gob-server-stream``: bytes a Calico client sends → the gob server session (driven through
+  its snapshot and restarts): only ``ProtocolError``, and input held stays within the bound.
 * ``etcd-value``: one byte choosing a seed key, then a value's bytes → JSON → the etcd
   converter: only ``InvalidResource``; what converts is msgpack-able and parses on the node.
 * ``model-value``: one byte choosing a model key, then JSON → the node client's calculation
@@ -41,12 +43,14 @@ with atheris.instrument_imports(include=["typha", "felix_client"]):
     from felix_client.calc.selector import SelectorParseError, parse
     from typha.protocol import (
         ClientProtocol,
+        ClientSession,
         ProtocolError,
         ServerProtocol,
         encode_payload,
         frame,
     )
     from typha.protocol.framing import compressed_frame
+    from typha.protocol.gob import GobServerSession, SnapshotReady
     from typha.protocol.messages import (
         BatchDone,
         ClientHello,
@@ -61,6 +65,7 @@ with atheris.instrument_imports(include=["typha", "felix_client"]):
     from typha.sync.convert.errors import InvalidResource
     from typha.sync.convert.etcd import convert_etcd_kv
 
+from ..protocol.gob.golike import gob_client_streams
 from .deepselectors import deep_selector, random_labels
 from .seeds import base_model, etcd_seeds
 
@@ -112,6 +117,34 @@ def client_stream(data: bytes) -> None:
             proto.receive_data(chunk)
             while proto.next_event() is not None:
                 pass
+    except ProtocolError:
+        pass
+    # The session above it, in both modes (the header-only reader parses bytes itself).
+    for header_only in (False, True):
+        session = ClientSession(
+            "n", features=FEATURES, header_only=header_only, sampler=lambda count: 1
+        )
+        session.connect()
+        session.receive_data(SERVER_HELLO)
+        try:
+            for chunk in _split(data):
+                session.receive_data(chunk)
+                while session.next_event() is not None:
+                    pass
+        except ProtocolError:
+            pass
+
+
+def gob_server_stream(data: bytes) -> None:
+    session = GobServerSession(server_version="f", conn_id=1)
+    try:
+        for chunk in _split(data):
+            session.receive_data(chunk)
+            while (event := session.next_event()) is not None:
+                if isinstance(event, SnapshotReady):
+                    session.send_snapshot([])
+                    session.end_snapshot()
+            assert session.buffered <= (1 << 20) + len(chunk)
     except ProtocolError:
         pass
 
@@ -203,6 +236,8 @@ def _seeds(target: str) -> list[bytes]:
         return [b"\x00" + frame(encode_payload(hello)), b"\x05" + frame(encode_payload(hello))]
     if target == "client-stream":
         return _server_frames()
+    if target == "gob-server-stream":
+        return [bytes([i * 37]) + s for i, s in enumerate(gob_client_streams())]
     if target == "etcd-value":
         return [bytes([i]) + value for i, (_key, value) in enumerate(ETCD)]
     if target == "model-value":
@@ -217,6 +252,7 @@ def _seeds(target: str) -> list[bytes]:
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "server-stream": server_stream,
     "client-stream": client_stream,
+    "gob-server-stream": gob_server_stream,
     "etcd-value": etcd_value,
     "model-value": model_value,
     "selector": selector,

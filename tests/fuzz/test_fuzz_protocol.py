@@ -13,8 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import make_config, run_typha
 from typha.protocol import (
     ClientProtocol,
+    ClientSession,
     FrameDecoder,
     ProtocolError,
     ServerProtocol,
@@ -25,7 +27,6 @@ from typha.protocol import (
 )
 from typha.protocol.messages import ClientHello, ResumeToken
 from typha.sync.memory import MemoryDatastore
-from typha.testing import make_config, run_typha
 
 from ..core.test_core_integration import wait_until, wep
 
@@ -100,6 +101,28 @@ def test_client_side_garbage_after_handshake(chunks: list[bytes]) -> None:
                 pass
     except ProtocolError:
         assert client.state is State.CLOSED
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
+def test_client_session_garbage_after_handshake(chunks: list[bytes], header_only: bool) -> None:
+    """Both session modes: garbage after a valid ServerHello raises only ProtocolError."""
+    session = ClientSession("n", header_only=header_only, sampler=lambda count: 1)
+    server = ServerProtocol()
+    server.receive_data(session.connect())
+    hello = server.next_event()
+    assert isinstance(hello, ClientHello)
+    session.receive_data(
+        server.accept(hello, server_version="f", epoch=1, conn_id=1, resumed=False)
+    )
+    assert session.next_event() is not None
+    try:
+        for chunk in chunks:
+            session.receive_data(chunk)
+            while session.next_event() is not None:
+                pass
+    except ProtocolError:
+        assert session.next_event() is None
 
 
 async def test_fuzzed_handshakes_against_a_running_server_never_hurt_a_neighbour() -> None:

@@ -1,6 +1,6 @@
 """The load clients: frame cutting, counts, full-state digests, resume, and a bench smoke run.
 
-Typha runs in-process (``typha.testing.run_typha`` over a MemoryDatastore); the selector
+Typha runs in-process (``tests.typha_harness.run_typha`` over a MemoryDatastore); the selector
 engine runs in a worker thread, as it is blocking by design.
 """
 
@@ -21,10 +21,10 @@ from load.lightclient import (
     LIGHT,
     ClientOptions,
     Engine,
-    parse_kvs_header,
     stamp_of,
     state_digest,
 )
+from tests.typha_harness import run_typha
 from typha.model.keys import SyncerType, workload_endpoint_key
 from typha.protocol import (
     BatchDone,
@@ -36,9 +36,9 @@ from typha.protocol import (
     SyncStatusMsg,
     encode_payload,
     frame,
+    parse_kvs_header,
 )
 from typha.sync.memory import MemoryDatastore
-from typha.testing import run_typha
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,9 +92,9 @@ def test_light_parser_any_chunking() -> None:
     for chunking in (1, 2, 5, 7, 41, 4096, len(data)):
         eng = Engine(ClientOptions(["127.0.0.1:1"], mode=LIGHT, sample_prob=1.0), 1, seed=1)
         c = eng.clients[0]
+        c.session.connect()
         for i in range(0, len(data), chunking):
-            chunk = data[i : i + chunking]
-            c._feed_light(memoryview(chunk), len(chunk), time.time())
+            c.feed(data[i : i + chunking], time.time())
         assert c.kvs_snapshot == 30, chunking
         assert c.snapshots == 1 and c.in_sync and c.epoch == 7
         assert c.kvs_delta == want["deltas"], chunking

@@ -27,7 +27,11 @@ SNAPSHOT_CHUNK_KVS = 1000
 
 @dataclass(slots=True)
 class Snapshot:
-    """A complete snapshot at ``seq``: KVs(kind=snapshot) frames, BatchDone, SyncStatus."""
+    """A complete snapshot at ``seq``: KVs(kind=snapshot) frames, BatchDone, SyncStatus.
+
+    ``kvs`` are the encoded KVs it was made of (references to the view's shared bytes, no
+    copy), from which other wire encodings are built on demand (:meth:`encoded`).
+    """
 
     seq: int
     revision: int | None
@@ -36,9 +40,33 @@ class Snapshot:
     created: float
     plain: bytes
     zstd: bytes
+    kvs: list[bytes] = field(default_factory=list, repr=False)
+    _encoded: dict[str, bytes | trio.Event] = field(default_factory=dict, repr=False)
 
     def data(self, compressed: bool) -> bytes:
         return self.zstd if compressed else self.plain
+
+    async def encoded(self, key: str, build: Callable[[Snapshot], bytes]) -> bytes:
+        """This snapshot in another wire encoding (``key``): ``build`` runs once, in a worker
+        thread (it must only read this snapshot), while joiners that ask meanwhile wait for it;
+        all of them get the same bytes object."""
+        while True:
+            got = self._encoded.get(key)
+            if isinstance(got, bytes):
+                return got
+            if got is not None:
+                await got.wait()
+                continue
+            done = self._encoded[key] = trio.Event()
+            try:
+                data = await trio.to_thread.run_sync(build, self)
+            except BaseException:
+                del self._encoded[key]
+                raise
+            finally:
+                done.set()
+            self._encoded[key] = data
+            return data
 
     @property
     def raw_bytes(self) -> int:
@@ -66,7 +94,7 @@ def encode_snapshot(
     plain_parts.append(tail)
     zstd_parts.append(tail)
     return Snapshot(
-        seq, revision, status, len(kvs), created, b"".join(plain_parts), b"".join(zstd_parts)
+        seq, revision, status, len(kvs), created, b"".join(plain_parts), b"".join(zstd_parts), kvs
     )
 
 

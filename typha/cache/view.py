@@ -68,6 +68,8 @@ class Breadcrumb:
     complete: bool = True  # last crumb of its batch: ``revision`` is fully reached here
     frames: bytes = b""
     _frames_zstd: bytes | None = None
+    # Other wire encodings of this crumb, by codec key (built on first use, then shared).
+    _encoded: dict[str, bytes] | None = None
 
     @property
     def n_kvs(self) -> int:
@@ -80,6 +82,17 @@ class Breadcrumb:
         if self._frames_zstd is None:
             self._frames_zstd = _encode_crumb(self, compress=True)
         return self._frames_zstd
+
+    def encoded(self, key: str, build: Callable[[Breadcrumb], bytes]) -> bytes:
+        """This crumb in another wire encoding (``key``): ``build`` runs once, on first use,
+        and every client of that encoding gets the same bytes object."""
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        data = cache.get(key)
+        if data is None:
+            data = cache[key] = build(self)
+        return data
 
 
 def _encode_crumb(crumb: Breadcrumb, *, compress: bool) -> bytes:

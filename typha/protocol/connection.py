@@ -13,6 +13,7 @@ the state then becomes ``CLOSED``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from .codec import decode_payload, encode_payload
 from .errors import HandshakeRejected, ProtocolError, UnexpectedMessage
@@ -52,9 +53,15 @@ class State(enum.Enum):
 
 
 class _Endpoint:
-    def __init__(self, decoder: FrameDecoder, state: State) -> None:
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        state: State,
+        decode: Callable[[bytes], Message] = decode_payload,
+    ) -> None:
         self._decoder = decoder
         self.state = state
+        self._decode = decode
 
     def receive_data(self, data: bytes) -> None:
         if self.state is State.CLOSED:
@@ -69,12 +76,20 @@ class _Endpoint:
             payload = self._decoder.next_payload()
             if payload is None:
                 return None
-            msg = decode_payload(payload)
+            msg = self._decode(payload)
             self._check_incoming(msg)
         except ProtocolError:
             self.state = State.CLOSED
             raise
         return msg
+
+    def check(self, msg: Message) -> None:
+        """Apply the state rules to a message decoded elsewhere (a header-only reader)."""
+        try:
+            self._check_incoming(msg)
+        except ProtocolError:
+            self.state = State.CLOSED
+            raise
 
     def _check_incoming(self, msg: Message) -> None:
         raise NotImplementedError
@@ -164,8 +179,14 @@ class ServerProtocol(_Endpoint):
 class ClientProtocol(_Endpoint):
     """The client's end of a connection."""
 
-    def __init__(self, max_frame: int = CLIENT_DEFAULT_MAX_FRAME) -> None:
-        super().__init__(FrameDecoder(max_frame, allow_compressed=True), State.START)
+    def __init__(
+        self,
+        max_frame: int = CLIENT_DEFAULT_MAX_FRAME,
+        decode: Callable[[bytes], Message] = decode_payload,
+    ) -> None:
+        # ``decode`` may be a cache shared by many clients of one process (the load tool):
+        # the state rules still run for every client.
+        super().__init__(FrameDecoder(max_frame, allow_compressed=True), State.START, decode)
         self.hello: ClientHello | None = None
         self.server_hello: ServerHello | None = None
 
@@ -203,7 +224,8 @@ class ClientProtocol(_Endpoint):
             if not isinstance(msg, ServerHello):
                 raise UnexpectedMessage(f"expected ServerHello, got {type(msg).__name__}")
             assert self.hello is not None
-            if msg.syncer != self.hello.syncer:
+            # An empty syncer asks for felix, and the server echoes the one it serves.
+            if msg.syncer != (self.hello.syncer or "felix"):
                 raise HandshakeRejected(
                     f"server chose syncer {msg.syncer!r}, asked for {self.hello.syncer!r}"
                 )

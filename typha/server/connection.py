@@ -1,9 +1,11 @@
 """One client connection: handshake, snapshot or resume, then deltas, pings and goodbyes.
 
-Each connection owns one nursery with three tasks (reader, writer, pinger). Writes have a
-single owner at any time: either the connection's writer task (``busy``) or, while the writer
-is idle and the client is caught up, the server's shared fan-out, which writes the same bytes
-to every caught-up client without waking any task (``try_fast_write``).
+Each connection owns one nursery with three tasks (reader, writer, pinger). It sees the server
+only through a narrow :class:`~typha.server.context.ConnectionContext` (epoch, views,
+snapshots, registry, its settings). Writes have a single owner at any time, held as an explicit
+token (``ownership.py``): the connection's writer task, or, while the writer is idle and the
+client is caught up on plain TCP, the shared fan-out (``fanout.py``), which writes the same
+bytes to every caught-up client of a codec without waking any task (``try_fast_write``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
 from typha import metrics
 from typha.cache.snapshot import SNAPSHOT_CHUNK_KVS
+from typha.cache.view import SyncerView
 from typha.model.keys import SyncerType
 from typha.protocol import (
     FEATURE_CATCHUP,
@@ -39,12 +41,10 @@ from typha.protocol import (
     frame,
 )
 
+from .context import ConnectionContext
+from .fastpath import MSGPACK, MSGPACK_ZSTD, FastPathCodec
+from .ownership import FANOUT, WRITER, WriteToken
 from .transport import Transport, WriteTimeout
-
-if TYPE_CHECKING:
-    from typha.cache.view import SyncerView
-
-    from .server import SyncServer
 
 log = structlog.get_logger(__name__)
 
@@ -75,19 +75,20 @@ class ClientInfo:
 
 
 class Connection:
-    def __init__(self, server: SyncServer, transport: Transport, conn_id: int) -> None:
-        self.server = server
+    def __init__(self, ctx: ConnectionContext, transport: Transport, conn_id: int) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
         self.transport = transport
-        self.cfg = server.cfg
         self.proto = ServerProtocol()
         self.info = ClientInfo(conn_id, transport.peer)
         self.log = log.bind(conn_id=conn_id, peer=transport.peer)
         self.syncer: SyncerType | None = None
         self.view: SyncerView | None = None
         self.zstd = False
+        self.codec: FastPathCodec = MSGPACK
         # Write ownership and position.
         self.next_seq = 0  # next breadcrumb to deliver
-        self.busy = True  # the writer task owns the socket until it goes idle
+        self.write_token = WriteToken(WRITER)  # the writer's until it first goes idle
         self.pending: memoryview | None = None  # remainder of a short fast-path write
         self.control: list[bytes] = []
         self.streaming = False
@@ -102,7 +103,7 @@ class Connection:
 
     async def run(self) -> None:
         try:
-            with trio.move_on_after(self.cfg.server_handshake_timeout_secs) as hs_scope:
+            with trio.move_on_after(self.settings.handshake_timeout) as hs_scope:
                 hello = await self._read_hello()
             if hs_scope.cancelled_caught:
                 self.log.info("handshake timed out")
@@ -117,6 +118,7 @@ class Connection:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
             self.streaming = False
+            self._stop_fast_path()
             with (
                 trio.CancelScope(shield=True),
                 trio.move_on_after(1),
@@ -149,12 +151,12 @@ class Connection:
             self.proto.receive_data(data)
 
     async def _serve(self, hello: ClientHello) -> None:
-        server = self.server
+        ctx = self.ctx
         try:
             syncer = SyncerType(hello.syncer)
         except ValueError:
             syncer = None
-        if syncer is None or syncer not in server.feed.views:
+        if syncer is None or syncer not in ctx.views:
             self.log.warning("unknown syncer type", syncer=hello.syncer)
             # Complete the handshake only to be able to say why, if the client understands it.
             if FEATURE_GOODBYE in hello.features:
@@ -165,7 +167,7 @@ class Connection:
                 )
             return
         self.syncer = syncer
-        self.view = server.feed.views[syncer]
+        self.view = ctx.views[syncer]
         self._bind_metrics(str(syncer))
         self.info.node, self.info.syncer = hello.node, str(syncer)
         self.info.client_version = hello.client_version
@@ -179,9 +181,10 @@ class Connection:
             resume_seq=start_seq,
         )
         self.zstd = self.proto.compression is not None
+        self.codec = MSGPACK_ZSTD if self.zstd else MSGPACK
         self.info.compression = self.proto.compression
         self.info.resumed = how
-        server.register(self)
+        ctx.registry.register(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
@@ -189,7 +192,7 @@ class Connection:
                 nursery.start_soon(self._guarded, self._writer, initial, start_seq)
                 nursery.start_soon(self._guarded, self._pinger)
         finally:
-            server.unregister(self)
+            ctx.registry.unregister(self)
 
     def _bind_metrics(self, syncer: str) -> None:
         # Label lookups cost a few microseconds each; a busy writer did several per write.
@@ -203,8 +206,8 @@ class Connection:
     def _accept(self, hello: ClientHello, *, resumed: bool, resume_seq: int | None = None) -> bytes:
         return self.proto.accept(
             hello,
-            server_version=self.server.version,
-            epoch=self.server.epoch,
+            server_version=self.ctx.server_version,
+            epoch=self.ctx.epoch,
             conn_id=self.info.conn_id,
             resumed=resumed,
             resume_seq=resume_seq,
@@ -217,13 +220,13 @@ class Connection:
         token = hello.resume
         view = self.view
         assert view is not None and self.syncer is not None
-        if token is None or token.revision is None or token.epoch == self.server.epoch:
+        if token is None or token.revision is None or token.epoch == self.ctx.epoch:
             return
         if view.revision is None or token.revision <= view.revision:
             return
         with trio.move_on_after(timeout):
             while view.revision is None or view.revision < token.revision:
-                await self.server.feed.wait_for_crumb(self.syncer, view.head_seq)
+                await self.ctx.wait_for_crumb(self.syncer, view.head_seq)
 
     def _plan_start(self, hello: ClientHello) -> tuple[int | None, str]:
         """Resume position (a sequence number) if the client can skip the snapshot."""
@@ -233,7 +236,7 @@ class Connection:
         if token is None or FEATURE_RESUME not in hello.features:
             return None, ""
         catchup = FEATURE_CATCHUP in hello.features
-        if token.epoch == self.server.epoch:
+        if token.epoch == self.ctx.epoch:
             if view.can_resume_from_seq(token.seq):
                 return token.seq, "seq"
             if catchup and view.can_catch_up_from_seq(token.seq):
@@ -252,9 +255,9 @@ class Connection:
         syncer = str(self.syncer)
         if start_seq is None:
             started = time.monotonic()
-            snap = await self.server.snapshots[self.syncer].get()
+            snap = await self.ctx.snapshots[self.syncer].get()
             # Two buffers, one writev: the shared snapshot is never copied per client.
-            await self._write([initial, snap.data(self.zstd)])
+            await self._write([initial, await self.codec.snapshot_bytes(snap)])
             self.next_seq = snap.seq + 1
             metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
             self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
@@ -291,12 +294,15 @@ class Connection:
                 self._send_status_after_gather = False
                 await self._write(frame(encode_payload(SyncStatusMsg(view.status))))
                 continue
-            # Idle: the shared fan-out may now write for us.
-            self.busy = False
+            # Idle: the shared fan-out may now write for us (plain TCP only: a TLS stream has
+            # no raw fast path, so its writer keeps the token). ``wake`` takes it back.
             self._m_block.inc()
+            if self.transport.direct:
+                self.write_token.release(WRITER)
             await self._wake.wait()
             self._wake = trio.Event()
-            self.busy = True
+            if self.write_token.free:  # woken before it released: nobody took it since
+                self.write_token.take(WRITER)
 
     def _gather(self) -> list[bytes] | None:
         """Frames that bring the client from ``next_seq`` towards the head: the breadcrumbs'
@@ -310,7 +316,7 @@ class Connection:
             size = 0
             kvs = 0
             for crumb in view.crumbs_after(last):
-                part = crumb.frames_for(self.zstd)
+                part = self.codec.crumb_bytes(crumb)
                 parts.append(part)
                 size += len(part)
                 kvs += crumb.n_kvs
@@ -345,7 +351,7 @@ class Connection:
         if not data:
             return
         started = time.monotonic()
-        timeout = self.cfg.server_write_timeout_secs
+        timeout = self.settings.write_timeout
         try:
             if isinstance(data, list):
                 n = await self.transport.write_all_vec(data, timeout)
@@ -364,20 +370,18 @@ class Connection:
         Returns the bytes written now (the writer task finishes a short write), or -1 if the
         client is not on the fast path and must follow on its own.
         """
-        if (
-            self.busy
-            or self.pending is not None
-            or self.control
-            or self.next_seq != first_seq
-            or not self.transport.direct
-            or self.closing
-        ):
+        token = self.write_token
+        if token.holder is not None or self.next_seq != first_seq:
             return -1
+        # take/release rather than ``token.hold``: a context manager costs more than the write.
+        token.take(FANOUT)
         try:
             n = self.transport.write_nowait(data)
         except OSError:
+            token.release(FANOUT)
             self.abort("write failed")
             return 0
+        token.release(FANOUT)
         self.next_seq = last_seq + 1
         self.info.bytes_sent += n
         if n < len(data):
@@ -393,19 +397,17 @@ class Connection:
 
         Returns the bytes written now, or -1 if the client must follow on its own.
         """
-        if (
-            self.busy
-            or self.pending is not None
-            or self.control
-            or not self.transport.direct
-            or self.closing
-        ):
+        token = self.write_token
+        if token.holder is not None:
             return -1
+        token.take(FANOUT)
         try:
             n = self.transport.write_nowait_vec(parts)  # type: ignore[union-attr]
         except OSError:
+            token.release(FANOUT)
             self.abort("write failed")
             return 0
+        token.release(FANOUT)
         self.next_seq = last_seq + 1
         self.info.bytes_sent += n
         total = sum(len(p) for p in parts)
@@ -416,7 +418,14 @@ class Connection:
         return n
 
     def wake(self) -> None:
+        """Hand the socket back to the writer task (if nobody holds it) and wake it."""
+        if self.write_token.free:
+            self.write_token.take(WRITER)
         self._wake.set()
+
+    def _stop_fast_path(self) -> None:
+        # The fan-out must never write to a connection being torn down (its fd may be reused).
+        self.write_token.close()
 
     # --- Reader and pinger -----------------------------------------------------------------------
 
@@ -439,8 +448,8 @@ class Connection:
                     metrics.ping_latency.labels(syncer).observe(rtt)
 
     async def _pinger(self) -> None:
-        interval = self.cfg.server_ping_interval_secs
-        timeout = self.cfg.pong_timeout
+        interval = self.settings.ping_interval
+        timeout = self.settings.pong_timeout
         while True:
             await trio.sleep(interval * random.uniform(0.9, 1.1))
             if time.monotonic() - self._last_pong > timeout:
@@ -477,6 +486,7 @@ class Connection:
 
     def abort(self, reason: str) -> None:
         self.closing = True
+        self._stop_fast_path()
         if self._cancel is not None and not self._cancel.cancel_called:
             self.log.debug("aborting", reason=reason)
             self._cancel.cancel()

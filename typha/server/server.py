@@ -1,7 +1,8 @@
 """The sync server: accepts clients on TCP 5473, fans breadcrumbs out, sheds and drains.
 
-Tasks (all in the server's nursery): the accept loop(s), one shared fan-out per syncer view,
-the connection governor (connection limit, liveness), and per-connection nurseries.
+Tasks (all in the server's nursery): the accept loop(s), one shared fan-out per syncer view
+(``fanout.py``), the connection governor (connection limit, liveness), and per-connection
+nurseries. Connections see the server only through a ``ConnectionContext`` (``context.py``).
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from typha.cache.feed import CacheFeed
 from typha.cache.snapshot import Snapshot, SnapshotCache
 from typha.config import Config
 from typha.model.keys import SyncerType
+from typha.tls import check_peer_identity
 
 from .connection import Connection
-from .tls import check_peer_identity
+from .context import ConnectionContext, ConnectionSettings
+from .fanout import FanOut
+from .registry import ConnectionRegistry
 from .transport import SocketTransport, StreamTransport, Transport
 
 log = structlog.get_logger(__name__)
-
-# The fan-out catches idle clients up directly when they are at most this many breadcrumbs
-# behind (one writev; IOV_MAX is 1024); further behind, their own writer follows the history.
-_MAX_CATCH_UP = 512
 
 
 class SyncServer:
@@ -50,8 +50,10 @@ class SyncServer:
         self.version = __version__
         self.epoch = epoch if epoch is not None else random.getrandbits(63)
         self.on_liveness = on_liveness
-        self.connections: dict[int, Connection] = {}
-        self.by_syncer: dict[SyncerType, set[Connection]] = {s: set() for s in feed.views}
+        self.registry = ConnectionRegistry(list(feed.views))
+        # Shared, not copied: the server's views of its clients are the registry's.
+        self.connections: dict[int, Connection] = self.registry.connections
+        self.by_syncer: dict[SyncerType, set[Connection]] = self.registry.by_syncer
         self.snapshots: dict[SyncerType, SnapshotCache] = {
             s: SnapshotCache(
                 view,
@@ -67,7 +69,20 @@ class SyncServer:
         self.shutting_down = False
         self._next_conn_id = (random.getrandbits(31) << 32) | 1
         self._listeners: list[trio.SocketListener] = []
-        self._handshaking = 0
+        self.context = ConnectionContext(
+            epoch=self.epoch,
+            server_version=self.version,
+            views=feed.views,
+            snapshots=self.snapshots,
+            wait_for_crumb=feed.wait_for_crumb,
+            registry=self.registry,
+            settings=ConnectionSettings(
+                handshake_timeout=cfg.server_handshake_timeout_secs,
+                write_timeout=cfg.server_write_timeout_secs,
+                ping_interval=cfg.server_ping_interval_secs,
+                pong_timeout=cfg.pong_timeout,
+            ),
+        )
         self.nursery: trio.Nursery
         self.stopped = trio.Event()
 
@@ -86,7 +101,7 @@ class SyncServer:
 
     @property
     def active_connections(self) -> int:
-        return len(self.connections) + self._handshaking
+        return self.registry.active
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled or drained by :meth:`drain`."""
@@ -97,8 +112,12 @@ class SyncServer:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                for syncer in self.feed.views:
-                    nursery.start_soon(self._fanout, syncer)
+                interval = self.cfg.server_fanout_interval_secs
+                for syncer, view in self.feed.views.items():
+                    fanout = FanOut(
+                        syncer, view, self.feed.wait_for_crumb, self.by_syncer[syncer], interval
+                    )
+                    nursery.start_soon(fanout.run)
                 nursery.start_soon(self._governor)
                 for listener in self._listeners:
                     nursery.start_soon(self._accept_loop, listener)
@@ -126,7 +145,7 @@ class SyncServer:
                 await stream.aclose()
                 continue
             # Count it now, not when its task first runs, so a burst cannot overshoot the cap.
-            self._handshaking += 1
+            self.registry.handshaking += 1
             self.nursery.start_soon(self._handle, stream)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
@@ -139,11 +158,11 @@ class SyncServer:
             transport = await self._make_transport(stream, conn_id)
             if transport is None:
                 return
-            conn = Connection(self, transport, conn_id)
+            conn = Connection(self.context, transport, conn_id)
             await conn.run()
         finally:
             if conn is None or not conn.registered:
-                self._handshaking -= 1
+                self.registry.handshaking -= 1
             metrics.connections_active.set(self.active_connections)
 
     async def _make_transport(self, stream: trio.SocketStream, conn_id: int) -> Transport | None:
@@ -169,107 +188,6 @@ class SyncServer:
             await _close_quietly(tls)
             return None
         return StreamTransport(tls, peer)
-
-    def register(self, conn: Connection) -> None:
-        self._handshaking -= 1
-        conn.registered = True
-        self.connections[conn.info.conn_id] = conn
-        assert conn.syncer is not None
-        self.by_syncer[conn.syncer].add(conn)
-        metrics.connections_streaming.labels(str(conn.syncer)).inc()
-
-    def unregister(self, conn: Connection) -> None:
-        self.connections.pop(conn.info.conn_id, None)
-        if conn.syncer is not None and conn in self.by_syncer[conn.syncer]:
-            self.by_syncer[conn.syncer].discard(conn)
-            metrics.connections_streaming.labels(str(conn.syncer)).dec()
-
-    # --- Shared fan-out --------------------------------------------------------------------------
-
-    async def _fanout(self, syncer: SyncerType) -> None:
-        """Write each new run of breadcrumbs to every caught-up client with one direct write.
-
-        The bytes are joined once per run (and compressed once per run for zstd clients);
-        clients that are behind, busy or on TLS are woken to follow on their own.
-        """
-        view = self.feed.views[syncer]
-        label = str(syncer)
-        direct_writes = metrics.fanout_direct_writes.labels(label)
-        slow = metrics.fanout_slow_wakeups.labels(label)
-        latency = metrics.client_latency_secs.labels(label)
-        seq_gauge = metrics.breadcrumb_seq_number.labels(label)
-        size_gauge = metrics.cache_size.labels(label)
-        interval = self.cfg.server_fanout_interval_secs
-        last = view.head_seq
-        run_secs = 0.0  # how long the previous run over all clients took
-        while True:
-            await self.feed.wait_for_crumb(syncer, last)
-            # Coalesce a burst into one write per client. The window runs from the birth of
-            # the oldest unsent breadcrumb, not from now: breadcrumbs that arrived while the
-            # previous run was writing have waited long enough already. It is at least as long
-            # as the previous run, so that with many clients the runs (whose cost grows with
-            # clients x runs, not with updates) take at most about half of the loop.
-            window = max(interval, run_secs)
-            if window:
-                oldest = next(view.crumbs_after(last), None)
-                wait = window if oldest is None else window - (view.clock() - oldest.timestamp)
-                if wait > 0:
-                    await trio.sleep(wait)
-                else:
-                    await trio.lowlevel.checkpoint()  # never hog the loop between runs
-            first, last = last + 1, view.head_seq
-            seq_gauge.set(last)
-            size_gauge.set(len(view))
-            conns = self.by_syncer[syncer]
-            if not conns:
-                continue
-            if view.oldest_seq > first:
-                for conn in conns:
-                    conn.wake()
-                continue
-            run_started = time.monotonic()
-            crumbs = list(view.crumbs_after(first - 1))
-            oldest_age = run_started - crumbs[0].timestamp
-            plain: bytes | None = None
-            compressed: bytes | None = None
-            # Frames for idle clients a little behind, by (position, compression): a hiccup
-            # leaves many clients at the same few positions.
-            behind: dict[tuple[int, bool], list[bytes]] = {}
-            oldest_seq = view.oldest_seq
-            n = 0
-            written = 0
-            for conn in list(conns):
-                if conn.next_seq == first:
-                    if conn.zstd:
-                        if compressed is None:
-                            compressed = b"".join(c.frames_for(True) for c in crumbs)
-                        data = compressed
-                    else:
-                        if plain is None:
-                            plain = b"".join(c.frames for c in crumbs)
-                        data = plain
-                    wrote = conn.try_fast_write(first, last, data)
-                elif oldest_seq <= conn.next_seq < first and last - conn.next_seq < _MAX_CATCH_UP:
-                    key = (conn.next_seq, conn.zstd)
-                    parts = behind.get(key)
-                    if parts is None:
-                        parts = behind[key] = [
-                            c.frames_for(conn.zstd) for c in view.crumbs_after(conn.next_seq - 1)
-                        ]
-                    wrote = conn.try_fast_catch_up(last, parts)
-                else:
-                    wrote = -1
-                if wrote >= 0:
-                    n += 1
-                    written += wrote
-                else:
-                    conn.wake()
-                    slow.inc()
-            run_secs = time.monotonic() - run_started
-            if n:
-                direct_writes.inc(n)
-                latency.observe(oldest_age)
-                metrics.bytes_sent.labels(label).inc(written)
 
     # --- Governor, rebalancing, drain ------------------------------------------------------------
 
@@ -303,8 +221,9 @@ class SyncServer:
         return random.choice(self.redirect_addrs) if self.redirect_addrs else None
 
     async def drain(self) -> None:
-        """Graceful shutdown (typha.md §5.1): stop accepting, then drop connections spread over
-        the shutdown timeout, each with a Goodbye saying when (and where) to reconnect."""
+        """Graceful shutdown (docs/architecture.md, "Drain"): stop accepting, then drop
+        connections spread over the shutdown timeout, each with a Goodbye saying when (and
+        where) to reconnect."""
         self.shutting_down = True
         for listener in self._listeners:
             await listener.aclose()

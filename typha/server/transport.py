@@ -1,9 +1,9 @@
 """Byte transports under a connection: plain TCP with a non-blocking fast path, or TLS.
 
 The fast path matters: one trio ``send_all`` costs ~22 µs, a raw non-blocking ``write`` ~2 µs
-(dependencies.md §9, anchors.md §6). The shared fan-out writes the same bytes to every caught-up
-client with ``write_nowait`` and hands only the remainder of a short write to the client's own
-writer task.
+(docs/architecture.md, "Measured costs behind the design"). The shared fan-out writes the same
+bytes to every caught-up client with ``write_nowait`` and hands only the remainder of a short
+write to the client's own writer task.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import httpx
 import structlog
 import trio
 
-from typha.sync.httpstreams import OneShotBody, finish_stream
+from typha.httpstreams import OneShotBody, finish_stream
 
 log = structlog.get_logger()
 

@@ -26,7 +26,7 @@ Algorithm (docs/kubernetes.md):
    ``missing_retry_secs`` (30 s; Typha waits 30 min).
 
 Every change goes through the converter (``typha.sync.convert.k8s_to_updates``), the churn
-filter (``typha.filter.churn``: a change whose converted output is unchanged is dropped and
+filter (``typha.sync.churn``: a change whose converted output is unchanged is dropped and
 counted by reason) and a per-type :class:`~typha.sync.base.ResourceExpander` keyed by
 ``namespace/name`` (an update that stops producing a key deletes it; DELETED deletes all the
 object produced). Invalid objects are logged, counted in
@@ -45,7 +45,14 @@ import structlog
 import trio
 
 from typha import jsonlimit
-from typha.filter.churn import ChurnFilter
+from typha.k8s.client import (
+    KubeApiError,
+    KubeClient,
+    KubeUnavailable,
+    ResourceExpired,
+    ResourceNotFound,
+)
+from typha.k8s.kubeconfig import KubeConfig
 from typha.sync.base import (
     ConnectionStatus,
     EventSink,
@@ -57,15 +64,8 @@ from typha.sync.base import (
     retry_delay,
     short_repr,
 )
+from typha.sync.churn import ChurnFilter
 from typha.sync.convert import InvalidResource, k8s_to_updates
-from typha.sync.k8s_client import (
-    KubeApiError,
-    KubeClient,
-    KubeConfig,
-    KubeUnavailable,
-    ResourceExpired,
-    ResourceNotFound,
-)
 from typha.sync.metrics import datastore_invalid_values
 
 log = structlog.get_logger(__name__)
@@ -236,7 +236,7 @@ class KubernetesDatastore:
     def from_config(cls, cfg: Any, **kwargs: Any) -> KubernetesDatastore:
         """Build from Typha's config: the Kubernetes client configuration itself comes from
         the environment like libcalico-go's (``KUBECONFIG``, else in-cluster)."""
-        del cfg  # Typha has no kubeconfig parameter of its own (typha.md §3.1).
+        del cfg  # Typha has no kubeconfig parameter of its own (docs/kubernetes.md).
         return cls(KubeConfig.load(), **kwargs)
 
     def make_client(self) -> KubeClient:

@@ -1,5 +1,5 @@
-"""Felix's chain structure for workloads (felix-model.md §4.2): endpoint, dispatch, static filter
-chains, the nat chains, and the hooks from the kernel chains.
+"""Felix's chain structure for workloads (docs/felix-calc.md, "Chains"): endpoint, dispatch,
+static filter chains, the nat chains, and the hooks from the kernel chains.
 
 Chains are returned as tuples of rule specs (the text after ``-A <chain>``). Host endpoints are not
 policed by this client, so the host-endpoint chains (``cali-from-host-endpoint``…) and the jumps to

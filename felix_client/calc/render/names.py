@@ -1,4 +1,4 @@
-"""iptables chain names (felix-model.md §4.2) and the mark bits (§4.1)."""
+"""iptables chain names and the mark bits (docs/felix-calc.md, "Naming rules")."""
 
 from __future__ import annotations
 

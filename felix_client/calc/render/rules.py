@@ -3,7 +3,7 @@
 A rule whose criteria are a plain AND renders as one match rule plus its action. When a rule needs
 OR-ed alternatives that one iptables rule cannot express — several CIDRs, port lists longer than
 one multiport match, numeric ports mixed with named ports — or several negated CIDRs, it renders as
-a *match block* using the two scratch mark bits (felix-model.md §4.2):
+a *match block* using the two scratch mark bits (docs/felix-calc.md, "Chains"):
 
 1. set scratch0, clear scratch1 ("still matching");
 2. per OR-group: each alternative that matches while the current bit is set sets the other bit;

@@ -1,4 +1,4 @@
-"""Typha discovery from the Kubernetes API, as Felix does it (typha.md §7.2).
+"""Typha discovery from the Kubernetes API, as Felix does it (docs/kubernetes.md, "Discovery").
 
 List the EndpointSlices labelled ``kubernetes.io/service-name=<service>`` in the namespace;
 in each slice that has the port named ``calico-typha`` (overridable), take every address of
@@ -7,9 +7,9 @@ IPv6). Endpoints on the client's own node (``nodeName``) come first, then the re
 is shuffled. No endpoint ⇒ :class:`ServiceNotReady` ("service not ready").
 
 ``discover_typha`` is synchronous (a sync httpx client; felix_client/cli.py calls it before
-each connection attempt); ``discover_typha_async`` uses a :class:`~typha.sync.k8s_client.
+each connection attempt); ``discover_typha_async`` uses a :class:`~typha.k8s.client.
 KubeClient`. Both take an explicit client or a kubeconfig (path or
-:class:`~typha.sync.k8s_client.KubeConfig`); with neither, the standard loading order
+:class:`~typha.k8s.kubeconfig.KubeConfig`); with neither, the standard loading order
 applies (``KUBECONFIG``, in-cluster, ``~/.kube/config``).
 """
 
@@ -24,12 +24,8 @@ from urllib.parse import quote
 
 import httpx
 
-from typha.sync.k8s_client import (
-    KubeClient,
-    KubeConfig,
-    KubeError,
-    error_from_status,
-)
+from typha.k8s.client import KubeClient, KubeError, error_from_status
+from typha.k8s.kubeconfig import KubeConfig
 
 DEFAULT_PORT_NAME = "calico-typha"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"

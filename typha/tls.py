@@ -1,4 +1,4 @@
-"""TLS for the sync server with Typha's rules (typha.md §3.4).
+"""TLS for the sync server with Typha's rules (docs/architecture.md, "TLS").
 
 The server demands and verifies a client certificate, then checks its identity: when both a
 CN and a URI SAN are configured, either may match; when one is configured, it must match.

@@ -9,21 +9,16 @@ Stops cleanly on Ctrl-C or after ``--duration`` seconds.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import trio
 
 from felix_client.sync_client import SyncClient
+from load.local_etcd import LocalEtcd, find_etcd
 from typha import logs
 from typha.app import Typha
 from typha.config import load_config
@@ -35,81 +30,6 @@ from typha.sync.convert import v3_to_updates
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "config" / "examples"
 DEMO_DIR = ROOT / ".demo"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def find_etcd() -> str | None:
-    for candidate in (os.environ.get("TYPHA_ETCD_BIN"), "/opt/typha-peers/bin/etcd"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("etcd")
-
-
-class LocalEtcd:
-    """A throwaway single-member etcd on loopback for the demo."""
-
-    def __init__(self, binary: str, data_dir: Path) -> None:
-        self.binary = binary
-        self.data_dir = data_dir
-        self.client_port = free_port()
-        self.peer_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
-
-    def start(self) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.data_dir.mkdir(parents=True)
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        log = open(self.data_dir.parent / "etcd.log", "wb")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--name",
-                "demo",
-                "--data-dir",
-                str(self.data_dir),
-                "--listen-client-urls",
-                self.url,
-                "--advertise-client-urls",
-                self.url,
-                "--listen-peer-urls",
-                peer,
-                "--initial-advertise-peer-urls",
-                peer,
-                "--initial-cluster",
-                f"demo={peer}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited; see {self.data_dir.parent / 'etcd.log'}")
-            time.sleep(0.1)
-        raise RuntimeError("etcd did not become healthy in 20 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class ClusterWriter(Protocol):

@@ -1,4 +1,4 @@
-"""Helpers to run a real Typha (feed + server) inside a trio test or the demo."""
+"""Helpers to run a real Typha (feed + server) inside a trio test."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import trio
 from typha.cache.feed import CacheFeed
 from typha.config import Config, load_config
 from typha.server.server import SyncServer
-from typha.server.tls import server_ssl_context
 from typha.sync.base import Datastore
+from typha.tls import server_ssl_context
 
 
 @dataclass

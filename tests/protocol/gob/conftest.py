@@ -1,0 +1,1 @@
+from .oracle import oracle  # noqa: F401  (the session-scoped Go oracle fixture)

@@ -1,0 +1,1 @@
+"""Kubernetes API access shared by the server and the node agent: the client and Typha discovery."""

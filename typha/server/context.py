@@ -1,0 +1,46 @@
+"""What a connection may see of the server: a narrow context, not the server itself.
+
+A :class:`~typha.server.connection.Connection` needs the epoch and version it announces, the
+syncer views and their snapshot caches, a way to wait for the next breadcrumb, the registry
+it joins once its handshake is done, and its own timeouts. The server builds one
+:class:`ConnectionContext` and hands it to every connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from typha.cache.snapshot import SnapshotCache
+from typha.cache.view import SyncerView
+from typha.model.keys import SyncerType
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """A connection's timeouts, in seconds (from the server's config)."""
+
+    handshake_timeout: float
+    write_timeout: float
+    ping_interval: float
+    pong_timeout: float
+
+
+class Registry(Protocol):
+    """Where a connection registers once its handshake is done (``registry.py``)."""
+
+    def register(self, conn: Any) -> None: ...
+
+    def unregister(self, conn: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConnectionContext:
+    epoch: int
+    server_version: str
+    views: Mapping[SyncerType, SyncerView]
+    snapshots: Mapping[SyncerType, SnapshotCache]
+    wait_for_crumb: Callable[[SyncerType, int], Awaitable[None]]
+    registry: Registry
+    settings: ConnectionSettings
