@@ -101,9 +101,10 @@ class CacheFeed:
                 continue
             try:
                 enc = encode_update(upd)
-            except (OverflowError, TypeError, ValueError) as exc:
-                # The converters should never produce such a value; if one slips through,
-                # it must cost only its own key (treated as deleted, like an invalid value).
+            except Exception as exc:
+                # The converters should never produce such a value (too deep, too big, not
+                # msgpack-native); if one slips through, whatever msgpack raises, it must cost
+                # only its own key (treated as deleted, like an invalid value).
                 log.error("value cannot be encoded; deleted", key=upd.key, error=str(exc))
                 datastore_invalid_values.inc()
                 enc = encode_update(Update(upd.key, None))

@@ -145,3 +145,13 @@ def retry_delay(attempt: int, base: float, cap: float) -> float:
     datastores' retries: ``attempt`` 1 waits about ``base``, doubling up to ``cap``."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def short_repr(exc: BaseException, limit: int = 300) -> str:
+    """``repr(exc)`` cut to ``limit`` characters, for a log line about an invalid value. Never
+    raises: a deep object among an exception's arguments must not break the log line."""
+    try:
+        text = repr(exc)
+    except Exception:
+        text = type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
