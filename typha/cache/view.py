@@ -36,22 +36,47 @@ from typha.protocol import (
 from typha.protocol.codec import PACKED_NIL, encode_kv
 
 
+class KVMeta:
+    """What Calico's protocol sends beside a KV (docs/architecture.md, "Per-KV metadata"): the
+    datastore ``revision`` that last wrote it (etcd mod_revision, as a string) and the v3
+    resource version (for v3 resources). Not part of the dedupe: an update that changes only
+    these is skipped (and the key keeps its old metadata), as in Go Typha. Breadcrumbs add
+    the update type (``Breadcrumb.kv_types``)."""
+
+    __slots__ = ("revision", "v3_resource_version")
+
+    def __init__(self, revision: str | None, v3_resource_version: str = "") -> None:
+        self.revision = revision
+        self.v3_resource_version = v3_resource_version
+
+    def __repr__(self) -> str:
+        return f"KVMeta({self.revision!r}, {self.v3_resource_version!r})"
+
+
+# Calico's update types (libcalico-go api.UpdateType).
+UPDATE_NEW = 1
+UPDATE_UPDATED = 2
+UPDATE_DELETED = 3
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedUpdate:
     """An update encoded once: ``value_bytes`` is the packed value (``PACKED_NIL`` for a
-    deletion) and ``kv_bytes`` the packed ``[key, value]`` pair that goes on the wire."""
+    deletion) and ``kv_bytes`` the packed ``[key, value]`` pair that goes on the wire;
+    ``meta`` its revision and v3 resource version, when the datastore knows them."""
 
     key: str
     value_bytes: bytes
     kv_bytes: bytes
+    meta: KVMeta | None = None
 
     @property
     def is_delete(self) -> bool:
         return self.value_bytes == PACKED_NIL
 
     @classmethod
-    def build(cls, key: str, value_bytes: bytes) -> EncodedUpdate:
-        return cls(key, value_bytes, encode_kv(key, value_bytes))
+    def build(cls, key: str, value_bytes: bytes, meta: KVMeta | None = None) -> EncodedUpdate:
+        return cls(key, value_bytes, encode_kv(key, value_bytes), meta)
 
 
 @dataclass(slots=True)
@@ -67,6 +92,10 @@ class Breadcrumb:
     batch_start: bool = True  # first crumb of one datastore batch
     complete: bool = True  # last crumb of its batch: ``revision`` is fully reached here
     frames: bytes = b""
+    # Per KV: the update type (one byte each) and the revision metadata (the same objects
+    # the state holds; None when no KV of the crumb has any).
+    kv_types: bytes = b""
+    kv_meta: list[KVMeta | None] | None = None
     _frames_zstd: bytes | None = None
     # Other wire encodings of this crumb, by codec key (built on first use, then shared).
     _encoded: dict[str, bytes] | None = None
@@ -95,6 +124,14 @@ class Breadcrumb:
         return data
 
 
+def _update_types(chunk: list[EncodedUpdate], state: dict[str, _Entry]) -> bytes:
+    """Each update's type, one byte per KV: deleted, new (key absent before) or updated."""
+    return bytes(
+        UPDATE_DELETED if u.is_delete else UPDATE_UPDATED if u.key in state else UPDATE_NEW
+        for u in chunk
+    )
+
+
 def _encode_crumb(crumb: Breadcrumb, *, compress: bool) -> bytes:
     parts = []
     if crumb.kv_bytes:
@@ -110,6 +147,7 @@ class _Entry:
     value_bytes: bytes
     kv_bytes: bytes
     changed_seq: int
+    meta: KVMeta | None = None
 
 
 @dataclass(slots=True)
@@ -282,6 +320,9 @@ class SyncerView:
         for i, chunk in enumerate(chunks):
             self.head_seq += 1
             seq = self.head_seq
+            # New or updated is judged against the state before this chunk's updates.
+            kv_types = _update_types(chunk, self.state)
+            metas = [u.meta for u in chunk]
             for upd in chunk:
                 self._apply_one(upd, seq, now)
             last = i == len(chunks) - 1
@@ -298,6 +339,8 @@ class SyncerView:
                 status=self.status if (status_change and last) else None,
                 batch_start=i == 0,
                 complete=last,
+                kv_types=kv_types,
+                kv_meta=metas if any(m is not None for m in metas) else None,
             )
             crumb.frames = _encode_crumb(crumb, compress=False)
             self.crumbs.append(crumb)
@@ -312,7 +355,7 @@ class SyncerView:
             self._tombstones.pop(upd.key, None)  # re-insert to keep seq order
             self._tombstones[upd.key] = (seq, now, upd.kv_bytes)
         else:
-            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq)
+            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq, upd.meta)
             if upd.key in self._tombstones:
                 del self._tombstones[upd.key]
 
@@ -358,6 +401,13 @@ class SyncerView:
 
     def all_kvs(self) -> list[bytes]:
         return [e.kv_bytes for e in self.state.values()]
+
+    def all_kvs_with_meta(self) -> tuple[list[bytes], list[KVMeta | None] | None]:
+        """The state's KVs and, in the same order, their metadata (None if no key has any)."""
+        entries = list(self.state.values())
+        kvs = [e.kv_bytes for e in entries]
+        metas = [e.meta for e in entries]
+        return kvs, (metas if any(m is not None for m in metas) else None)
 
     # --- Persistence hooks (warm restart) --------------------------------------------------------
 

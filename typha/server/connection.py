@@ -75,8 +75,20 @@ class ClientInfo:
 
 
 class Connection:
-    def __init__(self, ctx: ConnectionContext, transport: Transport, conn_id: int) -> None:
+    def __init__(
+        self,
+        ctx: ConnectionContext,
+        transport: Transport,
+        conn_id: int,
+        *,
+        initial: bytes = b"",
+        handshake_deadline: float | None = None,
+    ) -> None:
         self.ctx = ctx
+        # Bytes the server already read to tell the protocol (docs/protocol.md, 8.1), and
+        # the trio time by which the hello must be complete (counted from the accept).
+        self._initial_bytes = initial
+        self._deadline = handshake_deadline
         self.settings = ctx.settings
         self.transport = transport
         self.proto = ServerProtocol()
@@ -103,7 +115,7 @@ class Connection:
 
     async def run(self) -> None:
         try:
-            with trio.move_on_after(self.settings.handshake_timeout) as hs_scope:
+            with trio.move_on_at(self._handshake_deadline()) as hs_scope:
                 hello = await self._read_hello()
             if hs_scope.cancelled_caught:
                 self.log.info("handshake timed out")
@@ -139,7 +151,15 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.abort(f"connection lost: {exc or type(exc).__name__}")
 
+    def _handshake_deadline(self) -> float:
+        if self._deadline is not None:
+            return self._deadline
+        return trio.current_time() + self.settings.handshake_timeout
+
     async def _read_hello(self) -> ClientHello | None:
+        if self._initial_bytes:
+            self.proto.receive_data(self._initial_bytes)
+            self._initial_bytes = b""
         while True:
             event = self.proto.next_event()
             if event is not None:
