@@ -1,0 +1,343 @@
+"""Calico's gob protocol from the real server, beside msgpack on the same port: Calico's own
+syncclient (tests/go/gobcheck) against typha-py on loopback, on a real etcd."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+import trio
+
+from felix_client.sync_client import SyncClient
+from tests.peers.etcd import EtcdServer
+from tests.typha_harness import make_config, run_typha
+from typha import metrics
+from typha.model.keys import ALL_SYNCER_TYPES, SyncerType
+from typha.server.gob_connection import GobConnection
+from typha.sync.convert import etcd_key_for, etcd_value_for
+from typha.sync.etcd import EtcdDatastore
+from typha.sync.memory import MemoryDatastore
+
+from .gobclient import GoClient, require_gobcheck
+
+V3 = "projectcalico.org/v3"
+
+
+def wep(i: int, label: str = "a") -> dict[str, Any]:
+    return {
+        "apiVersion": V3,
+        "kind": "WorkloadEndpoint",
+        "metadata": {
+            "name": f"node1-k8s-pod{i}-eth0",
+            "namespace": "ns1",
+            "labels": {"app": label},
+        },
+        "spec": {
+            "orchestrator": "k8s",
+            "node": "node1",
+            "pod": f"pod{i}",
+            "endpoint": "eth0",
+            "interfaceName": f"cali{i:011d}",
+            "ipNetworks": [f"10.65.0.{i}/32"],
+            "profiles": ["kns.ns1"],
+        },
+    }
+
+
+RESOURCES: list[dict[str, Any]] = [
+    {
+        "apiVersion": V3,
+        "kind": "Node",
+        "metadata": {"name": "node1"},
+        "spec": {"bgp": {"ipv4Address": "192.168.0.1/24", "ipv4IPIPTunnelAddr": "10.65.0.1"}},
+    },
+    {
+        "apiVersion": V3,
+        "kind": "IPPool",
+        "metadata": {"name": "pool1"},
+        "spec": {"cidr": "10.65.0.0/16", "ipipMode": "Always", "natOutgoing": True},
+    },
+    {
+        "apiVersion": V3,
+        "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "allow-all"},
+        "spec": {
+            "selector": "app == 'a' && has(app)",
+            "order": 1,
+            "ingress": [{"action": "Allow"}],
+        },
+    },
+    {
+        "apiVersion": V3,
+        "kind": "CalicoNodeStatus",
+        "metadata": {"name": "node1-status"},
+        "spec": {"node": "node1", "classes": ["Agent"], "updatePeriodSeconds": 10},
+    },
+    wep(1),
+    wep(2),
+]
+
+
+def put(etcd: EtcdServer, resource: dict[str, Any]) -> int:
+    return etcd.put(etcd_key_for(resource), json.dumps(etcd_value_for(resource)))
+
+
+def mod_revisions(etcd: EtcdServer) -> dict[str, int]:
+    """etcd's own view: mod_revision of every key under /calico/."""
+    import base64
+
+    reply = etcd.call(
+        "/v3/kv/range",
+        {
+            "key": base64.b64encode(b"/calico/").decode(),
+            "range_end": base64.b64encode(b"/calico0").decode(),
+        },
+    )
+    return {
+        base64.b64decode(kv["key"]).decode(): int(kv["mod_revision"]) for kv in reply.get("kvs", [])
+    }
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["snappy", "plain"])
+async def test_calico_client_syncs_every_syncer_from_etcd_and_follows_deltas(
+    etcd_server: EtcdServer, plain: bool
+) -> None:
+    require_gobcheck()
+    for r in RESOURCES:
+        put(etcd_server, r)
+    revs = mod_revisions(etcd_server)
+    ds = EtcdDatastore([etcd_server.client_url])
+    async with run_typha(ds) as typha:
+        clients = {s: GoClient(typha.address, str(s), plain=plain) for s in ALL_SYNCER_TYPES}
+        try:
+            for syncer, client in clients.items():
+                view = typha.feed.views[syncer]
+                await client.wait_for(lambda c=client: c.in_sync, f"{syncer} in sync")
+                # Exactly the view's keys, each new, each with the mod_revision of the etcd
+                # key it came from (one etcd key may give several model keys).
+                got = client.state()
+                assert set(got) == set(view.state), syncer
+                assert {u["updateType"] for u in got.values()} <= {1}
+                assert {u["revision"] for u in got.values()} <= {str(r) for r in revs.values()}
+            felix = clients[SyncerType.FELIX]
+            assert len(felix.state()) >= 5
+            wep_key = next(k for k in felix.state() if "/workload/" in k and k.endswith("eth0"))
+            assert felix.state()[wep_key]["revision"] in {
+                str(revs[etcd_key_for(wep(1))]),
+                str(revs[etcd_key_for(wep(2))]),
+            }
+            for c in clients.values():
+                assert c.state(), f"{c} got nothing"  # every syncer has content (positive)
+            # Deltas: create, update, delete, each with its update type and etcd revision.
+            n = len(felix.updates)
+            rev_new = put(etcd_server, wep(3))
+            rev_upd = put(etcd_server, wep(3, label="b"))
+            rev_del = etcd_server.delete(etcd_key_for(wep(3)))
+            await felix.wait_for(lambda: len(felix.updates) >= n + 3, "three deltas")
+            deltas = [u for u in felix.updates[n:] if "pod3" in u["key"]]
+            assert [(u["updateType"], u["revision"]) for u in deltas] == [
+                (1, str(rev_new)),
+                (2, str(rev_upd)),
+                (3, str(rev_del)),
+            ]
+            assert json.loads(deltas[0]["value"])["labels"]["app"] == "a"
+            assert json.loads(deltas[1]["value"])["labels"]["app"] == "b"
+            assert deltas[2]["value"] is None
+        finally:
+            for c in clients.values():
+                c.close()
+
+
+def _wep_kv(i: int, label: str = "a") -> tuple[str, dict[str, Any]]:
+    key = f"/calico/v1/host/node1/workload/k8s/ns1%2fpod{i}/endpoint/eth0"
+    return key, {
+        "state": "active",
+        "name": f"cali{i:011d}",
+        "mac": None,
+        "profile_ids": ["kns.ns1"],
+        "ipv4_nets": [f"10.65.0.{i}/32"],
+        "ipv6_nets": [],
+        "labels": {"app": label},
+    }
+
+
+async def test_msgpack_and_gob_clients_share_the_port_and_the_updates() -> None:
+    require_gobcheck()
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(20)))
+    async with run_typha(ds) as typha, trio.open_nursery() as nursery:
+        ours = SyncClient([typha.address], "node-msgpack")
+        nursery.start_soon(ours.run)
+        gob_plain = GoClient(typha.address, "felix", plain=True)
+        gob_snappy = GoClient(typha.address, "felix")
+        try:
+            for c in (gob_plain, gob_snappy):
+                await c.wait_for(lambda c=c: c.in_sync and len(c.state()) == 20, "snapshot")
+            with trio.fail_after(10):
+                await ours.in_sync.wait()
+            key, value = _wep_kv(100, "z")
+            ds.set(key, value)
+            for c in (gob_plain, gob_snappy):
+                await c.wait_for(lambda c=c: key in c.state(), "the new key")
+                assert json.loads(c.state()[key]["value"])["labels"] == {"app": "z"}
+            with trio.fail_after(10):
+                while key not in ours.state:
+                    await trio.sleep(0.02)
+            assert ours.state[key]["labels"] == {"app": "z"}
+            status = typha.server.status()
+            compressions = sorted(str(c["compression"]) for c in status["clients"])
+            assert compressions == ["None", "snappy", "zstd"]
+        finally:
+            gob_plain.close()
+            gob_snappy.close()
+            nursery.cancel_scope.cancel()
+
+
+def _raw_gob(port: int, data: bytes) -> bytes:
+    """Send ``data`` as a gob client would and return everything the server wrote until it
+    closed the connection (or 5 s passed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            return out + b"<timeout>"
+        return out
+
+
+async def test_hellos_typha_refuses_close_without_a_server_hello() -> None:
+    """Unknown syncer, no modern policy keys, a first message that is not a hello: closed
+    without ServerHello — beside the same hello with good fields, which is answered."""
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
+    async with run_typha(ds, make_config(ServerHandshakeTimeoutSecs=3)) as typha:
+        enc = _golike()
+        good = await trio.to_thread.run_sync(_raw_gob_until_hello, typha.port, enc.good)
+        assert b"MsgServerHello" in good
+        for bad in (enc.unknown_syncer, enc.no_modern_keys, enc.pong_first):
+            answer = await trio.to_thread.run_sync(_raw_gob, typha.port, bad)
+            assert b"MsgServerHello" not in answer and b"<timeout>" not in answer, answer[:80]
+
+
+class _Hellos:
+    def __init__(
+        self, good: bytes, unknown_syncer: bytes, no_modern_keys: bytes, pong_first: bytes
+    ):
+        self.good = good
+        self.unknown_syncer = unknown_syncer
+        self.no_modern_keys = no_modern_keys
+        self.pong_first = pong_first
+
+
+def _golike() -> _Hellos:
+    from tests.protocol.gob.golike import GoLikeClientEncoder
+    from typha.protocol.gob import ClientHello, Pong
+
+    def hello(**kw: Any) -> bytes:
+        fields: dict[str, Any] = dict(
+            hostname="n1", syncer_type="felix", supports_modern_policy_keys=True
+        )
+        fields.update(kw)
+        return GoLikeClientEncoder().encode(ClientHello(**fields))
+
+    return _Hellos(
+        good=hello(),
+        unknown_syncer=hello(syncer_type="bogus"),
+        no_modern_keys=hello(supports_modern_policy_keys=False),
+        pong_first=GoLikeClientEncoder().encode(Pong()),
+    )
+
+
+def _raw_gob_until_hello(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        while b"MsgServerHello" not in out:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+async def test_drain_closes_gob_connections_and_calicos_client_reconnects() -> None:
+    require_gobcheck()
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(5)))
+    cfg = make_config(ShutdownTimeoutSecs=1)
+    async with run_typha(ds, cfg) as first:
+        port = first.port
+        client = GoClient(first.address, "felix", restart=True)
+        try:
+            await client.wait_for(lambda: client.in_sync, "in sync")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first.server.drain)
+                await client.wait_for(
+                    lambda: any(e.get("restarted") for e in client.events), "restart"
+                )
+            assert first.server.connections == {}
+            # A new Typha on the same port: the client reconnects there and syncs again.
+            again = make_config(ServerPort=port)
+            async with run_typha(ds, again) as second:
+                n = len([e for e in client.events if "status" in e])
+                await client.wait_for(
+                    lambda: len([e for e in client.events if "status" in e]) > n and client.in_sync,
+                    "in sync again",
+                )
+                assert len(second.server.connections) == 1
+        finally:
+            client.close()
+
+
+def _gob_encodes(what: str) -> float:
+    return metrics.gob_encodes.labels(what)._value.get()
+
+
+async def test_each_breadcrumb_is_gob_encoded_once_for_many_clients(monkeypatch: Any) -> None:
+    """Six of Calico's clients (three snappy, three plain) follow 30 updates: the gob encodes
+    equal the breadcrumbs (not breadcrumbs x clients), the snapshot is encoded once, and the
+    fan-out writes one and the same bytes object to every caught-up client of a codec."""
+    require_gobcheck()
+    written: list[tuple[int, str, bytes]] = []  # (connection, codec, data) per fast write
+    original = GobConnection.try_fast_write
+
+    def spy(self: GobConnection, first: int, last: int, data: bytes) -> int:
+        written.append((self.info.conn_id, self.codec.key, data))
+        return original(self, first, last, data)
+
+    monkeypatch.setattr(GobConnection, "try_fast_write", spy)
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(50)))
+    async with run_typha(ds) as typha:
+        view = typha.feed.views[SyncerType.FELIX]
+        snapshots_before = _gob_encodes("snapshot")
+        clients = [GoClient(typha.address, "felix", plain=i % 2 == 1) for i in range(6)]
+        try:
+            for c in clients:
+                await c.wait_for(lambda c=c: c.in_sync and len(c.state()) == 50, "snapshot")
+            assert _gob_encodes("snapshot") - snapshots_before == 1
+            crumbs_before, encodes_before = view.head_seq, _gob_encodes("breadcrumb")
+            for i in range(30):
+                ds.set(*_wep_kv(i, f"v{i}"))
+                await trio.sleep(0.01)
+            for c in clients:
+                await c.wait_for(
+                    lambda c=c: (
+                        json.loads(c.state()[_wep_kv(29)[0]]["value"])["labels"] == {"app": "v29"}
+                    ),
+                    "the last update",
+                )
+            crumbs = view.head_seq - crumbs_before
+            assert crumbs >= 10  # the updates were spread over many breadcrumbs
+            assert _gob_encodes("breadcrumb") - encodes_before == crumbs
+        finally:
+            for c in clients:
+                c.close()
+    by_data: dict[int, set[tuple[int, str]]] = {}
+    for conn, key, data in written:
+        by_data.setdefault(id(data), set()).add((conn, key))
+    # ... and no buffer crossed codecs: snappy and plain clients get different bytes.
+    assert all(len({key for _, key in conns}) == 1 for conns in by_data.values())
+    for codec in ("gob", "gob+snappy"):
+        shared = [c for c in by_data.values() if len(c) == 3 and next(iter(c))[1] == codec]
+        assert shared, f"no buffer was written to all three {codec} connections"
