@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import trio
 
 from felix_client.sync_client import SyncClient
 from tests.peers.etcd import EtcdServer
+from tests.tlsutil import TLSFiles
 from tests.typha_harness import make_config, run_typha
 from typha import metrics
 from typha.model.keys import ALL_SYNCER_TYPES, SyncerType
@@ -130,6 +133,13 @@ async def test_calico_client_syncs_every_syncer_from_etcd_and_follows_deltas(
             }
             for c in clients.values():
                 assert c.state(), f"{c} got nothing"  # every syncer has content (positive)
+            # v3 resources: the V3ResourceVersion (the etcd mod_revision) is what Calico's
+            # client puts back into the object's metadata.resourceVersion.
+            node_key = "/calico/resources/v3/projectcalico.org/nodes/node1"
+            node_upd = clients[SyncerType.BGP].state()[node_key]
+            node_rev = str(revs[etcd_key_for(RESOURCES[0])])
+            assert node_upd["revision"] == node_rev
+            assert json.loads(node_upd["value"])["metadata"]["resourceVersion"] == node_rev
             # Deltas: create, update, delete, each with its update type and etcd revision.
             n = len(felix.updates)
             rev_new = put(etcd_server, wep(3))
@@ -341,3 +351,123 @@ async def test_each_breadcrumb_is_gob_encoded_once_for_many_clients(monkeypatch:
     for codec in ("gob", "gob+snappy"):
         shared = [c for c in by_data.values() if len(c) == 3 and next(iter(c))[1] == codec]
         assert shared, f"no buffer was written to all three {codec} connections"
+
+
+TYPHA_CLIENT = Path("/opt/typha-peers/bin/typha-client")
+
+
+async def _typha_client_log(args: list[str], until: str, timeout: float = 15) -> str:
+    """Run Calico's typha-client until its log shows ``until`` (or it exits / times out)."""
+    proc = await trio.lowlevel.open_process(
+        [str(TYPHA_CLIENT), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out = b""
+    assert proc.stdout is not None
+    with trio.move_on_after(timeout):
+        while until.encode() not in out:
+            chunk = await proc.stdout.receive_some(65536)
+            if not chunk:
+                break
+            out += chunk
+    proc.kill()
+    await proc.wait()
+    await proc.stdout.aclose()
+    return out.decode(errors="replace")
+
+
+@pytest.mark.skipif(not TYPHA_CLIENT.exists(), reason="typha-client not built (build-peers.sh)")
+async def test_calicos_typha_client_over_mtls_with_cn_check(tmp_path: Path) -> None:
+    """Calico's typha-client syncs over TLS with the right client CN (its log shows the
+    updates and in-sync); with a wrong CN the server refuses it."""
+    tls = TLSFiles(tmp_path)
+    cert, key = tls.issue("server", cn="typha-server")
+    cfg = make_config(
+        ServerCertFile=cert,
+        ServerKeyFile=key,
+        CAFile=tls.ca_file,
+        ClientCN="calico-node",
+        ServerHandshakeTimeoutSecs=3,
+    )
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(7)))
+    async with run_typha(ds, cfg) as typha:
+
+        def args(cn: str) -> list[str]:
+            c, k = tls.issue(cn.replace(" ", "-"), cn=cn)
+            return [
+                f"--server={typha.address}",
+                "--type=felix",
+                f"--cert-file={c}",
+                f"--key-file={k}",
+                f"--ca-file={tls.ca_file}",
+                "--server-cn=typha-server",
+                "--server-uri=",  # typha-client panics when a TLS option is left out
+            ]
+
+        good = await _typha_client_log(args("calico-node"), "in-sync")
+        assert "total=7" in good and "in-sync" in good, good[-2000:]
+        bad = await _typha_client_log(args("intruder"), "in-sync", timeout=6)
+        assert "total=" not in bad and "in-sync" not in bad, bad[-2000:]
+        # It got through TCP and TLS to the server, which then hung up on it.
+        assert "Connected to Typha" in bad and "error=EOF" in bad, bad[-2000:]
+
+
+def _stalled_gob(port: int, declared: int, sent: int) -> socket.socket:
+    """A gob client that declares a message of ``declared`` bytes, sends ``sent`` of them and
+    stalls (the slowloris shape)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"\xfd" + declared.to_bytes(3, "big") + b"\x00" * sent)
+    return s
+
+
+def _closed_by_server(s: socket.socket, wait: float = 3.0) -> bool:
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+async def test_unauthenticated_gob_input_counts_against_the_server_budget() -> None:
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
+    async with run_typha(ds, make_config(ServerHandshakeTimeoutSecs=20)) as typha:
+        budget = typha.server.context.input_budget
+        budget.limit = 100_000
+        first = await trio.to_thread.run_sync(_stalled_gob, typha.port, 60_000, 50_000)
+        with trio.fail_after(5):
+            while budget.total < 50_000:
+                await trio.sleep(0.02)
+        assert metrics.unauthenticated_buffered_bytes._value.get() == budget.total
+        # Over the per-connection cap before the hello (64 KiB): closed at once.
+        big = await trio.to_thread.run_sync(_stalled_gob, typha.port, 100_000, 10)
+        assert await trio.to_thread.run_sync(_closed_by_server, big)
+        # A second stalled client would take the total over 100,000 bytes: closed ...
+        second = await trio.to_thread.run_sync(_stalled_gob, typha.port, 60_000, 55_000)
+        assert await trio.to_thread.run_sync(_closed_by_server, second)
+        # ... while the first, within the budget, is still open and counted.
+        assert not await trio.to_thread.run_sync(_closed_by_server, first, 0.5)
+        assert 50_000 <= budget.total < 100_000
+        first.close()
+        with trio.fail_after(5):
+            while budget.total:
+                await trio.sleep(0.02)
+        for s in (big, second):
+            s.close()
+        # And a real client still gets through (the budget only held unfinished hellos).
+        good = await trio.to_thread.run_sync(_raw_gob_until_hello, typha.port, _golike().good)
+        assert b"MsgServerHello" in good
+
+
+async def test_a_gob_client_silent_after_its_first_bytes_is_closed_at_handshake_timeout() -> (
+    None
+):
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
+    async with run_typha(ds, make_config(ServerHandshakeTimeoutSecs=1)) as typha:
+        silent = await trio.to_thread.run_sync(_stalled_gob, typha.port, 100, 10)
+        started = trio.current_time()
+        assert await trio.to_thread.run_sync(_closed_by_server, silent, 5.0)
+        assert 0.8 < trio.current_time() - started < 3
+        silent.close()
+        good = await trio.to_thread.run_sync(_raw_gob_until_hello, typha.port, _golike().good)
+        assert b"MsgServerHello" in good
