@@ -459,9 +459,7 @@ async def test_unauthenticated_gob_input_counts_against_the_server_budget() -> N
         assert b"MsgServerHello" in good
 
 
-async def test_a_gob_client_silent_after_its_first_bytes_is_closed_at_handshake_timeout() -> (
-    None
-):
+async def test_a_gob_client_silent_after_its_first_bytes_is_closed_at_handshake_timeout() -> None:
     ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
     async with run_typha(ds, make_config(ServerHandshakeTimeoutSecs=1)) as typha:
         silent = await trio.to_thread.run_sync(_stalled_gob, typha.port, 100, 10)
@@ -471,3 +469,38 @@ async def test_a_gob_client_silent_after_its_first_bytes_is_closed_at_handshake_
         silent.close()
         good = await trio.to_thread.run_sync(_raw_gob_until_hello, typha.port, _golike().good)
         assert b"MsgServerHello" in good
+
+
+def _hello_then_silence(port: int, hold: float) -> tuple[bytes, bool]:
+    """A gob client that completes a plain hello and then never answers a ping: (what it
+    received, whether the server closed the connection within ``hold`` seconds)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=hold) as s:
+        s.sendall(_golike().good)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            return out, False
+        return out, True
+
+
+async def test_pings_keep_calicos_client_and_drop_a_client_that_never_pongs() -> None:
+    require_gobcheck()
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
+    # Pings every 0.2 s; the pong timeout (0.3 s <= 2 pings) becomes 6 pings, 1.2 s.
+    cfg = make_config(ServerPingIntervalSecs=0.2, ServerPongTimeoutSecs=0.3)
+    async with run_typha(ds, cfg) as typha:
+        client = GoClient(typha.address, "felix")
+        try:
+            await client.wait_for(lambda: client.in_sync, "in sync")
+            silent = await trio.to_thread.run_sync(_hello_then_silence, typha.port, 6.0)
+            received, closed = silent
+            assert b"MsgPing" in received and closed  # pinged, then dropped
+            # Calico's client answered every ping meanwhile: still connected, acked.
+            assert client.proc.poll() is None
+            [info] = [c for c in typha.server.status()["clients"] if c["node"] == "gobcheck-node"]
+            assert info["acked_age_secs"] is not None and info["acked_age_secs"] < 1.0
+            assert info["acked_seq"] == info["sent_seq"]
+        finally:
+            client.close()
