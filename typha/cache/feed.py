@@ -26,24 +26,16 @@ from typha.sync.base import (
 )
 from typha.sync.metrics import datastore_invalid_values
 
-from .view import Breadcrumb, EncodedUpdate, KVMeta, SyncerView
+from .view import Breadcrumb, EncodedUpdate, SyncerView, compact_revision
 
 log = structlog.get_logger(__name__)
 
 _packer = msgpack.Packer(use_bin_type=True)
 
 
-_V3_PREFIX = "/calico/resources/v3/"
-
-
 def encode_update(update: Update) -> EncodedUpdate:
     value_bytes = PACKED_NIL if update.value is None else _packer.pack(update.value)
-    rev = update.revision
-    if rev is None:
-        return EncodedUpdate.build(update.key, value_bytes)
-    # A v3 resource's resourceVersion is its revision (the same string object: no extra cost).
-    meta = KVMeta(rev, rev if update.key.startswith(_V3_PREFIX) else "")
-    return EncodedUpdate.build(update.key, value_bytes, meta)
+    return EncodedUpdate.build(update.key, value_bytes, compact_revision(update.revision))
 
 
 @dataclass

@@ -35,22 +35,25 @@ from typha.protocol import (
 )
 from typha.protocol.codec import PACKED_NIL, encode_kv
 
+# A KV's datastore revision as stored (docs/architecture.md, "Per-KV metadata"): etcd's
+# mod_revision or a Kubernetes resourceVersion, kept as an int when the string is a plain
+# decimal (28 bytes instead of ~55), else as the string; None when the datastore gave none.
+# It is not part of the dedupe: an update that changes only the revision is skipped and the
+# key keeps its old one, as in Go Typha. (The v3 resource version Calico's protocol also
+# sends is the same revision for v3 resource keys: derived when encoding, not stored.)
+Revision = int | str | None
 
-class KVMeta:
-    """What Calico's protocol sends beside a KV (docs/architecture.md, "Per-KV metadata"): the
-    datastore ``revision`` that last wrote it (etcd mod_revision, as a string) and the v3
-    resource version (for v3 resources). Not part of the dedupe: an update that changes only
-    these is skipped (and the key keeps its old metadata), as in Go Typha. Breadcrumbs add
-    the update type (``Breadcrumb.kv_types``)."""
 
-    __slots__ = ("revision", "v3_resource_version")
+def compact_revision(rev: str | None) -> Revision:
+    if rev is None:
+        return None
+    if rev.isdigit() and (rev == "0" or rev[0] != "0") and len(rev) < 19:
+        return int(rev)
+    return rev
 
-    def __init__(self, revision: str | None, v3_resource_version: str = "") -> None:
-        self.revision = revision
-        self.v3_resource_version = v3_resource_version
 
-    def __repr__(self) -> str:
-        return f"KVMeta({self.revision!r}, {self.v3_resource_version!r})"
+def revision_text(rev: Revision) -> str | None:
+    return None if rev is None else str(rev)
 
 
 # Calico's update types (libcalico-go api.UpdateType).
@@ -63,20 +66,20 @@ UPDATE_DELETED = 3
 class EncodedUpdate:
     """An update encoded once: ``value_bytes`` is the packed value (``PACKED_NIL`` for a
     deletion) and ``kv_bytes`` the packed ``[key, value]`` pair that goes on the wire;
-    ``meta`` its revision and v3 resource version, when the datastore knows them."""
+    ``revision`` its datastore revision, when the datastore knows it."""
 
     key: str
     value_bytes: bytes
     kv_bytes: bytes
-    meta: KVMeta | None = None
+    revision: Revision = None
 
     @property
     def is_delete(self) -> bool:
         return self.value_bytes == PACKED_NIL
 
     @classmethod
-    def build(cls, key: str, value_bytes: bytes, meta: KVMeta | None = None) -> EncodedUpdate:
-        return cls(key, value_bytes, encode_kv(key, value_bytes), meta)
+    def build(cls, key: str, value_bytes: bytes, revision: Revision = None) -> EncodedUpdate:
+        return cls(key, value_bytes, encode_kv(key, value_bytes), revision)
 
 
 @dataclass(slots=True)
@@ -92,10 +95,10 @@ class Breadcrumb:
     batch_start: bool = True  # first crumb of one datastore batch
     complete: bool = True  # last crumb of its batch: ``revision`` is fully reached here
     frames: bytes = b""
-    # Per KV: the update type (one byte each) and the revision metadata (the same objects
-    # the state holds; None when no KV of the crumb has any).
+    # Per KV: the update type (one byte each) and the revision (the same objects the state
+    # holds; None when no KV of the crumb has one).
     kv_types: bytes = b""
-    kv_meta: list[KVMeta | None] | None = None
+    kv_revisions: list[Revision] | None = None
     _frames_zstd: bytes | None = None
     # Other wire encodings of this crumb, by codec key (built on first use, then shared).
     _encoded: dict[str, bytes] | None = None
@@ -147,7 +150,7 @@ class _Entry:
     value_bytes: bytes
     kv_bytes: bytes
     changed_seq: int
-    meta: KVMeta | None = None
+    revision: Revision = None
 
 
 @dataclass(slots=True)
@@ -322,7 +325,7 @@ class SyncerView:
             seq = self.head_seq
             # New or updated is judged against the state before this chunk's updates.
             kv_types = _update_types(chunk, self.state)
-            metas = [u.meta for u in chunk]
+            revs = [u.revision for u in chunk]
             for upd in chunk:
                 self._apply_one(upd, seq, now)
             last = i == len(chunks) - 1
@@ -340,7 +343,7 @@ class SyncerView:
                 batch_start=i == 0,
                 complete=last,
                 kv_types=kv_types,
-                kv_meta=metas if any(m is not None for m in metas) else None,
+                kv_revisions=revs if any(r is not None for r in revs) else None,
             )
             crumb.frames = _encode_crumb(crumb, compress=False)
             self.crumbs.append(crumb)
@@ -355,7 +358,7 @@ class SyncerView:
             self._tombstones.pop(upd.key, None)  # re-insert to keep seq order
             self._tombstones[upd.key] = (seq, now, upd.kv_bytes)
         else:
-            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq, upd.meta)
+            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq, upd.revision)
             if upd.key in self._tombstones:
                 del self._tombstones[upd.key]
 
@@ -402,12 +405,12 @@ class SyncerView:
     def all_kvs(self) -> list[bytes]:
         return [e.kv_bytes for e in self.state.values()]
 
-    def all_kvs_with_meta(self) -> tuple[list[bytes], list[KVMeta | None] | None]:
-        """The state's KVs and, in the same order, their metadata (None if no key has any)."""
+    def all_kvs_with_revisions(self) -> tuple[list[bytes], list[Revision] | None]:
+        """The state's KVs and, in the same order, their revisions (None if no key has one)."""
         entries = list(self.state.values())
         kvs = [e.kv_bytes for e in entries]
-        metas = [e.meta for e in entries]
-        return kvs, (metas if any(m is not None for m in metas) else None)
+        revs = [e.revision for e in entries]
+        return kvs, (revs if any(r is not None for r in revs) else None)
 
     # --- Persistence hooks (warm restart) --------------------------------------------------------
 

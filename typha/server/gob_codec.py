@@ -22,7 +22,7 @@ import msgpack
 
 from typha import metrics
 from typha.cache.snapshot import Snapshot
-from typha.cache.view import Breadcrumb, KVMeta
+from typha.cache.view import Breadcrumb, Revision, revision_text
 from typha.protocol.gob import (
     SNAPSHOT_KVS_PER_MESSAGE,
     SerializedUpdate,
@@ -50,13 +50,20 @@ def go_value_bytes(value: object) -> bytes:
     return text.translate(_GO_ESCAPES).encode()
 
 
-def serialized_update(kv: bytes, meta: KVMeta | None, update_type: int) -> SerializedUpdate:
-    """One view KV (packed ``[key, value]``) with its metadata as a gob SerializedUpdate."""
+_V3_PREFIX = "/calico/resources/v3/"
+
+
+def serialized_update(kv: bytes, rev: Revision, update_type: int) -> SerializedUpdate:
+    """One view KV (packed ``[key, value]``) as a gob SerializedUpdate with its revision.
+
+    A v3 resource (a ``/calico/resources/v3/`` key) also carries the revision as its
+    V3ResourceVersion: the object's resourceVersion, which Go Typha moves out of the value
+    (our converters never put it into the value) and Calico's client puts back."""
     key, value = msgpack.unpackb(kv, raw=False)
-    revision = meta.revision if meta is not None else None
+    revision = revision_text(rev)
     if value is None:
         return SerializedUpdate(key, None, revision, "", 0, UpdateType.DELETED)
-    v3 = meta.v3_resource_version if meta is not None else ""
+    v3 = revision if revision is not None and key.startswith(_V3_PREFIX) else ""
     return SerializedUpdate(key, go_value_bytes(value), revision, v3, 0, update_type)
 
 
@@ -74,11 +81,11 @@ class GobCodec:
         metrics.gob_encodes.labels("breadcrumb").inc()
         parts = []
         if crumb.kv_bytes:
-            metas = crumb.kv_meta or [None] * len(crumb.kv_bytes)
+            revs = crumb.kv_revisions or [None] * len(crumb.kv_bytes)
             types = crumb.kv_types or bytes(len(crumb.kv_bytes))
             updates = [
-                serialized_update(kv, m, t)
-                for kv, m, t in zip(crumb.kv_bytes, metas, types, strict=True)
+                serialized_update(kv, r, t)
+                for kv, r, t in zip(crumb.kv_bytes, revs, types, strict=True)
             ]
             parts.append(kvs_part(updates, self.max_kvs).plain)
         if crumb.status is not None:
@@ -109,10 +116,10 @@ def _compress(plain: bytes) -> bytes:
 
 
 def _snapshot_updates(snap: Snapshot, start: int, end: int) -> Iterable[SerializedUpdate]:
-    metas = snap.kv_meta
+    revs = snap.kv_revisions
     for i in range(start, end):
         # Everything in a snapshot is new to the client (as in Go Typha's snapshot).
-        yield serialized_update(snap.kvs[i], metas[i] if metas else None, UpdateType.NEW)
+        yield serialized_update(snap.kvs[i], revs[i] if revs else None, UpdateType.NEW)
 
 
 def _snapshot_plain(snap: Snapshot) -> bytes:

@@ -478,7 +478,7 @@ class KubernetesDatastore:
             if etype == "DELETED":
                 gone = st.expander.delete(source)
                 st.churn.deleted(source, changed_output=bool(gone))
-                out.extend(gone)
+                out.extend(_stamped(gone, rv))
             elif etype in ("ADDED", "MODIFIED"):
                 out.extend(self._on_object(st, source, obj, force=False))
             else:
@@ -497,6 +497,7 @@ class KubernetesDatastore:
         self, st: _TypeState, source: str, obj: dict[str, Any], *, force: bool
     ) -> list[Update]:
         rt = st.rt
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
         obj.setdefault("kind", rt.kind)
         obj.setdefault("apiVersion", rt.api_version)
         produced: list[Update] | None
@@ -512,7 +513,7 @@ class KubernetesDatastore:
             produced = None
         if not st.churn.check(source, obj, produced, force=force):
             return []
-        return st.expander.expand(source, produced or [])
+        return _stamped(st.expander.expand(source, produced or []), rv)
 
     def _invalid(self, rt: ResourceType, source: str, obj: dict[str, Any], reason: str) -> None:
         self.invalid_values += 1
@@ -524,3 +525,12 @@ class KubernetesDatastore:
             resource_version=(obj.get("metadata") or {}).get("resourceVersion"),
             reason=reason,
         )
+
+
+def _stamped(updates: list[Update], resource_version: Any) -> list[Update]:
+    """The updates with the resourceVersion of the object that produced them (Calico's
+    protocol sends it with each KV, as libcalico-go's Kubernetes backend reports it)."""
+    if not resource_version or not updates:
+        return updates
+    rv = str(resource_version)
+    return [Update(u.key, u.value, rv) for u in updates]
