@@ -128,11 +128,20 @@ class Breadcrumb:
 
 
 def _update_types(chunk: list[EncodedUpdate], state: dict[str, _Entry]) -> bytes:
-    """Each update's type, one byte per KV: deleted, new (key absent before) or updated."""
-    return bytes(
-        UPDATE_DELETED if u.is_delete else UPDATE_UPDATED if u.key in state else UPDATE_NEW
-        for u in chunk
-    )
+    """Each update's type, one byte per KV: deleted, new (key absent before, counting earlier
+    updates of the same chunk) or updated."""
+    present: dict[str, bool] = {}
+    out = bytearray()
+    for u in chunk:
+        existed = present.get(u.key)
+        if existed is None:
+            existed = u.key in state
+        if u.is_delete:
+            out.append(UPDATE_DELETED)
+        else:
+            out.append(UPDATE_UPDATED if existed else UPDATE_NEW)
+        present[u.key] = not u.is_delete
+    return bytes(out)
 
 
 def _encode_crumb(crumb: Breadcrumb, *, compress: bool) -> bytes:
