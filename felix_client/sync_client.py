@@ -252,6 +252,12 @@ class SyncClient(SessionShell):
                 self._session_scope = scope
                 await self._stream(stream)
             raise SessionEnded("connection dropped by the client")
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self.session.server_hello is None:
+                raise  # refused before the handshake was through: a failed connection attempt
+            # An established stream that broke (a reset from a killed Typha, say) is a
+            # disconnect, as an end of file is (the load tool's clients count it so too).
+            raise SessionEnded(f"connection lost: {exc or type(exc).__name__}") from None
         finally:
             self._session_scope = None
             self.connected_to = None

@@ -316,7 +316,7 @@ class LoadClient(SessionShell):
         self.last_rx = 0.0
         self._out = bytearray()
         self._want_write = False
-        p, rng = o.sample_prob, engine.rng
+        rng = engine.rng
         self.session = ClientSession(
             node,
             o.syncer,
@@ -329,7 +329,8 @@ class LoadClient(SessionShell):
             conn_id=self.conn_id,
             max_frame=o.max_frame,
             header_only=not full,
-            sampler=(lambda count: _sample_count(rng, count, p)) if p > 0 else None,
+            # Reads the probability at each frame: a worker's "sample" command changes it.
+            sampler=lambda count: _sample_count(rng, count, o.sample_prob),
             decode=engine.decode_cache.decode if full and engine.decode_cache else decode_payload,
             decompressor=engine.dctx,
         )
@@ -428,6 +429,8 @@ class LoadClient(SessionShell):
         self.last_rx = time.monotonic()
         self._out.clear()
         self.session_sync_at = None
+        # Options may change between connections (a test turns resume tokens off mid-run).
+        self.session.resume = self.opts.resume
         hello = self.session.connect()
         self.engine.sel.modify(self.sock, selectors.EVENT_READ, self)
         self._want_write = False

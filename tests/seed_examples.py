@@ -1,4 +1,4 @@
-"""Objects from the project's source document (shared/reference/seed.md), shared by tests."""
+"""Example objects the project started from (such as `db-network-policy`), shared by tests."""
 
 from __future__ import annotations
 

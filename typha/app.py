@@ -275,7 +275,7 @@ def start_metrics_server(cfg: Config) -> None:
 
 
 async def serve(cfg: Config, datastore: Datastore | None = None) -> None:
-    """Run Typha until SIGTERM/SIGINT, then drain gracefully (typha.md §5.1)."""
+    """Run Typha until SIGTERM/SIGINT, then drain gracefully (docs/architecture.md, "Drain")."""
     typha = Typha(cfg, datastore)
     async with trio.open_nursery() as nursery:
         await nursery.start(typha.run)

@@ -1,5 +1,5 @@
-"""The sync client against a hand-driven server: a Goodbye that arrives together with a Ping
-from a server that has already reset the connection is still seen."""
+"""The sync client when a server goes away: a Goodbye that arrives together with a Ping from a
+server that has already reset the connection is still seen; a reset stream is a disconnect."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import struct
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import run_typha
 from typha.protocol import ServerProtocol
 from typha.protocol.messages import ClientHello, Goodbye, Ping, SyncStatus, SyncStatusMsg
+from typha.sync.memory import MemoryDatastore
+
+from .test_core_integration import wait_until, wep
 
 
 async def serve_once(listener: trio.socket.SocketType, *, reset: bool) -> None:
@@ -48,3 +52,22 @@ async def test_goodbye_after_a_ping_is_seen_even_when_the_server_resets() -> Non
         listener.close()
         assert client.stats.goodbyes == 1, (reset, client.stats)
         assert client.stats.last_goodbye == "bye"
+
+
+async def test_a_reset_of_an_established_stream_is_a_disconnect_and_the_client_resumes() -> None:
+    """A Typha that dies (SIGKILL) resets its connections instead of closing them. The client
+    counts that as a disconnect, as it does an end of file, not as a failed connection attempt
+    (tests wait for "every client disconnected and back")."""
+    ds = MemoryDatastore(dict(wep(i) for i in range(5)))
+    async with run_typha(ds) as typha, trio.open_nursery() as nursery:
+        client = SyncClient([typha.address], "n1", backoff_cap=0.2)
+        nursery.start_soon(client.run)
+        await client.in_sync.wait()
+        (conn,) = typha.server.connections.values()
+        sock = conn.transport.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.abort("test: reset")
+        await wait_until(lambda: client.stats.resumes >= 1 and client.connected_to, 10)
+        assert client.stats.disconnects == 1 and client.stats.connect_failures == 0
+        assert client.stats.last_error.startswith("connection lost"), client.stats.last_error
+        nursery.cancel_scope.cancel()

@@ -224,3 +224,18 @@ def test_bench_core_quick(tmp_path: Path) -> None:
     assert all(r["all_in_sync"] for r in c["runs"])
     assert [n for n, _ in res["d"]["points"]] == [0, 10, 20]
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_the_sampling_probability_can_change_while_running() -> None:
+    """A worker's "sample" command changes ``opts.sample_prob`` on a running engine."""
+    data, want = _stream()
+    eng = Engine(ClientOptions(["127.0.0.1:1"], mode=LIGHT, sample_prob=0.0), 1, seed=1)
+    c = eng.clients[0]
+    c.session.connect()
+    half = len(data) // 2
+    c.feed(data[:half], time.time())
+    assert eng.latencies == [] and c.in_sync  # nothing sampled at probability 0
+    eng.opts.sample_prob = 1.0
+    c.feed(data[half:], time.time())
+    assert eng.latencies and c.kvs_delta == want["deltas"]
+    eng.close()
