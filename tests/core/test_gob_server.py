@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,17 @@ import trio
 
 from felix_client.sync_client import SyncClient
 from tests.peers.etcd import EtcdServer
+from tests.peers.kube_apiserver import KubeApiServer
 from tests.tlsutil import TLSFiles
 from tests.typha_harness import make_config, run_typha
 from typha import metrics
-from typha.model.keys import ALL_SYNCER_TYPES, SyncerType
+from typha.k8s.client import KubeClient, resource_path
+from typha.k8s.kubeconfig import KubeConfig
+from typha.model.keys import ALL_SYNCER_TYPES, SyncerType, workload_endpoint_key
 from typha.server.gob_connection import GobConnection
 from typha.sync.convert import etcd_key_for, etcd_value_for
 from typha.sync.etcd import EtcdDatastore
+from typha.sync.kubernetes import KubernetesDatastore
 from typha.sync.memory import MemoryDatastore
 
 from .gobclient import GoClient, require_gobcheck
@@ -504,3 +509,65 @@ async def test_pings_keep_calicos_client_and_drop_a_client_that_never_pongs() ->
             assert info["acked_seq"] == info["sent_seq"]
         finally:
             client.close()
+
+
+async def test_calico_client_from_kubernetes_gets_resource_versions_and_update_types(
+    kube_apiserver: KubeApiServer,
+) -> None:
+    """On the real kube-apiserver: a pod's workload endpoint reaches Calico's client new, then
+    updated, then deleted, each with the pod's resourceVersion as its revision."""
+    require_gobcheck()
+    ns = f"gob-{uuid.uuid4().hex[:8]}"
+    cfg = KubeConfig.load(kube_apiserver.kubeconfig_path)
+    pods = resource_path("v1", "pods", namespace=ns)
+    async with KubeClient(cfg) as kube:
+        await kube.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+        try:
+            async with run_typha(KubernetesDatastore(cfg)) as typha:
+                client = GoClient(typha.address, "felix")
+                try:
+                    await client.wait_for(lambda: client.in_sync, "in sync")
+                    profile = f"/calico/v1/policy/profile/kns.{ns}/rules"
+                    await client.wait_for(lambda: profile in client.state(), "the profile")
+                    ns_obj = await kube.get(f"/api/v1/namespaces/{ns}")
+                    rv_ns = ns_obj["metadata"]["resourceVersion"]
+                    assert client.state()[profile]["revision"] == rv_ns
+                    key = workload_endpoint_key("gob-node", "k8s", f"{ns}/p1", "eth0")
+                    body = {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": "p1",
+                            "namespace": ns,
+                            "labels": {"app": "a"},
+                            "annotations": {"cni.projectcalico.org/podIP": "10.66.0.1/32"},
+                        },
+                        "spec": {
+                            "nodeName": "gob-node",
+                            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+                        },
+                    }
+                    created = await kube.create(pods, body)
+                    await client.wait_for(lambda: key in client.state(), "the endpoint")
+                    patched = await kube.patch(f"{pods}/p1", {"metadata": {"labels": {"app": "b"}}})
+                    await client.wait_for(
+                        lambda: '"app":"b"' in (client.state().get(key) or {}).get("value", ""),
+                        "the relabel",
+                    )
+                    await kube.delete(f"{pods}/p1", grace_period_seconds=0)
+                    await client.wait_for(
+                        lambda: any(
+                            u["key"] == key and u["updateType"] == 3 for u in client.updates
+                        ),
+                        "the deletion",
+                    )
+                    mine = [u for u in client.updates if u["key"] == key]
+                    assert [u["updateType"] for u in mine] == [1, 2, 3]
+                    assert mine[0]["revision"] == created["metadata"]["resourceVersion"]
+                    assert mine[1]["revision"] == patched["metadata"]["resourceVersion"]
+                    assert mine[2]["revision"] not in (None, "<nil>")
+                finally:
+                    client.close()
+        finally:
+            with trio.CancelScope(shield=True):
+                await kube.delete(f"/api/v1/namespaces/{ns}", grace_period_seconds=0)
