@@ -490,13 +490,14 @@ def _hello_then_silence(port: int, hold: float) -> tuple[bytes, bool]:
         return out, True
 
 
-async def test_pings_keep_calicos_client_and_drop_a_client_that_never_pongs() -> None:
+@pytest.mark.parametrize("plain", [False, True], ids=["snappy", "plain"])
+async def test_pings_keep_calicos_client_and_drop_a_client_that_never_pongs(plain: bool) -> None:
     require_gobcheck()
     ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
     # Pings every 0.2 s; the pong timeout (0.3 s <= 2 pings) becomes 6 pings, 1.2 s.
     cfg = make_config(ServerPingIntervalSecs=0.2, ServerPongTimeoutSecs=0.3)
     async with run_typha(ds, cfg) as typha:
-        client = GoClient(typha.address, "felix")
+        client = GoClient(typha.address, "felix", plain=plain)
         try:
             await client.wait_for(lambda: client.in_sync, "in sync")
             silent = await trio.to_thread.run_sync(_hello_then_silence, typha.port, 6.0)

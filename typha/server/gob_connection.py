@@ -149,6 +149,10 @@ class GobConnection(Connection):
         await self._write(session.data_to_send())
         if session.compression:
             await self._await_ack(SnapshotReady)
+        else:
+            # Plain: the session queued SnapshotReady right behind HelloAccepted.
+            ready = session.next_event()
+            assert isinstance(ready, SnapshotReady), ready
         assert self.syncer is not None and self.view is not None
         started = time.monotonic()
         snap = await self.ctx.snapshots[self.syncer].get()
