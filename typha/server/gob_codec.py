@@ -68,12 +68,16 @@ def serialized_update(kv: bytes, rev: Revision, update_type: int) -> SerializedU
 
 
 class GobCodec:
-    """Calico's gob, plain or snappy (``fastpath.FastPathCodec``)."""
+    """Calico's gob, plain or snappy (``fastpath.FastPathCodec``). Use ``gob_codec``: the
+    fan-out joins a run once per codec *object*, so all connections must share one."""
 
     def __init__(self, snappy: bool, max_kvs_per_message: int) -> None:
         self.snappy = snappy
         self.max_kvs = max_kvs_per_message
         self.key = "gob+snappy" if snappy else "gob"
+        # Cache keys on breadcrumbs and snapshots (the KVs per message shape the bytes).
+        self._plain_key = f"gob/{max_kvs_per_message}"
+        self._snappy_key = f"gob+snappy/{max_kvs_per_message}"
 
     # --- breadcrumbs ----------------------------------------------------------------------
 
@@ -93,21 +97,33 @@ class GobCodec:
         return b"".join(parts)
 
     def crumb_bytes(self, crumb: Breadcrumb) -> bytes:
-        plain = crumb.encoded("gob", self._crumb_plain)
+        plain = crumb.encoded(self._plain_key, self._crumb_plain)
         if not self.snappy:
             return plain
-        return crumb.encoded("gob+snappy", lambda _c: _compress(plain))
+        return crumb.encoded(self._snappy_key, lambda _c: _compress(plain))
 
     # --- snapshots ------------------------------------------------------------------------
 
     async def snapshot_bytes(self, snap: Snapshot) -> bytes:
+        # The snapshot's chunks are always 1,000 KVs: one plain and one snappy form.
         plain = await snap.encoded("gob", _snapshot_plain)
         if not self.snappy:
             return plain
         return await snap.encoded("gob+snappy", lambda _s: _compress(plain))
 
     def __repr__(self) -> str:
-        return f"<codec {self.key}>"
+        return f"<codec {self.key}, {self.max_kvs} KVs per message>"
+
+
+_CODECS: dict[tuple[bool, int], GobCodec] = {}
+
+
+def gob_codec(snappy: bool, max_kvs_per_message: int) -> GobCodec:
+    """The one shared codec object for this variant."""
+    codec = _CODECS.get((snappy, max_kvs_per_message))
+    if codec is None:
+        codec = _CODECS[snappy, max_kvs_per_message] = GobCodec(snappy, max_kvs_per_message)
+    return codec
 
 
 def _compress(plain: bytes) -> bytes:

@@ -38,7 +38,7 @@ from typha.protocol.gob import (
 
 from .connection import Connection, ConnectionClosed
 from .context import ConnectionContext
-from .gob_codec import GobCodec
+from .gob_codec import gob_codec
 from .ownership import WRITER
 from .transport import Transport
 
@@ -133,7 +133,7 @@ class GobConnection(Connection):
         self.info.client_version = f"gob {hello.version[:64]}"
         self.info.compression = accepted.compression or None
         self._snappy = bool(accepted.compression)
-        self.codec = GobCodec(self._snappy, ctx.max_kvs_per_message)
+        self.codec = gob_codec(self._snappy, ctx.max_kvs_per_message)
         self.log = self.log.bind(node=self.info.node, syncer=str(syncer), protocol="gob")
         ctx.registry.register(self)
         try:
