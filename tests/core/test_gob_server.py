@@ -3,6 +3,7 @@ syncclient (tests/go/gobcheck) against typha-py on loopback, on a real etcd."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -277,32 +278,61 @@ def _raw_gob_until_hello(port: int, data: bytes) -> bytes:
         return out
 
 
+async def _forward(listener: trio.SocketListener, target: list[int]) -> None:
+    """A TCP forwarder standing for a Service: each new connection goes to ``target[0]``."""
+
+    async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await src.receive_some(65536):
+                await dst.send_all(data)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await dst.send_eof()
+
+    async def serve(client: trio.SocketStream) -> None:
+        try:
+            backend = await trio.open_tcp_stream("127.0.0.1", target[0])
+        except OSError:
+            await client.aclose()
+            return
+        async with client, backend, trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client, backend)
+            nursery.start_soon(pump, backend, client)
+
+    await trio.serve_listeners(serve, [listener])
+
+
 async def test_drain_closes_gob_connections_and_calicos_client_reconnects() -> None:
+    """Behind a Service (a forwarder here): draining one Typha closes its gob connection (no
+    Goodbye in gob), and Calico's restart-aware client reconnects and syncs from the other."""
     require_gobcheck()
     ds = MemoryDatastore(dict(_wep_kv(i) for i in range(5)))
     cfg = make_config(ShutdownTimeoutSecs=1)
-    async with run_typha(ds, cfg) as first:
-        port = first.port
-        client = GoClient(first.address, "felix", restart=True)
+    async with (
+        run_typha(ds, cfg) as first,
+        run_typha(ds, make_config()) as second,
+        trio.open_nursery() as nursery,
+    ):
+        [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        target = [first.port]
+        nursery.start_soon(_forward, listener, target)
+        service = f"127.0.0.1:{listener.socket.getsockname()[1]}"
+        client = GoClient(service, "felix", restart=True)
         try:
             await client.wait_for(lambda: client.in_sync, "in sync")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(first.server.drain)
-                await client.wait_for(
-                    lambda: any(e.get("restarted") for e in client.events), "restart"
-                )
+            assert len(first.server.connections) == 1 and not second.server.connections
+            target[0] = second.port
+            n = len(client.statuses)
+            nursery.start_soon(first.server.drain)
+            await client.wait_for(lambda: any(e.get("restarted") for e in client.events), "restart")
             assert first.server.connections == {}
-            # A new Typha on the same port: the client reconnects there and syncs again.
-            again = make_config(ServerPort=port)
-            async with run_typha(ds, again) as second:
-                n = len([e for e in client.events if "status" in e])
-                await client.wait_for(
-                    lambda: len([e for e in client.events if "status" in e]) > n and client.in_sync,
-                    "in sync again",
-                )
-                assert len(second.server.connections) == 1
+            await client.wait_for(
+                lambda: len(client.statuses) > n + 1 and client.in_sync, "in sync again"
+            )
+            assert len(second.server.connections) == 1
+            assert len(client.state()) == 5
         finally:
             client.close()
+            nursery.cancel_scope.cancel()
 
 
 def _gob_encodes(what: str) -> float:
@@ -421,7 +451,7 @@ async def test_calicos_typha_client_over_mtls_with_cn_check(tmp_path: Path) -> N
         bad = await _typha_client_log(args("intruder"), "in-sync", timeout=6)
         assert "total=" not in bad and "in-sync" not in bad, bad[-2000:]
         # It got through TCP and TLS to the server, which then hung up on it.
-        assert "Connected to Typha" in bad and "error=EOF" in bad, bad[-2000:]
+        assert "Connected to Typha" in bad and "Client failed" in bad, bad[-2000:]
 
 
 def _stalled_gob(port: int, declared: int, sent: int) -> socket.socket:
@@ -580,3 +610,44 @@ async def test_calico_client_from_kubernetes_gets_resource_versions_and_update_t
         finally:
             with trio.CancelScope(shield=True):
                 await kube.delete(f"/api/v1/namespaces/{ns}", grace_period_seconds=0)
+
+
+def _stalled_msgpack(port: int, declared: int, sent: int) -> socket.socket:
+    """A msgpack client that declares a frame of ``declared`` bytes, sends ``sent`` of them and
+    stalls."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(declared.to_bytes(4, "big") + b"\x00" + b"\x00" * sent)
+    return s
+
+
+async def test_msgpack_and_gob_hellos_share_the_unauthenticated_budget() -> None:
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
+    async with run_typha(ds, make_config(ServerHandshakeTimeoutSecs=20)) as typha:
+        budget = typha.server.context.input_budget
+        budget.limit = 100_000
+        ours = await trio.to_thread.run_sync(_stalled_msgpack, typha.port, 60_000, 50_000)
+        with trio.fail_after(5):
+            while budget.total < 50_000:
+                await trio.sleep(0.02)
+        # More than 64 KiB before a msgpack hello: closed, though the frame limit is 1 MiB.
+        big = await trio.to_thread.run_sync(_stalled_msgpack, typha.port, 500_000, 70_000)
+        assert await trio.to_thread.run_sync(_closed_by_server, big)
+        # A gob client that would take the total over the budget: closed ...
+        gob = await trio.to_thread.run_sync(_stalled_gob, typha.port, 60_000, 55_000)
+        assert await trio.to_thread.run_sync(_closed_by_server, gob)
+        # ... while the msgpack one within it stays open and counted; closing releases it.
+        assert not await trio.to_thread.run_sync(_closed_by_server, ours, 0.5)
+        assert 50_000 <= budget.total < 100_000
+        ours.close()
+        with trio.fail_after(5):
+            while budget.total:
+                await trio.sleep(0.02)
+        for s in (big, gob):
+            s.close()
+        async with trio.open_nursery() as nursery:
+            client = SyncClient([typha.address], "node-after")
+            nursery.start_soon(client.run)
+            with trio.fail_after(10):
+                await client.in_sync.wait()
+            assert len(client.state) == 3
+            nursery.cancel_scope.cancel()
