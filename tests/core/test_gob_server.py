@@ -448,6 +448,34 @@ async def test_calicos_typha_client_over_mtls_with_cn_check(tmp_path: Path) -> N
 
         good = await _typha_client_log(args("calico-node"), "in-sync")
         assert "total=7" in good and "in-sync" in good, good[-2000:]
+
+        # Two TLS clients follow 13 updates through their own writers (TLS never takes the
+        # fast path): the same cached bytes per breadcrumb, so still one encode per crumb.
+        view = typha.feed.views[SyncerType.FELIX]
+        crumbs_before, encodes_before = view.head_seq, _gob_encodes("breadcrumb")
+
+        async def write_later() -> None:
+            await trio.sleep(1.0)
+            for i in range(12):
+                ds.set(*_wep_kv(100 + i))
+                await trio.sleep(0.02)
+            # typha-client logs its total at most once a second: one more, later, shows it.
+            await trio.sleep(1.1)
+            ds.set(*_wep_kv(112))
+
+        logs: list[str] = []
+
+        async def follow() -> None:
+            logs.append(await _typha_client_log(args("calico-node"), "total=20", timeout=20))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            nursery.start_soon(follow)
+            nursery.start_soon(write_later)
+        assert all("total=20" in log for log in logs), "\n=====\n".join(x[-3000:] for x in logs)
+        crumbs = view.head_seq - crumbs_before
+        assert crumbs >= 4
+        assert _gob_encodes("breadcrumb") - encodes_before == crumbs
         bad = await _typha_client_log(args("intruder"), "in-sync", timeout=6)
         assert "total=" not in bad and "in-sync" not in bad, bad[-2000:]
         # It got through TCP and TLS to the server, which then hung up on it.
