@@ -679,3 +679,39 @@ async def test_msgpack_and_gob_hellos_share_the_unauthenticated_budget() -> None
                 await client.in_sync.wait()
             assert len(client.state) == 3
             nursery.cancel_scope.cancel()
+
+
+async def test_a_snappy_client_that_never_acks_the_restart_is_closed_at_the_pong_timeout() -> None:
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(3)))
+    cfg = make_config(ServerPingIntervalSecs=0.2, ServerPongTimeoutSecs=0.3)  # pong timeout 1.2 s
+    async with run_typha(ds, cfg) as typha:
+        from tests.protocol.gob.golike import GoLikeClientEncoder
+        from typha.protocol.gob import ClientHello
+
+        hello = GoLikeClientEncoder().encode(
+            ClientHello(
+                hostname="n1",
+                syncer_type="felix",
+                supports_decoder_restart=True,
+                supported_compression=("snappy",),
+                supports_modern_policy_keys=True,
+            )
+        )
+        started = trio.current_time()
+        received, closed = await trio.to_thread.run_sync(_send_and_read, typha.port, hello, 6.0)
+        assert closed and 1.0 < trio.current_time() - started < 4
+        # It got the ServerHello and the restart, and nothing after them (no snapshot).
+        assert b"MsgServerHello" in received and b"MsgDecoderRestart" in received
+        assert b"sNaPpY" not in received
+
+
+def _send_and_read(port: int, data: bytes, hold: float) -> tuple[bytes, bool]:
+    with socket.create_connection(("127.0.0.1", port), timeout=hold) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            return out, False
+        return out, True
