@@ -24,6 +24,7 @@ from typha.k8s.client import KubeClient, resource_path
 from typha.k8s.kubeconfig import KubeConfig
 from typha.model.keys import ALL_SYNCER_TYPES, SyncerType, workload_endpoint_key
 from typha.server.gob_connection import GobConnection
+from typha.sync.base import Update
 from typha.sync.convert import etcd_key_for, etcd_value_for
 from typha.sync.etcd import EtcdDatastore
 from typha.sync.kubernetes import KubernetesDatastore
@@ -715,3 +716,41 @@ def _send_and_read(port: int, data: bytes, hold: float) -> tuple[bytes, bool]:
         except TimeoutError:
             return out, False
         return out, True
+
+
+async def test_a_gob_client_that_never_reads_is_dropped_by_the_write_timeout() -> None:
+    """A plain gob client that sends its hello and reads nothing is dropped once its socket
+    stays full for the write timeout, while Calico's client beside it keeps receiving."""
+    require_gobcheck()
+    ds = MemoryDatastore(dict(_wep_kv(i) for i in range(10)))
+    cfg = make_config(ServerWriteTimeoutSecs=1.0, ServerPingIntervalSecs=60)
+    async with run_typha(ds, cfg) as typha:
+        neighbour = GoClient(typha.address, "felix")
+        deaf = socket.socket()
+        try:
+            deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            deaf.connect(("127.0.0.1", typha.port))
+            deaf.sendall(_golike().good)  # a plain hello; then it never reads
+            await neighbour.wait_for(lambda: neighbour.in_sync, "in sync")
+            with trio.fail_after(5):
+                while len(typha.server.connections) < 2:
+                    await trio.sleep(0.02)
+            pad = "x" * 20_000
+            for r in range(30):
+                ds.apply([Update(*_wep_kv(i, f"r{r}{pad}")) for i in range(10)])
+                await trio.sleep(0.02)
+            with trio.fail_after(15):
+                while len(typha.server.connections) > 1:
+                    await trio.sleep(0.05)
+            [left] = typha.server.connections.values()
+            assert left.info.node == "gobcheck-node"
+            key = _wep_kv(9)[0]
+            await neighbour.wait_for(
+                lambda: json.loads(neighbour.state()[key]["value"])["labels"]["app"].startswith(
+                    "r29"
+                ),
+                "the last update",
+            )
+        finally:
+            deaf.close()
+            neighbour.close()
