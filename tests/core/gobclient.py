@@ -16,12 +16,16 @@ import trio
 from tests.protocol.gob.oracle import gobcheck_path
 
 
-def require_gobcheck() -> Path:
+def require_gobcheck(*, restart: bool = False) -> Path:
     path = gobcheck_path()
     if path is None:
         pytest.skip(
             "Go oracle gobcheck not built: set TYPHA_GOBCHECK or run scripts/build-peers.sh"
         )
+    if restart:
+        usage = subprocess.run([str(path)], capture_output=True, text=True).stderr
+        if "restart" not in usage:
+            pytest.fail(f"{path} predates the client's restart mode: rebuild it", pytrace=False)
     return path
 
 

@@ -305,7 +305,7 @@ async def _forward(listener: trio.SocketListener, target: list[int]) -> None:
 async def test_drain_closes_gob_connections_and_calicos_client_reconnects() -> None:
     """Behind a Service (a forwarder here): draining one Typha closes its gob connection (no
     Goodbye in gob), and Calico's restart-aware client reconnects and syncs from the other."""
-    require_gobcheck()
+    require_gobcheck(restart=True)
     ds = MemoryDatastore(dict(_wep_kv(i) for i in range(5)))
     cfg = make_config(ShutdownTimeoutSecs=1)
     async with (
