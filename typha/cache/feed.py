@@ -26,7 +26,7 @@ from typha.sync.base import (
 )
 from typha.sync.metrics import datastore_invalid_values
 
-from .view import Breadcrumb, EncodedUpdate, SyncerView
+from .view import Breadcrumb, EncodedUpdate, SyncerView, compact_revision
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode_update(update: Update) -> EncodedUpdate:
     value_bytes = PACKED_NIL if update.value is None else _packer.pack(update.value)
-    return EncodedUpdate.build(update.key, value_bytes)
+    return EncodedUpdate.build(update.key, value_bytes, compact_revision(update.revision))
 
 
 @dataclass

@@ -37,10 +37,16 @@ from typing import Any, Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """One model key update. ``value is None`` means the key was deleted (or is invalid)."""
+    """One model key update. ``value is None`` means the key was deleted (or is invalid).
+
+    ``revision`` is the datastore revision of the object it came from (etcd's mod_revision as
+    a string), when the datastore stamps it; Calico's protocol sends it with each KV, and, for
+    v3 resources (``/calico/resources/v3/...`` keys), also as the V3ResourceVersion.
+    """
 
     key: str
     value: Any
+    revision: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

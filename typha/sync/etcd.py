@@ -443,7 +443,7 @@ class EtcdDatastore:
             if not kv.key.startswith(self.prefixes):
                 continue
             if ev.type == "DELETE":
-                out.extend(self._on_delete(kv.key, ev.prev_kv))
+                out.extend(self._on_delete(kv.key, ev.prev_kv, kv.mod_revision))
             else:
                 out.extend(self._on_put(kv, ev.prev_kv))
             if i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
@@ -461,12 +461,13 @@ class EtcdDatastore:
     def _on_put(self, kv: KeyValue, prev: KeyValue | None) -> list[Update]:
         if prev is not None and self._need_prev_kv:
             self._seed(prev)
-        return self._expander.expand(kv.key, self._decode(kv.key, kv.value, kv.mod_revision))
+        produced = self._expander.expand(kv.key, self._decode(kv.key, kv.value, kv.mod_revision))
+        return _stamped(produced, kv.mod_revision)
 
-    def _on_delete(self, key: str, prev: KeyValue | None) -> list[Update]:
+    def _on_delete(self, key: str, prev: KeyValue | None, revision: int) -> list[Update]:
         if prev is not None and self._need_prev_kv:
             self._seed(prev)
-        return self._expander.delete(key)
+        return _stamped(self._expander.delete(key), revision)
 
     def _seed(self, prev: KeyValue) -> None:
         """Teach the expander what the previous value produced (warm start only)."""
@@ -516,3 +517,10 @@ class EtcdDatastore:
                 "invalid etcd value", key=key, revision=revision, reason=reason, exc_info=exc_info
             )
         return []
+
+
+def _stamped(updates: list[Update], revision: int) -> list[Update]:
+    """The updates with the etcd revision that produced them (sent per KV to Calico's
+    clients; libcalico-go's etcd backend reports a key's mod_revision the same way)."""
+    rev = str(revision)
+    return [Update(u.key, u.value, rev) for u in updates]

@@ -495,7 +495,7 @@ class KubernetesDatastore:
             if etype == "DELETED":
                 gone = st.expander.delete(source)
                 st.churn.deleted(source, changed_output=bool(gone))
-                out.extend(gone)
+                out.extend(_stamped(gone, rv))
             elif etype in ("ADDED", "MODIFIED"):
                 out.extend(self._on_object(st, source, obj, force=False))
             else:
@@ -517,6 +517,8 @@ class KubernetesDatastore:
         it for the churn filter) makes that object invalid — its keys deleted for clients —
         and never stops the sync of the others."""
         rt = st.rt
+        meta = obj.get("metadata")
+        rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
         produced: list[Update] | None
         try:
             if jsonlimit.TOO_DEEP_KEY in obj:
@@ -542,7 +544,7 @@ class KubernetesDatastore:
             produced, emit = None, True
         if not emit:
             return []
-        return st.expander.expand(source, produced or [])
+        return _stamped(st.expander.expand(source, produced or []), rv)
 
     def _invalid(
         self,
@@ -563,3 +565,12 @@ class KubernetesDatastore:
             reason=reason,
             exc_info=exc_info,
         )
+
+
+def _stamped(updates: list[Update], resource_version: Any) -> list[Update]:
+    """The updates with the resourceVersion of the object that produced them (Calico's
+    protocol sends it with each KV, as libcalico-go's Kubernetes backend reports it)."""
+    if not resource_version or not updates:
+        return updates
+    rv = str(resource_version)
+    return [Update(u.key, u.value, rv) for u in updates]
