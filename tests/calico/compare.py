@@ -250,6 +250,11 @@ def split_allowed(
     return unexpected, allowed
 
 
+def stale_entries(allow: list[Allowed], datastore: str) -> list[Allowed]:
+    """Entries for this datastore that matched nothing (after `split_allowed`)."""
+    return [a for a in allow if a.hits == 0 and (a.datastore is None or a.datastore == datastore)]
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 

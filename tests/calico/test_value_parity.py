@@ -25,12 +25,14 @@ from typing import Any
 import pytest
 
 from tests.calico.compare import (
+    Allowed,
     Difference,
     compare,
     key_kind,
     load_allowlist,
     render_markdown,
     split_allowed,
+    stale_entries,
     summarize,
 )
 from tests.calico.conftest import KubeFactory
@@ -60,20 +62,21 @@ def with_extra(kinds: dict[str, set[str]]) -> dict[str, set[str]]:
 OurDumper = Callable[[str, str, Path], dict[str, Any]]
 
 
-def msgpack_dumper(address: str, syncer_type: str, work: Path) -> dict[str, Any]:
-    """Our side today: our msgpack client's state, in libcalico-go's form."""
-    return reserialize(msgpack_dump(address, syncer_type), work)
-
-
 def gob_dumper(address: str, syncer_type: str, work: Path) -> dict[str, Any]:
-    """Our side once typha-py speaks Calico's wire: Calico's own client, like Go's side (then
-    revision and update type are compared too)."""
+    """Our side over Calico's wire: Calico's own client (syncdump), exactly like Go's side, so
+    revision, V3ResourceVersion and update type are compared too."""
     del work
     return syncdump(address, syncer_type)
 
 
+def msgpack_dumper(address: str, syncer_type: str, work: Path) -> dict[str, Any]:
+    """Our side through our msgpack client, reserialized by libcalico-go (no revision, resource
+    version or update type on that wire); kept for comparing the msgpack path by hand."""
+    return reserialize(msgpack_dump(address, syncer_type), work)
+
+
 def dumps_of_both(
-    store: dict[str, Any], work: Path, our_dumper: OurDumper = msgpack_dumper
+    store: dict[str, Any], work: Path, our_dumper: OurDumper = gob_dumper
 ) -> tuple[dict, dict]:
     with CalicoTypha(**store) as go:
         go_dumps = {s: syncdump(go.address, s) for s in SYNCER_TYPES}
@@ -99,7 +102,7 @@ def check_parity(
     report_dir = os.environ.get("TYPHA_CALICO_REPORT_DIR")
     (Path(report_dir) if report_dir else work).joinpath(f"parity-{datastore}.md").write_text(report)
     unexpected, _ = split_allowed(diffs, allow, datastore)
-    stale = [a for a in allow if a.hits == 0 and (a.datastore is None or a.datastore == datastore)]
+    stale = stale_entries(allow, datastore)
     assert not unexpected, "new differences:\n" + "\n".join(d.describe() for d in unexpected)
     assert not stale, "allowlist entries that no longer occur: " + ", ".join(
         f"{a.what} {a.kind or a.key}" for a in stale
@@ -130,3 +133,150 @@ def test_value_parity_on_kubernetes(calico_kube_factory: KubeFactory, tmp_path: 
     load_kubernetes(kube, [*kubernetes_extended(), *cluster(RANDOM_SEED)])
     go, ours = dumps_of_both({"kube": kube}, tmp_path)
     check_parity("kubernetes", go, ours, with_extra(EXPECTED_KINDS_KDD), tmp_path)
+
+
+def test_a_stale_allowlist_entry_is_reported() -> None:
+    """The stale check can fail: an entry nothing matches is stale; once a difference matches
+    it, it is not (positive control)."""
+    entry = {"what": "value", "kind": "WorkloadEndpoint", "reason": "test"}
+    allow = [Allowed(**entry)]
+    split_allowed([], allow, "etcd")
+    assert stale_entries(allow, "etcd") == allow
+    hit = Difference(
+        "felix", "WorkloadEndpoint", "/calico/v1/host/n/workload/k/w/endpoint/e", "value"
+    )
+    allow = [Allowed(**entry)]
+    unexpected, allowed = split_allowed([hit], allow, "etcd")
+    assert (unexpected, allowed, stale_entries(allow, "etcd")) == ([], [hit], [])
+
+
+# -- churn: both Typhas connected while the datastore changes ------------------------------------
+
+CHURN_SEED = 11
+SENTINEL_NODE = "/calico/resources/v3/projectcalico.org/nodes/zz-sentinel"
+SENTINEL_STATUS = "/calico/resources/v3/projectcalico.org/caliconodestatuses/zz-sentinel"
+# The last write of the churn: a later write than everything compared, seen by every syncer type.
+SENTINELS = {
+    "felix": SENTINEL_NODE,
+    "bgp": SENTINEL_NODE,
+    "tunnel-ip-allocation": SENTINEL_NODE,
+    "node-status": SENTINEL_STATUS,
+}
+
+
+def sentinel_resources() -> list[dict[str, Any]]:
+    node = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Node",
+        "metadata": {"name": "zz-sentinel"},
+        "spec": {"bgp": {"ipv4Address": "10.0.9.9/24"}},
+    }
+    status = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "CalicoNodeStatus",
+        "metadata": {"name": "zz-sentinel"},
+        "spec": {"node": "zz-sentinel", "classes": ["Agent"], "updatePeriodSeconds": 10},
+    }
+    return [node, status]
+
+
+def churn(base: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(writes, deletes) over `base`: relabel every third labelled resource, change every fifth
+    policy's order, delete every seventh resource, create a second random cluster's network
+    sets and policies, and a new node."""
+    writes, deletes = [], []
+    for i, r in enumerate(base):
+        r = copy.deepcopy(r)
+        kind = r["kind"]
+        if kind in ("ClusterInformation", "Tier", "FelixConfiguration", "IPPool", "Node"):
+            continue  # keep the cluster's frame (start-up objects, pools, nodes) stable
+        if i % 7 == 3:
+            deletes.append(r)
+        elif i % 3 == 0 and r["metadata"].get("labels") is not None:
+            r["metadata"]["labels"] = {**r["metadata"]["labels"], "churned": f"r{i}"}
+            writes.append(r)
+        elif i % 5 == 0 and "order" in (r.get("spec") or {}):
+            r["spec"]["order"] = float(r["spec"]["order"]) + 0.5
+            writes.append(r)
+    fresh = [r for r in cluster(CHURN_SEED) if r["kind"] in ("GlobalNetworkSet", "NetworkSet")]
+    for r in fresh:
+        r["metadata"]["name"] = "churn-" + r["metadata"]["name"]
+    node = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Node",
+        "metadata": {"name": "node-churn"},
+        "spec": {"bgp": {"ipv4Address": "10.0.9.10/24"}},
+    }
+    return [*writes, *fresh, node], deletes
+
+
+@pytest.mark.usefixtures("calico_binaries")
+def test_value_parity_through_churn_on_etcd(etcd_factory: EtcdFactory, tmp_path: Path) -> None:
+    """Both Typhas up on one etcd with Calico's client connected to each for every syncer type;
+    creates, updates, relabels and deletes, then the sentinel; the dumps (with update types
+    `updated` and the new revisions) must be equal."""
+    import subprocess
+    import time
+
+    import trio
+
+    from tests.peers.calico_typha import find_syncdump
+    from typha.sync.etcd_client import EtcdClient
+    from typha.sync.etcd_writer import apply_resources, delete_resources
+
+    etcd = etcd_factory()
+    base = [*extended(), *cluster(CHURN_SEED)]
+    load_etcd(etcd, base)
+    writes, deletes = churn(base)
+    assert len(writes) > 10 and len(deletes) > 5
+
+    async def apply() -> None:
+        async with EtcdClient([etcd.client_url]) as client:
+            await delete_resources(client, deletes)
+            await apply_resources(client, writes)
+            await apply_resources(client, sentinel_resources())
+
+    binary = find_syncdump()
+    assert binary
+    with CalicoTypha(etcd=etcd) as go, TyphaPy(etcd=etcd) as ours:
+        procs = {
+            (side, s): subprocess.Popen(
+                [
+                    binary,
+                    "-addr",
+                    t.address,
+                    "-type",
+                    s,
+                    "-timeout",
+                    "60s",
+                    "-sentinel",
+                    SENTINELS[s],
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for side, t in (("go", go), ("ours", ours))
+            for s in SYNCER_TYPES
+        }
+        try:
+            # Every client in sync on the old content first (the sentinel is not there yet, so
+            # none has dumped); then the churn reaches them as deltas.
+            time.sleep(3.0)
+            assert all(p.poll() is None for p in procs.values()), "dumped before the sentinel"
+            trio.run(apply)
+            results = {k: p.communicate(timeout=60) for k, p in procs.items()}
+        finally:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.kill()
+    for k, p in procs.items():
+        assert p.returncode == 0, f"{k}: {results[k][1][-2000:]}"
+    dumps = {k: json.loads(out) for k, (out, _) in results.items()}
+    go_dumps = {s: dumps["go", s] for s in SYNCER_TYPES}
+    our_dumps = {s: dumps["ours", s] for s in SYNCER_TYPES}
+    updated = [e for e in go_dumps["felix"]["kvs"] if e["update_type"] == "updated"]
+    assert len(updated) >= 5, "the churn reached Calico's client as updates"
+    deleted_keys = {d["metadata"]["name"] for d in deletes}
+    assert not any(k.rsplit("/", 1)[-1] in deleted_keys for k in (e["key"] for e in updated))
+    check_parity("etcd", go_dumps, our_dumps, with_extra(EXPECTED_KINDS_ETCD), tmp_path)

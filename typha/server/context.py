@@ -48,5 +48,8 @@ class ConnectionContext:
     settings: ConnectionSettings
     # KVs per delta MsgKVs for Calico's gob clients (ServerMaxMessageSize).
     max_kvs_per_message: int = 100
+    # Kubernetes: v3 resources carry their resourceVersion as the gob V3ResourceVersion (on
+    # etcd Calico's v3 objects have none, so it stays empty, as from Go Typha).
+    v3_resource_versions: bool = False
     # Input buffered by connections that have not completed their hello, server-wide.
     input_budget: InputBudget = field(default_factory=InputBudget)

@@ -51,19 +51,32 @@ def go_value_bytes(value: object) -> bytes:
 
 
 _V3_PREFIX = "/calico/resources/v3/"
+_V3_PROFILES = _V3_PREFIX + "projectcalico.org/profiles/"
 
 
-def serialized_update(kv: bytes, rev: Revision, update_type: int) -> SerializedUpdate:
+def serialized_update(
+    kv: bytes, rev: Revision, update_type: int, v3_resource_versions: bool = False
+) -> SerializedUpdate:
     """One view KV (packed ``[key, value]``) as a gob SerializedUpdate with its revision.
 
-    A v3 resource (a ``/calico/resources/v3/`` key) also carries the revision as its
-    V3ResourceVersion: the object's resourceVersion, which Go Typha moves out of the value
-    (our converters never put it into the value) and Calico's client puts back."""
+    With ``v3_resource_versions`` (Kubernetes) a v3 resource (a ``/calico/resources/v3/`` key)
+    also carries the revision as its V3ResourceVersion: the object's resourceVersion, which Go
+    Typha moves out of the value (our converters never put it into the value) and Calico's
+    client puts back.  Not for profiles: Kubernetes stores none, they are built from namespaces
+    and service accounts (their revision is ``<ns rv>/<sa rv>``) or are synthetic, and Calico's
+    profile objects have no resourceVersion.  On etcd Calico's v3 objects carry none either."""
     key, value = msgpack.unpackb(kv, raw=False)
     revision = revision_text(rev)
     if value is None:
         return SerializedUpdate(key, None, revision, "", 0, UpdateType.DELETED)
-    v3 = revision if revision is not None and key.startswith(_V3_PREFIX) else ""
+    v3 = ""
+    if (
+        v3_resource_versions
+        and revision is not None
+        and key.startswith(_V3_PREFIX)
+        and not key.startswith(_V3_PROFILES)
+    ):
+        v3 = revision
     return SerializedUpdate(key, go_value_bytes(value), revision, v3, 0, update_type)
 
 
@@ -71,13 +84,20 @@ class GobCodec:
     """Calico's gob, plain or snappy (``fastpath.FastPathCodec``). Use ``gob_codec``: the
     fan-out joins a run once per codec *object*, so all connections must share one."""
 
-    def __init__(self, snappy: bool, max_kvs_per_message: int) -> None:
+    def __init__(
+        self, snappy: bool, max_kvs_per_message: int, v3_resource_versions: bool = False
+    ) -> None:
         self.snappy = snappy
         self.max_kvs = max_kvs_per_message
+        self.v3_resource_versions = v3_resource_versions
         self.key = "gob+snappy" if snappy else "gob"
-        # Cache keys on breadcrumbs and snapshots (the KVs per message shape the bytes).
-        self._plain_key = f"gob/{max_kvs_per_message}"
-        self._snappy_key = f"gob+snappy/{max_kvs_per_message}"
+        # Cache keys on breadcrumbs and snapshots (the KVs per message and the resource
+        # version rule shape the bytes).
+        v3 = "/v3rv" if v3_resource_versions else ""
+        self._plain_key = f"gob/{max_kvs_per_message}{v3}"
+        self._snappy_key = f"gob+snappy/{max_kvs_per_message}{v3}"
+        self._snap_plain_key = f"gob{v3}"
+        self._snap_snappy_key = f"gob+snappy{v3}"
 
     # --- breadcrumbs ----------------------------------------------------------------------
 
@@ -88,7 +108,7 @@ class GobCodec:
             revs = crumb.kv_revisions or [None] * len(crumb.kv_bytes)
             types = crumb.kv_types or bytes(len(crumb.kv_bytes))
             updates = [
-                serialized_update(kv, r, t)
+                serialized_update(kv, r, t, self.v3_resource_versions)
                 for kv, r, t in zip(crumb.kv_bytes, revs, types, strict=True)
             ]
             parts.append(kvs_part(updates, self.max_kvs).plain)
@@ -106,23 +126,27 @@ class GobCodec:
 
     async def snapshot_bytes(self, snap: Snapshot) -> bytes:
         # The snapshot's chunks are always 1,000 KVs: one plain and one snappy form.
-        plain = await snap.encoded("gob", _snapshot_plain)
+        v3 = self.v3_resource_versions
+        plain = await snap.encoded(self._snap_plain_key, lambda s: _snapshot_plain(s, v3))
         if not self.snappy:
             return plain
-        return await snap.encoded("gob+snappy", lambda _s: _compress(plain))
+        return await snap.encoded(self._snap_snappy_key, lambda _s: _compress(plain))
 
     def __repr__(self) -> str:
         return f"<codec {self.key}, {self.max_kvs} KVs per message>"
 
 
-_CODECS: dict[tuple[bool, int], GobCodec] = {}
+_CODECS: dict[tuple[bool, int, bool], GobCodec] = {}
 
 
-def gob_codec(snappy: bool, max_kvs_per_message: int) -> GobCodec:
+def gob_codec(
+    snappy: bool, max_kvs_per_message: int, v3_resource_versions: bool = False
+) -> GobCodec:
     """The one shared codec object for this variant."""
-    codec = _CODECS.get((snappy, max_kvs_per_message))
+    variant = (snappy, max_kvs_per_message, v3_resource_versions)
+    codec = _CODECS.get(variant)
     if codec is None:
-        codec = _CODECS[snappy, max_kvs_per_message] = GobCodec(snappy, max_kvs_per_message)
+        codec = _CODECS[variant] = GobCodec(*variant)
     return codec
 
 
@@ -131,20 +155,23 @@ def _compress(plain: bytes) -> bytes:
     return gob_snappy.compress_chunks(plain)
 
 
-def _snapshot_updates(snap: Snapshot, start: int, end: int) -> Iterable[SerializedUpdate]:
+def _snapshot_updates(
+    snap: Snapshot, start: int, end: int, v3_resource_versions: bool
+) -> Iterable[SerializedUpdate]:
     revs = snap.kv_revisions
     for i in range(start, end):
         # Everything in a snapshot is new to the client (as in Go Typha's snapshot).
-        yield serialized_update(snap.kvs[i], revs[i] if revs else None, UpdateType.NEW)
+        rev = revs[i] if revs else None
+        yield serialized_update(snap.kvs[i], rev, UpdateType.NEW, v3_resource_versions)
 
 
-def _snapshot_plain(snap: Snapshot) -> bytes:
+def _snapshot_plain(snap: Snapshot, v3: bool = False) -> bytes:
     """The snapshot's MsgKVs chunks and its MsgSyncStatus (runs in a worker thread)."""
     metrics.gob_encodes.labels("snapshot").inc()
     n = len(snap.kvs)
     step = SNAPSHOT_KVS_PER_MESSAGE
     parts = [
-        kvs_part(list(_snapshot_updates(snap, i, min(i + step, n))), step).plain
+        kvs_part(list(_snapshot_updates(snap, i, min(i + step, n), v3)), step).plain
         for i in range(0, n, step)
     ]
     parts.append(status_part(int(snap.status)).plain)

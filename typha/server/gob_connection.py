@@ -133,7 +133,7 @@ class GobConnection(Connection):
         self.info.client_version = f"gob {hello.version[:64]}"
         self.info.compression = accepted.compression or None
         self._snappy = bool(accepted.compression)
-        self.codec = gob_codec(self._snappy, ctx.max_kvs_per_message)
+        self.codec = gob_codec(self._snappy, ctx.max_kvs_per_message, ctx.v3_resource_versions)
         self.log = self.log.bind(node=self.info.node, syncer=str(syncer), protocol="gob")
         ctx.registry.register(self)
         try:

@@ -85,6 +85,7 @@ class SyncServer:
                 pong_timeout=cfg.pong_timeout,
             ),
             max_kvs_per_message=cfg.server_max_message_size,
+            v3_resource_versions=cfg.datastore_type == "kubernetes",
         )
         self.nursery: trio.Nursery
         self.stopped = trio.Event()

@@ -495,7 +495,7 @@ class KubernetesDatastore:
             if etype == "DELETED":
                 gone = st.expander.delete(source)
                 st.churn.deleted(source, changed_output=bool(gone))
-                out.extend(_stamped(gone, rv))
+                out.extend(_stamped(gone, _revision(st.rt, rv)))
             elif etype in ("ADDED", "MODIFIED"):
                 out.extend(self._on_object(st, source, obj, force=False))
             else:
@@ -544,7 +544,7 @@ class KubernetesDatastore:
             produced, emit = None, True
         if not emit:
             return []
-        return _stamped(st.expander.expand(source, produced or []), rv)
+        return _stamped(st.expander.expand(source, produced or []), _revision(st.rt, rv))
 
     def _invalid(
         self,
@@ -565,6 +565,19 @@ class KubernetesDatastore:
             reason=reason,
             exc_info=exc_info,
         )
+
+
+def _revision(rt: ResourceType, resource_version: Any) -> Any:
+    """The revision Calico reports for keys made from this object: a profile is made from a
+    namespace or a service account and libcalico-go gives it ``<namespace rv>/<account rv>``
+    with the other half empty."""
+    if not resource_version:
+        return resource_version
+    if rt.kind == "Namespace":
+        return f"{resource_version}/"
+    if rt.kind == "ServiceAccount":
+        return f"/{resource_version}"
+    return resource_version
 
 
 def _stamped(updates: list[Update], resource_version: Any) -> list[Update]:

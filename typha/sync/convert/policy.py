@@ -181,9 +181,11 @@ def default_allow_profile_updates() -> list[Update]:
     }
     rules = {"inbound_rules": [{"action": "allow"}], "outbound_rules": [{"action": "allow"}]}
     return [
-        Update(keys.profile_rules_key(DEFAULT_ALLOW_PROFILE), rules),
+        # Revision 1, as libcalico-go's felix syncer gives it.
+        Update(keys.profile_rules_key(DEFAULT_ALLOW_PROFILE), rules, "1"),
         Update(
             keys.resource_key("profiles", DEFAULT_ALLOW_PROFILE),
             passthrough_object(profile, "Profile"),
+            "1",
         ),
     ]
