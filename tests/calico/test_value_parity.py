@@ -18,11 +18,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from tests.calico.compare import (
     Allowed,
@@ -36,11 +39,23 @@ from tests.calico.compare import (
     summarize,
 )
 from tests.calico.conftest import KubeFactory
-from tests.calico.datasets import extended, kubernetes_extended, load_etcd, load_kubernetes
+from tests.calico.datasets import (
+    extended,
+    kubernetes_extended,
+    kubernetes_objects,
+    load_etcd,
+    load_kubernetes,
+)
 from tests.calico.ourside import TyphaPy, msgpack_dump
 from tests.calico.randv3 import cluster
 from tests.calico.test_calico_typha import EXPECTED_KINDS_ETCD, EXPECTED_KINDS_KDD
-from tests.peers.calico_typha import SYNCER_TYPES, CalicoTypha, reserialize, syncdump
+from tests.peers.calico_typha import (
+    SYNCER_TYPES,
+    CalicoTypha,
+    find_syncdump,
+    reserialize,
+    syncdump,
+)
 from tests.peers.plugin import EtcdFactory
 
 ALLOWLIST = Path(__file__).with_name("expected_diffs.yaml")
@@ -210,25 +225,9 @@ def churn(base: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[s
     return [*writes, *fresh, node], deletes
 
 
-@pytest.mark.usefixtures("calico_binaries")
-def test_value_parity_through_churn_on_etcd(etcd_factory: EtcdFactory, tmp_path: Path) -> None:
-    """Both Typhas up on one etcd with Calico's client connected to each for every syncer type;
-    creates, updates, relabels and deletes, then the sentinel; the dumps (with update types
-    `updated` and the new revisions) must be equal."""
-    import subprocess
-    import time
-
-    import trio
-
-    from tests.peers.calico_typha import find_syncdump
+def churn_etcd(etcd: Any, writes: list, deletes: list) -> None:
     from typha.sync.etcd_client import EtcdClient
     from typha.sync.etcd_writer import apply_resources, delete_resources
-
-    etcd = etcd_factory()
-    base = [*extended(), *cluster(CHURN_SEED)]
-    load_etcd(etcd, base)
-    writes, deletes = churn(base)
-    assert len(writes) > 10 and len(deletes) > 5
 
     async def apply() -> None:
         async with EtcdClient([etcd.client_url]) as client:
@@ -236,22 +235,64 @@ def test_value_parity_through_churn_on_etcd(etcd_factory: EtcdFactory, tmp_path:
             await apply_resources(client, writes)
             await apply_resources(client, sentinel_resources())
 
+    trio.run(apply)
+
+
+def churn_kubernetes(kube: Any, writes: list, deletes: list) -> None:
+    """Deletes and changes as a user would make them (DELETE, merge-patch of labels and spec;
+    a pod's spec is immutable, so only its labels), then creates, then the sentinels."""
+    merge = {"Content-Type": "application/merge-patch+json"}
+    fresh = [w for w in writes if w["metadata"]["name"].startswith(("churn-", "node-churn"))]
+    changed = [w for w in writes if w not in fresh]
+    with kube.http_client() as c:
+        for path, body, _ in kubernetes_objects(deletes):
+            if body["kind"] in ("Namespace", "ServiceAccount"):
+                continue
+            r = c.delete(f"{path}/{body['metadata']['name']}", params={"gracePeriodSeconds": 0})
+            assert r.status_code in (200, 202), r.text
+        for path, body, _ in kubernetes_objects(changed):
+            if body["kind"] in ("Namespace", "ServiceAccount"):
+                continue
+            patch: dict[str, Any] = {"metadata": {"labels": body["metadata"].get("labels")}}
+            if body["kind"] != "Pod":
+                patch["spec"] = body.get("spec")
+            r = c.patch(f"{path}/{body['metadata']['name']}", json=patch, headers=merge)
+            assert r.status_code == 200, r.text
+    load_kubernetes(kube, fresh)
+    load_kubernetes(kube, sentinel_resources())
+
+
+@pytest.mark.usefixtures("calico_binaries")
+@pytest.mark.parametrize("datastore", ["etcd", "kubernetes"])
+def test_value_parity_through_churn(
+    datastore: str,
+    etcd_factory: EtcdFactory,
+    calico_kube_factory: KubeFactory,
+    tmp_path: Path,
+) -> None:
+    """Both Typhas up on one datastore with Calico's client connected to each for every syncer
+    type; deletes, relabels, updates and creates, then the sentinel; the dumps (with the update
+    types and the new revisions) must be equal."""
+    base = [*extended(), *cluster(CHURN_SEED)]
+    writes, deletes = churn(base)
+    assert len(writes) > 10 and len(deletes) > 5
+    if datastore == "etcd":
+        store: dict[str, Any] = {"etcd": etcd_factory()}
+        load_etcd(store["etcd"], base)
+        expected = EXPECTED_KINDS_ETCD
+    else:
+        store = {"kube": calico_kube_factory()}
+        base = [*kubernetes_extended(), *cluster(CHURN_SEED)]
+        load_kubernetes(store["kube"], base)
+        expected = EXPECTED_KINDS_KDD
+
     binary = find_syncdump()
     assert binary
-    with CalicoTypha(etcd=etcd) as go, TyphaPy(etcd=etcd) as ours:
+    syncdump_cmd = [binary, "-timeout", "60s"]
+    with CalicoTypha(**store) as go, TyphaPy(**store) as ours:
         procs = {
             (side, s): subprocess.Popen(
-                [
-                    binary,
-                    "-addr",
-                    t.address,
-                    "-type",
-                    s,
-                    "-timeout",
-                    "60s",
-                    "-sentinel",
-                    SENTINELS[s],
-                ],
+                [*syncdump_cmd, "-addr", t.address, "-type", s, "-sentinel", SENTINELS[s]],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -260,11 +301,14 @@ def test_value_parity_through_churn_on_etcd(etcd_factory: EtcdFactory, tmp_path:
             for s in SYNCER_TYPES
         }
         try:
-            # Every client in sync on the old content first (the sentinel is not there yet, so
-            # none has dumped); then the churn reaches them as deltas.
+            # Clients in sync on the old content first (the sentinel is not there yet, so none
+            # can have dumped); then the churn reaches them as deltas (checked below).
             time.sleep(3.0)
             assert all(p.poll() is None for p in procs.values()), "dumped before the sentinel"
-            trio.run(apply)
+            if datastore == "etcd":
+                churn_etcd(store["etcd"], writes, deletes)
+            else:
+                churn_kubernetes(store["kube"], writes, deletes)
             results = {k: p.communicate(timeout=60) for k, p in procs.items()}
         finally:
             for p in procs.values():
@@ -277,6 +321,6 @@ def test_value_parity_through_churn_on_etcd(etcd_factory: EtcdFactory, tmp_path:
     our_dumps = {s: dumps["ours", s] for s in SYNCER_TYPES}
     updated = [e for e in go_dumps["felix"]["kvs"] if e["update_type"] == "updated"]
     assert len(updated) >= 5, "the churn reached Calico's client as updates"
-    deleted_keys = {d["metadata"]["name"] for d in deletes}
-    assert not any(k.rsplit("/", 1)[-1] in deleted_keys for k in (e["key"] for e in updated))
-    check_parity("etcd", go_dumps, our_dumps, with_extra(EXPECTED_KINDS_ETCD), tmp_path)
+    gone = {d["metadata"]["name"] for d in deletes}
+    assert not any(e["key"].rsplit("/", 1)[-1] in gone for e in go_dumps["felix"]["kvs"])
+    check_parity(datastore, go_dumps, our_dumps, with_extra(expected), tmp_path)
