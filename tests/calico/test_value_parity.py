@@ -1,16 +1,17 @@
-"""Value-model parity: on the same datastore content (config/examples plus
-tests/calico/extra_resources.yaml and a seeded random cluster), typha-py sends the key/value set
-Calico Typha sends, on all four syncer types, on etcd and on a real kube-apiserver.
+"""Value-model parity over Calico's wire: on the same datastore content (config/examples plus
+tests/calico/extra_resources.yaml and seeded random clusters), typha-py sends what Calico Typha
+sends, on all four syncer types, on etcd and on a real kube-apiserver.
 
-Calico Typha's side is dumped by syncdump (Calico's own client library); ours by our msgpack node
-client, run through libcalico-go's ParseValue/SerializeValue (`syncdump -reserialize`), so the
-comparison is in Go's canonical form and a value Go cannot parse is a difference too.  Every
-difference must be listed in expected_diffs.yaml with its reason; an entry that no longer matches
-fails the test as well.  The same comparison takes syncdump dumps of typha-py once it speaks
-Calico's wire (then revision and update type are compared too).
+Both sides are dumped by syncdump (Calico's own syncclient, values parsed and re-serialized by
+libcalico-go), so key sets, values, Revision, V3ResourceVersion and UpdateType are all compared.
+Every difference must be listed in expected_diffs.yaml with its reason; an entry that no longer
+matches fails the test as well; a negative control changes one value and requires exactly that
+difference.
 
-Go Typha runs first and is stopped before ours starts: ours sees what Go wrote at start-up (the
-tiers) exactly as a second replica would, and the two never run at once on 2 cores.
+The static cases run Go Typha first and stop it before ours starts: ours sees what Go wrote at
+start-up (the tiers) exactly as a second replica would.  The churn cases run both at once, with
+Calico's client connected to each while the datastore changes, and use a sentinel key written
+last as the barrier before dumping.
 """
 
 from __future__ import annotations
@@ -101,7 +102,12 @@ def dumps_of_both(
 
 
 def check_parity(
-    datastore: str, go_dumps: dict, our_dumps: dict, expected_kinds: dict, work: Path
+    datastore: str,
+    go_dumps: dict,
+    our_dumps: dict,
+    expected_kinds: dict,
+    work: Path,
+    label: str = "",
 ) -> None:
     allow = load_allowlist(ALLOWLIST)
     diffs: list[Difference] = []
@@ -114,8 +120,8 @@ def check_parity(
         diffs += found
         summaries.append(summarize(go, ours, found))
     report = render_markdown(f"Calico Typha vs typha-py on {datastore}", summaries, diffs)
-    report_dir = os.environ.get("TYPHA_CALICO_REPORT_DIR")
-    (Path(report_dir) if report_dir else work).joinpath(f"parity-{datastore}.md").write_text(report)
+    report_dir = Path(os.environ.get("TYPHA_CALICO_REPORT_DIR") or work)
+    report_dir.joinpath(f"parity-{datastore}{label}.md").write_text(report)
     unexpected, _ = split_allowed(diffs, allow, datastore)
     stale = stale_entries(allow, datastore)
     assert not unexpected, "new differences:\n" + "\n".join(d.describe() for d in unexpected)
@@ -323,4 +329,4 @@ def test_value_parity_through_churn(
     assert len(updated) >= 5, "the churn reached Calico's client as updates"
     gone = {d["metadata"]["name"] for d in deletes}
     assert not any(e["key"].rsplit("/", 1)[-1] in gone for e in go_dumps["felix"]["kvs"])
-    check_parity(datastore, go_dumps, our_dumps, with_extra(expected), tmp_path)
+    check_parity(datastore, go_dumps, our_dumps, with_extra(expected), tmp_path, "-churn")
