@@ -10,11 +10,16 @@ per-endpoint chains, the selector ipset with its member, the workload routes, an
 
 from __future__ import annotations
 
+import copy
+import os
+import time
+
 import pytest
 
-from tests.dataplane.nstools import nsrun
+from tests.dataplane.nstools import can_use_netns, nsrun, run
 from tests.felix import datasets, snapshot
 from tests.felix.lab import FelixLab
+from tests.felix.netns import PREFIX, FelixNetns, reap_leftovers
 from tests.peers.felix import Felix
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -91,3 +96,52 @@ def test_felix_programs_the_same_from_typha_py_as_from_calico_typha(felix_lab: F
     py_secs = (felix.startup_seconds, felix.first_update_seconds())
     print(f"\nFelix exec->ready, first update (s): calico-typha {go_secs}, typha-py {py_secs}")
     assert snapshot.diff(from_go, from_py) == []
+
+
+def _selector_members(snap: snapshot.Snapshot) -> set[str]:
+    return {m for n, (_, ms) in snap.ipsets.items() if n.startswith("cali40s:") for m in ms}
+
+
+def test_felix_follows_a_relabel_through_typha_py(felix_lab: FelixLab) -> None:
+    """A label change in etcd reaches Felix's ipsets through typha-py (polled up to 10 s)."""
+    resources = datasets.examples()
+    felix_lab.add_workload_interfaces(resources)
+    etcd = felix_lab.etcd()
+    felix_lab.load(etcd, resources)
+    felix = felix_lab.felix(etcd, felix_lab.typha_py(etcd))
+    before = felix_lab.snapshot()
+    assert_programmed(felix, before)
+    assert "192.168.162.147" in _selector_members(before)  # positive control
+    frontend = next(
+        r
+        for r in resources
+        if r["kind"] == "WorkloadEndpoint" and "frontend" in r["metadata"]["name"]
+    )
+    relabelled = copy.deepcopy(frontend)
+    relabelled["metadata"]["labels"]["app"] = "not-frontend"
+    t0 = time.monotonic()
+    felix_lab.load(etcd, [relabelled])
+    while "192.168.162.147" in _selector_members(felix_lab.snapshot()):
+        assert time.monotonic() - t0 < 10, "Felix did not drop the relabelled member within 10 s"
+        time.sleep(0.05)
+    print(f"\nrelabel -> Felix ipset through typha-py: {time.monotonic() - t0:.3f}s")
+    assert felix.running and felix.pid is not None  # Felix followed without a restart
+
+
+def test_reaper_deletes_only_namespaces_of_dead_runs() -> None:
+    why = can_use_netns()
+    if why:
+        pytest.skip(f"network namespaces unavailable: {why}")
+    dead = 2**22 + 12345  # above pid_max's default ceiling: no such process
+    assert not os.path.exists(f"/proc/{dead}")
+    stale = f"{PREFIX}{dead}-abcdef-ctl"
+    live = FelixNetns()
+    try:
+        run(["ip", "netns", "add", stale])
+        alive = live.create("ctl")
+        assert stale in reap_leftovers()
+        assert not os.path.exists(f"/var/run/netns/{stale}")
+        assert os.path.exists(f"/var/run/netns/{alive}")  # our own run's namespace stays
+    finally:
+        run(["ip", "netns", "del", stale], check=False)
+        live.cleanup()
