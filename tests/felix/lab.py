@@ -36,6 +36,8 @@ class FelixLab:
         self.node = ""
         self._peers: list[PeerProcess] = []
         self._nodes = 0
+        self.etcd_peer: NsEtcd | None = None
+        self.typha_peer: NsCalicoTypha | NsTyphaPy | None = None
 
     def setup(self) -> None:
         self.ctl = self.namespaces.create("ctl")
@@ -74,13 +76,18 @@ class FelixLab:
         return peer
 
     def etcd(self) -> NsEtcd:
-        return self._started(NsEtcd(self.ctl, CTL_IP))
+        """A fresh etcd in the control namespace (also kept as `etcd_peer`, the latest one)."""
+        self.etcd_peer = self._started(NsEtcd(self.ctl, CTL_IP))
+        return self.etcd_peer
 
     def calico_typha(self, etcd: NsEtcd) -> NsCalicoTypha:
-        return self._started(NsCalicoTypha(self.ctl, CTL_IP, etcd=etcd, binary=self.typha_binary))
+        typha = NsCalicoTypha(self.ctl, CTL_IP, etcd=etcd, binary=self.typha_binary)
+        self.typha_peer = self._started(typha)
+        return typha
 
     def typha_py(self, etcd: NsEtcd) -> NsTyphaPy:
-        return self._started(NsTyphaPy(self.ctl, CTL_IP, etcd=etcd))
+        self.typha_peer = self._started(NsTyphaPy(self.ctl, CTL_IP, etcd=etcd))
+        return self.typha_peer
 
     def load(self, etcd: NsEtcd, resources: list[dict[str, Any]]) -> None:
         with entered(self.ctl):
