@@ -54,9 +54,7 @@ class FelixLab:
         """Stop `felix` and replace the node namespace by an empty one (same names and address),
         so the next Felix starts from a blank dataplane as on a new node."""
         self.stop(felix)
-        old = self.node
-        self.namespaces.delete(old)
-        self._new_node()
+        self.fresh_node_without_felix()
 
     def add_workload_interfaces(self, resources: Iterable[dict[str, Any]]) -> list[str]:
         """A veth per workload endpoint of this node (both ends in the node namespace, the
@@ -103,6 +101,11 @@ class FelixLab:
             **kwargs,
         )
         return self._started(felix)
+
+    def fresh_node_without_felix(self) -> None:
+        """Replace the node namespace by an empty one (after a program other than Felix ran)."""
+        self.namespaces.delete(self.node)
+        self._new_node()
 
     def stop(self, peer: PeerProcess) -> None:
         peer.close()

@@ -16,6 +16,7 @@ from tests.dataplane.nstools import ns_out
 
 _COUNTERS = re.compile(r"^\[\d+:\d+\]\s+")
 # The kernel picks a random hash seed for each set; it says nothing about what was programmed.
+_COMMENT = re.compile(r'-m comment --comment (?:"[^"]*"|\S+)\s*')
 _INITVAL = re.compile(r"\s+initval 0x[0-9a-f]+")
 
 
@@ -30,12 +31,16 @@ class Snapshot:
     def chains(self, table: str = "filter") -> set[str]:
         return set(self.iptables.get(table, {}))
 
-    def flat(self) -> set[str]:
-        """Every fact of the snapshot as one line, for set-wise diffs."""
+    def flat(self, *, meaning: bool = False) -> set[str]:
+        """Every fact of the snapshot as one line, for set-wise diffs.  With `meaning`, rule
+        comments are dropped (Felix's rule hashes, our descriptions) and the rules of a chain
+        become a sequence without empty rules (a comment-only rule does nothing)."""
         out: set[str] = set()
         for table, chains in self.iptables.items():
             for chain, rules in chains.items():
                 out.add(f"iptables {table} chain {chain}")
+                if meaning:
+                    rules = tuple(r for r in (_COMMENT.sub("", x).strip() for x in rules) if r)
                 for i, rule in enumerate(rules):
                     out.add(f"iptables {table} {chain} #{i}: {rule}")
         for name, (options, members) in self.ipsets.items():
@@ -101,6 +106,6 @@ def take(ns: str) -> Snapshot:
     )
 
 
-def diff(a: Snapshot, b: Snapshot) -> list[str]:
-    fa, fb = a.flat(), b.flat()
+def diff(a: Snapshot, b: Snapshot, *, meaning: bool = False) -> list[str]:
+    fa, fb = a.flat(meaning=meaning), b.flat(meaning=meaning)
     return [f"- {x}" for x in sorted(fa - fb)] + [f"+ {x}" for x in sorted(fb - fa)]

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.dataplane.nstools import can_use_netns, nsrun, run
 from tests.felix import datasets, snapshot
@@ -188,3 +193,47 @@ def test_reaper_deletes_only_namespaces_of_dead_runs() -> None:
     finally:
         run(["ip", "netns", "del", stale], check=False)
         live.cleanup()
+
+
+EXPECTED_CLIENT_DIFF = Path(__file__).with_name("expected_felix_client_diff.yaml")
+
+
+def unexplained(changes: list[str], entries: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """(differences no entry explains, entries that explain nothing)."""
+    patterns = [(e, re.compile(e["pattern"])) for e in entries]
+    new = [c for c in changes if not any(p.search(c) for _, p in patterns)]
+    stale = [e["pattern"] for e, p in patterns if not any(p.search(c) for c in changes)]
+    return new, stale
+
+
+def test_felix_judges_felix_client(felix_lab: FelixLab) -> None:
+    """Same data, both programs, on fresh node namespaces: every difference between felix_client's
+    dataplane and Felix's is listed with its reason in expected_felix_client_diff.yaml."""
+    resources = datasets.examples()
+    felix_lab.add_workload_interfaces(resources)
+    etcd = felix_lab.etcd()
+    felix_lab.load(etcd, resources)
+    typha = felix_lab.typha_py(etcd)
+    ours = subprocess.run(
+        ["ip", "netns", "exec", felix_lab.node, sys.executable, "-m", "felix_client.cli", "run",
+         "--node", "node1", "--typha", typha.address, "--netns", felix_lab.node,
+         "--metrics-port", "0", "--status-interval", "0", "--duration", "4"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    from_client = felix_lab.snapshot()
+    # Positive control on our side: it programmed the node's endpoints.
+    assert {"cali-tw-calia53571dc704", "cali-fw-cali8b75868d7bb"} <= from_client.chains()
+    felix_lab.fresh_node_without_felix()
+    felix_lab.add_workload_interfaces(resources)
+    felix = felix_lab.felix(etcd, typha)
+    from_felix = felix_lab.snapshot()
+    assert_programmed(felix, from_felix)
+    changes = snapshot.diff(from_client, from_felix, meaning=True)
+    entries = yaml.safe_load(EXPECTED_CLIENT_DIFF.read_text())
+    new, stale = unexplained(changes, entries)
+    assert not new, "new differences from Felix:\n" + "\n".join(new)
+    assert not stale, f"stale entries in {EXPECTED_CLIENT_DIFF.name}: {stale}"
+    # Negative controls: an extra difference is caught, and so is an entry that explains nothing.
+    assert unexplained([*changes, "+ iptables filter cali-tw-x #0: -j DROP"], entries)[0]
+    assert unexplained(changes, [*entries, {"pattern": "^never$", "reason": "-"}])[1]
