@@ -68,6 +68,27 @@ class FelixLab:
                 names.append(name)
         return names
 
+    def add_workload_namespaces(self, resources: Iterable[dict[str, Any]]) -> dict[str, str]:
+        """Like `add_workload_interfaces`, but each workload end goes into its own namespace as
+        a pod's eth0 (its /32 address, default route via 169.254.1.1 as Calico's CNI sets it),
+        for real packets.  Returns {interfaceName: namespace}."""
+        made = {}
+        for r in resources:
+            spec = r.get("spec", {})
+            if r.get("kind") == "WorkloadEndpoint" and spec.get("node") == NODE_NAME:
+                iface = spec["interfaceName"]
+                ns = self.namespaces.create("w" + iface[4:])
+                veth(self.node, iface, ns, "eth0")
+                ip = spec["ipNetworks"][0]
+                run(["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"])
+                run(["ip", "-n", ns, "route", "add", "169.254.1.1", "dev", "eth0"])
+                run(["ip", "-n", ns, "route", "add", "default", "via", "169.254.1.1"])
+                made[iface] = ns
+        run(["ip", "netns", "exec", self.node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # Proxy ARP for the pods' 169.254.1.1 answers only if the node has a route to it.
+        run(["ip", "-n", self.node, "route", "add", "default", "via", CTL_IP])
+        return made
+
     def _started(self, peer: PeerProcess) -> Any:
         self._peers.append(peer)
         peer.start()

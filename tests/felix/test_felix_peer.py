@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import yaml
 from tests.dataplane.nstools import can_use_netns, nsrun, run
 from tests.felix import datasets, snapshot
 from tests.felix.lab import FelixLab
-from tests.felix.netns import PREFIX, FelixNetns, reap_leftovers
+from tests.felix.netns import PREFIX, FelixNetns, entered, reap_leftovers
 from tests.peers.felix import Felix
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -195,6 +196,7 @@ def test_reaper_deletes_only_namespaces_of_dead_runs() -> None:
         live.cleanup()
 
 
+NETPROBE = Path(__file__).parent.parent / "dataplane" / "netprobe.py"
 EXPECTED_CLIENT_DIFF = Path(__file__).with_name("expected_felix_client_diff.yaml")
 
 
@@ -237,3 +239,44 @@ def test_felix_judges_felix_client(felix_lab: FelixLab) -> None:
     # Negative controls: an extra difference is caught, and so is an entry that explains nothing.
     assert unexplained([*changes, "+ iptables filter cali-tw-x #0: -j DROP"], entries)[0]
     assert unexplained(changes, [*entries, {"pattern": "^never$", "reason": "-"}])[1]
+
+
+def _tcp_ok(ns: str, host: str, port: int) -> bool:
+    with entered(ns):
+        try:
+            with socket.create_connection((host, port), timeout=0.5) as conn:
+                return conn.recv(64).startswith(b"192.168.162.147")
+        except OSError:
+            return False
+
+
+def test_packets_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
+    """Real packets between two pods on node1, policed by Felix programmed from typha-py: the
+    frontend reaches nginx on port 80 (allowed by nginx-from-frontend), not on 81 (end of tier);
+    after the frontend is relabelled, port 80 is denied within 10 s."""
+    resources = datasets.examples()
+    pods = felix_lab.add_workload_namespaces(resources)
+    nginx, frontend = pods["calia53571dc704"], pods["cali8b75868d7bb"]
+    etcd = felix_lab.etcd()
+    felix_lab.load(etcd, resources)
+    felix = felix_lab.felix(etcd, felix_lab.typha_py(etcd))
+    assert_programmed(felix, felix_lab.snapshot())
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", nginx, sys.executable, str(NETPROBE), "server", "--tcp", "80,81"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        assert _tcp_ok(frontend, "192.168.162.146", 80)
+        assert not _tcp_ok(frontend, "192.168.162.146", 81)
+        t0 = time.monotonic()
+        felix_lab.load(etcd, [_relabelled_frontend(resources)])
+        while _tcp_ok(frontend, "192.168.162.146", 80):
+            assert time.monotonic() - t0 < 10, "verdict did not flip within 10 s"
+            time.sleep(0.05)
+        print(f"\nrelabel -> denied verdict through typha-py: {time.monotonic() - t0:.3f}s")
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
