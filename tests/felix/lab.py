@@ -1,0 +1,144 @@
+"""A node and its control plane in two namespaces, for running real Felix against either Typha.
+
+Layout (nothing in the root namespace gets an address):
+
+    <prefix>ctl   eth0 10.0.0.1/24   etcd, Calico Typha, typha-py
+        | veth
+    <prefix>node  eth0 10.0.0.11/24  calico-felix as node1 (config/examples' node1 address),
+                  plus one veth per local workload endpoint, named by its interfaceName
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from tests.calico.datasets import load_etcd
+from tests.dataplane.nstools import run, veth
+from tests.felix import snapshot
+from tests.felix.netns import FelixNetns, entered
+from tests.peers.felix import Felix, NsCalicoTypha, NsEtcd, NsTyphaPy
+from tests.peers.process import PeerProcess
+
+CTL_IP = "10.0.0.1"
+NODE_IP = "10.0.0.11"
+NODE_NAME = "node1"
+
+
+class FelixLab:
+    def __init__(self, *, felix_binary: str, typha_binary: str):
+        self.felix_binary = felix_binary
+        self.typha_binary = typha_binary
+        self.namespaces = FelixNetns()
+        self.ctl = ""
+        self.node = ""
+        self._peers: list[PeerProcess] = []
+        self._nodes = 0
+        self.etcd_peer: NsEtcd | None = None
+        self.typha_peer: NsCalicoTypha | NsTyphaPy | None = None
+
+    def setup(self) -> None:
+        self.ctl = self.namespaces.create("ctl")
+        self._new_node()
+
+    def _new_node(self) -> None:
+        self.node = self.namespaces.create(f"node{self._nodes}")
+        self._nodes += 1
+        veth(self.node, "eth0", self.ctl, "eth0")
+        run(["ip", "-n", self.ctl, "addr", "add", f"{CTL_IP}/24", "dev", "eth0"])
+        run(["ip", "-n", self.node, "addr", "add", f"{NODE_IP}/24", "dev", "eth0"])
+
+    def fresh_node(self, felix: Felix) -> None:
+        """Stop `felix` and replace the node namespace by an empty one (same names and address),
+        so the next Felix starts from a blank dataplane as on a new node."""
+        self.stop(felix)
+        self.fresh_node_without_felix()
+
+    def add_workload_interfaces(self, resources: Iterable[dict[str, Any]]) -> list[str]:
+        """A veth per workload endpoint of this node (both ends in the node namespace, the
+        workload end named w<hex>), so Felix can program its /32 routes."""
+        names = []
+        for r in resources:
+            spec = r.get("spec", {})
+            if r.get("kind") == "WorkloadEndpoint" and spec.get("node") == NODE_NAME:
+                name = spec["interfaceName"]
+                veth(self.node, name, self.node, "w" + secrets.token_hex(5))
+                names.append(name)
+        return names
+
+    def add_workload_namespaces(self, resources: Iterable[dict[str, Any]]) -> dict[str, str]:
+        """Like `add_workload_interfaces`, but each workload end goes into its own namespace as
+        a pod's eth0 (its /32 address, default route via 169.254.1.1 as Calico's CNI sets it),
+        for real packets.  Returns {interfaceName: namespace}."""
+        made = {}
+        for r in resources:
+            spec = r.get("spec", {})
+            if r.get("kind") == "WorkloadEndpoint" and spec.get("node") == NODE_NAME:
+                iface = spec["interfaceName"]
+                ns = self.namespaces.create("w" + iface[4:])
+                veth(self.node, iface, ns, "eth0")
+                ip = spec["ipNetworks"][0]
+                run(["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"])
+                run(["ip", "-n", ns, "route", "add", "169.254.1.1", "dev", "eth0"])
+                run(["ip", "-n", ns, "route", "add", "default", "via", "169.254.1.1"])
+                made[iface] = ns
+        run(["ip", "netns", "exec", self.node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # Proxy ARP for the pods' 169.254.1.1 answers only if the node has a route to it.
+        run(["ip", "-n", self.node, "route", "add", "default", "via", CTL_IP])
+        return made
+
+    def _started(self, peer: PeerProcess) -> Any:
+        self._peers.append(peer)
+        peer.start()
+        return peer
+
+    def etcd(self) -> NsEtcd:
+        """A fresh etcd in the control namespace (also kept as `etcd_peer`, the latest one)."""
+        self.etcd_peer = self._started(NsEtcd(self.ctl, CTL_IP))
+        return self.etcd_peer
+
+    def calico_typha(self, etcd: NsEtcd) -> NsCalicoTypha:
+        typha = NsCalicoTypha(self.ctl, CTL_IP, etcd=etcd, binary=self.typha_binary)
+        self.typha_peer = self._started(typha)
+        return typha
+
+    def typha_py(self, etcd: NsEtcd) -> NsTyphaPy:
+        self.typha_peer = self._started(NsTyphaPy(self.ctl, CTL_IP, etcd=etcd))
+        return self.typha_peer
+
+    def load(self, etcd: NsEtcd, resources: list[dict[str, Any]]) -> None:
+        with entered(self.ctl):
+            load_etcd(etcd, resources)
+
+    def felix(self, etcd: NsEtcd, typha: NsCalicoTypha | NsTyphaPy, **kwargs: Any) -> Felix:
+        felix = Felix(
+            netns=self.node,
+            hostname=NODE_NAME,
+            etcd_url=etcd.client_url,
+            typha=typha.address,
+            binary=self.felix_binary,
+            **kwargs,
+        )
+        return self._started(felix)
+
+    def fresh_node_without_felix(self) -> None:
+        """Replace the node namespace by an empty one (after a program other than Felix ran)."""
+        self.namespaces.delete(self.node)
+        self._new_node()
+
+    def stop(self, peer: PeerProcess) -> None:
+        peer.close()
+        with contextlib.suppress(ValueError):
+            self._peers.remove(peer)
+
+    def snapshot(self) -> snapshot.Snapshot:
+        return snapshot.take(self.node)
+
+    def close(self) -> None:
+        for peer in reversed(self._peers):
+            with contextlib.suppress(Exception):
+                peer.close()
+        self._peers.clear()
+        self.namespaces.cleanup()
