@@ -3,7 +3,7 @@ etcd data, the same writer and the same client program.
 
     python -m load.bench_vs_go                       # 20,000 endpoints, 3 pairs
     python -m load.bench_vs_go --endpoints 150000 --clients 100
-    python -m load.bench_vs_go --py-client gob       # gobload for both (needs the gob server)
+    python -m load.bench_vs_go --py-client light     # typha-py gets our msgpack light client
 
 One run of one server, on a fresh copy of a prepared etcd data directory (written once per
 endpoint count and kept under /dev/shm):
@@ -24,10 +24,9 @@ left to its default (the CPUs in the affinity mask) and recorded. Pairs alternat
 goes first. The load average is recorded before every run; a run started with the 1-minute
 load average above ``--idle-load`` is marked ``under_load``, and so are the ratios it feeds.
 
-Clients: ``gobload`` (Calico's own syncclient, ``tests/go/gobload``) for Go Typha; for
-typha-py ``--py-client light`` (default until typha-py serves Calico's gob protocol: our
-msgpack light client, ``load.lightload``; client-dependent figures are then *provisional*)
-or ``--py-client gob``. Results: JSON under ``.load-results/`` and the generated section of
+Clients: ``gobload`` (Calico's own syncclient, ``tests/go/gobload``) for both servers by
+default; ``--py-client light`` gives typha-py our msgpack light client (``load.lightload``)
+instead, and the client-dependent figures are then marked *provisional*. Results: JSON under ``.load-results/`` and the generated section of
 docs/benchmarks.md with a plot of the ratios.
 """
 
@@ -607,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--txn-ms", type=float, default=5.0, help="one etcd transaction every ... ms")
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--cpu", default="1", help="taskset CPU list for both servers")
-    p.add_argument("--py-client", choices=("light", "gob"), default="light")
+    p.add_argument("--py-client", choices=("light", "gob"), default="gob")
     p.add_argument("--idle-load", type=float, default=0.5, help="1-min load average deemed idle")
     p.add_argument("--sync-timeout", type=float, default=300.0)
     p.add_argument("--results", type=Path, default=REPO / ".load-results")

@@ -1,10 +1,14 @@
-// gobload: N Calico Typha clients in one process, each a full typha/pkg/syncclient connection
-// (gob decoding and model.ParseValue of every update, as Felix does), against one Typha address.
-// It is the load generator of load/bench_vs_go.py, the same program for Calico's Typha and ours.
+// gobload: N Calico Typha clients in one process against one Typha address.  It is the load
+// generator of load/bench_vs_go.py, the same program for Calico's Typha and ours.
 //
-// Why syncclient per connection and not syncproto directly: the figures must measure what a real
-// Felix costs a server, and syncclient is what Felix runs; 500 of them in one Go process cost
-// ~10 goroutines and a gob decoder each, which is affordable.
+// Two kinds of client, both on Calico's own code:
+//   - full (-full of them, default 2): typha/pkg/syncclient, exactly what Felix runs (gob decoding,
+//     snappy decoder restart, model.ParseValue of every update);
+//   - light (the rest): typha/pkg/syncproto directly: the same hello (without decoder restart, so
+//     no compression), gob decoding of every message envelope and pongs, but the values stay
+//     bytes.  syncclient for all of them would measure the clients, not the server: 100 full
+//     clients on 20,000 endpoints take ~50 CPU-seconds to join on this 2-core machine, and
+//     cannot keep up with 1,000 updates/s each (measured; the figures went invalid).
 //
 // Clients start at once and retry every -retry until the server accepts (so a client is already
 // retrying when the server is exec'd: the cold-start measurement).  Each client records the wall
@@ -22,11 +26,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/gob"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -48,16 +55,16 @@ func wall() float64 { return float64(time.Now().UnixNano()) / 1e9 }
 
 // client holds one connection's counters; the callbacks run on syncclient's goroutine.
 type client struct {
-	index        int
-	connectedAt  atomic.Value // float64 wall time of the first accepted connection
-	inSyncAt     atomic.Value // float64 wall time of the first InSync status
-	updates      atomic.Int64 // every update received
-	updatesSync  atomic.Int64 // updates received after in-sync
-	disconnects  atomic.Int64
-	inSync       atomic.Bool
-	sampleProb   float64
-	rng          *rand.Rand
-	load         *loader
+	index       int
+	connectedAt atomic.Value // float64 wall time of the first accepted connection
+	inSyncAt    atomic.Value // float64 wall time of the first InSync status
+	updates     atomic.Int64 // every update received
+	updatesSync atomic.Int64 // updates received after in-sync
+	disconnects atomic.Int64
+	inSync      atomic.Bool
+	sampleProb  float64
+	rng         *rand.Rand
+	load        *loader
 }
 
 func (c *client) OnStatusUpdated(status api.SyncStatus) {
@@ -122,6 +129,95 @@ func (l *loader) takeLatencies() []float64 {
 	out := l.latencies
 	l.latencies = nil
 	return out
+}
+
+var stampMarker = []byte(`"stamp":"`)
+
+// onKVs is the light client's OnUpdates: count, and sample stamps straight from the JSON bytes.
+func (c *client) onKVs(kvs []syncproto.SerializedUpdate) {
+	n := int64(len(kvs))
+	c.updates.Add(n)
+	if !c.inSync.Load() {
+		return
+	}
+	c.updatesSync.Add(n)
+	if c.sampleProb <= 0 {
+		return
+	}
+	now := wall()
+	for i := range kvs {
+		if c.rng.Float64() >= c.sampleProb {
+			continue
+		}
+		v := kvs[i].Value
+		j := bytes.Index(v, stampMarker)
+		if j < 0 {
+			continue
+		}
+		v = v[j+len(stampMarker):]
+		k := bytes.IndexByte(v, '"')
+		if k < 0 {
+			continue
+		}
+		if stamp, err := strconv.ParseFloat(string(v[:k]), 64); err == nil {
+			c.load.addLatency((now - stamp) * 1000.0)
+		}
+	}
+}
+
+// lightSession is one connection of a light client, until it fails.
+func (c *client) lightSession(conn net.Conn, syncerType, hostname string) error {
+	enc := gob.NewEncoder(conn)
+	dec := gob.NewDecoder(bufio.NewReaderSize(conn, 64<<10))
+	hello := syncproto.MsgClientHello{
+		Hostname: hostname, Version: "gobload", Info: "typha-py load client (light)",
+		SyncerType: syncproto.SyncerType(syncerType), SupportsModernPolicyKeys: true,
+	}
+	if err := enc.Encode(syncproto.Envelope{Message: hello}); err != nil {
+		return err
+	}
+	for {
+		var env syncproto.Envelope
+		if err := dec.Decode(&env); err != nil {
+			return err
+		}
+		switch m := env.Message.(type) {
+		case syncproto.MsgKVs:
+			c.onKVs(m.KVs)
+		case syncproto.MsgSyncStatus:
+			c.OnStatusUpdated(m.SyncStatus)
+		case syncproto.MsgPing:
+			pong := syncproto.MsgPong{PingTimestamp: m.Timestamp, PongTimestamp: time.Now()}
+			if err := enc.Encode(syncproto.Envelope{Message: pong}); err != nil {
+				return err
+			}
+		case syncproto.MsgServerHello:
+		case syncproto.MsgDecoderRestart:
+			return fmt.Errorf("decoder restart sent to a client that did not offer it")
+		}
+	}
+}
+
+// runLight keeps one light client connected, like run.
+func runLight(ctx context.Context, c *client, addr, syncerType, prefix string, retry time.Duration) {
+	hostname := fmt.Sprintf("%s%d", prefix, c.index)
+	for ctx.Err() == nil {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			time.Sleep(retry)
+			continue
+		}
+		if c.connectedAt.Load() == nil {
+			c.connectedAt.Store(wall())
+		}
+		err = c.lightSession(conn, syncerType, hostname)
+		_ = conn.Close()
+		if ctx.Err() == nil {
+			log.WithError(err).Warn("light client connection ended")
+			c.disconnects.Add(1)
+			time.Sleep(retry)
+		}
+	}
 }
 
 // run keeps one client connected: retry until accepted, then reconnect after a disconnect.
@@ -190,6 +286,7 @@ func emit(enc *json.Encoder, mu *sync.Mutex, v any) {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:5473", "Typha address host:port")
 	n := flag.Int("clients", 100, "number of clients")
+	full := flag.Int("full", 2, "how many of them are full syncclient clients (the rest: light)")
 	syncerType := flag.String("type", "felix", "syncer type")
 	prefix := flag.String("hostname-prefix", "gobload-", "client hostnames are prefix + index")
 	retry := flag.Duration("retry", 20*time.Millisecond, "pause between connection attempts")
@@ -215,9 +312,13 @@ func main() {
 	var outMu sync.Mutex
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	emit(enc, &outMu, map[string]any{"event": "started", "wall": wall(), "clients": *n, "gomaxprocs": runtime.GOMAXPROCS(0)})
-	for _, c := range clients {
-		go run(ctx, c, *addr, *syncerType, *prefix, *retry)
+	emit(enc, &outMu, map[string]any{"event": "started", "wall": wall(), "clients": *n, "full": min(*full, *n), "gomaxprocs": runtime.GOMAXPROCS(0)})
+	for i, c := range clients {
+		if i < *full {
+			go run(ctx, c, *addr, *syncerType, *prefix, *retry)
+		} else {
+			go runLight(ctx, c, *addr, *syncerType, *prefix, *retry)
+		}
 	}
 	go func() {
 		<-l.allInSync
