@@ -530,7 +530,9 @@ def render(result: dict[str, Any]) -> str:
         f"{a['clients']} clients, {a['rate']:g} writes/s in transactions every {a['txn_ms']:g} ms "
         f"for {a['duration']:g} s; {len(result['pairs'])} alternating pairs; servers pinned with "
         f"`taskset -c {a['cpu']}` ({result['gomaxprocs']}). Clients: Go Typha ← gobload "
-        f"(Calico's syncclient); typha-py ← {result['py_client_label']}.",
+        f"(2 on Calico's syncclient, the rest on its syncproto); typha-py ← "
+        f"{result['py_client_label']}. Both servers: every figure is CPU/RSS of the whole "
+        "process tree; a figure below 1 favours typha-py.",
         "",
         "| figure | Go Typha (median) | typha-py (median) | ratio py/Go: median [min-max] |",
         "|---|---|---|---|",
@@ -620,7 +622,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sync-timeout", type=float, default=300.0)
     p.add_argument("--results", type=Path, default=REPO / ".load-results")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    p.add_argument("--render", type=Path, help="only rewrite the doc section from this result")
     ns = p.parse_args(argv)
+    if ns.render:
+        result = json.loads(ns.render.read_text())
+        write_doc(render(result))
+        return
     a = Args(
         ns.endpoints,
         ns.clients,
