@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup system peers venv demo test test-fast lint fuzz load soak bench clean
+.PHONY: setup system peers venv demo test test-fast lint fuzz load soak bench bench-vs-go clean
 
 setup: system venv peers
 
@@ -61,6 +61,13 @@ soak: setup
 
 bench: setup
 	$(BIN)/python -m load.bench_core
+
+# typha-py vs Calico's Typha (Go) on the same etcd, data, writer and clients; BENCH_ARGS e.g.
+# "--endpoints 150000" (the big shape) or "--py-client gob". Rewrites its section of
+# docs/benchmarks.md.
+BENCH_ARGS ?=
+bench-vs-go: setup
+	$(BIN)/python -m load.bench_vs_go $(BENCH_ARGS)
 
 clean:
 	rm -rf .demo .load-results .pytest_cache .hypothesis

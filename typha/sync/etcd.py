@@ -54,6 +54,7 @@ from typha.sync.etcd_client import (
     EtcdError,
     EtcdUnavailable,
     KeyValue,
+    RangeResult,
     RevisionCompacted,
     WatchCanceled,
     WatchEnded,
@@ -338,30 +339,42 @@ class EtcdDatastore:
         batch: list[Update] = []
         revision = 0
         t0 = trio.current_time()
-        pages = client.range_paginated(
-            self._range_start, page_size=self.page_size, range_end=self._range_end
-        )
-        async with contextlib.aclosing(pages):
-            async for page in pages:
-                if not started:
-                    # Only once etcd answered: a list that cannot start is an outage, not a
-                    # resync, and must not put the cache into "resync in progress".
-                    await self._set_connected(sink, True)
-                    self.resyncs += 1
-                    log.info("etcd resync started", reason=reason, revision=page.revision)
-                    await sink.send(ResyncStarted(reason))
-                    started = True
-                revision = page.revision
-                for i, kv in enumerate(page.kvs):
-                    if not kv.key.startswith(self.prefixes):
-                        continue
-                    listed.add(kv.key)
-                    batch.extend(self._on_put(kv, None))
-                    while len(batch) >= self.batch_size:
-                        await sink.send(Updates(batch[: self.batch_size], revision))
-                        batch = batch[self.batch_size :]
-                    if i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
-                        await trio.lowlevel.checkpoint()
+        # The next page is fetched while this one is converted: etcd (another process, often on
+        # another core) builds the next reply meanwhile, instead of the two taking turns.
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            send, recv = trio.open_memory_channel[RangeResult | Exception](1)
+            nursery.start_soon(self._fetch_pages, client, send)
+            try:
+                async with recv:
+                    async for page in recv:
+                        if isinstance(page, Exception):
+                            raise page
+                        if not started:
+                            # Only once etcd answered: a list that cannot start is an outage,
+                            # not a resync, and must not put the cache into "resync in
+                            # progress".
+                            await self._set_connected(sink, True)
+                            self.resyncs += 1
+                            log.info("etcd resync started", reason=reason, revision=page.revision)
+                            await sink.send(ResyncStarted(reason))
+                            started = True
+                        revision = page.revision
+                        for i, kv in enumerate(page.kvs):
+                            if not kv.key.startswith(self.prefixes):
+                                continue
+                            listed.add(kv.key)
+                            batch.extend(self._on_put(kv, None))
+                            while len(batch) >= self.batch_size:
+                                await sink.send(Updates(batch[: self.batch_size], revision))
+                                batch = batch[self.batch_size :]
+                            if i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                                await trio.lowlevel.checkpoint()
+            except Exception as exc:  # re-raised below, outside the nursery (not grouped)
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
         if batch:
             await sink.send(Updates(batch, revision))
         self._expander.forget_except(listed)
@@ -376,6 +389,25 @@ class EtcdDatastore:
             keys=len(listed),
             seconds=round(trio.current_time() - t0, 3),
         )
+
+    async def _fetch_pages(
+        self, client: EtcdClient, send: trio.MemorySendChannel[RangeResult | Exception]
+    ) -> None:
+        """The list's pages into ``send``, one ahead of the converter; an error is sent too
+        (and raised by the consumer with its own type, not wrapped in an exception group)."""
+        async with send:
+            try:
+                pages = client.range_paginated(
+                    self._range_start, page_size=self.page_size, range_end=self._range_end
+                )
+                async with contextlib.aclosing(pages):
+                    async for page in pages:
+                        await send.send(page)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the consumer stopped first (and raises its own error)
+            except Exception as exc:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await send.send(exc)
 
     # --- watch -------------------------------------------------------------------------------
 

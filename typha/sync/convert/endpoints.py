@@ -19,6 +19,7 @@ HostEndpoint value::
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from typha.model import keys
@@ -121,10 +122,20 @@ def _named_ports(value: object, field: str) -> list[dict[str, Any]]:
     return out
 
 
+# An IPv4 host network already in canonical form ("10.1.2.3/32": decimal octets without leading
+# zeros): what nearly every workload endpoint carries. It is its own canonical string, so the
+# `ipaddress` round trip (most of a listed endpoint's conversion time) can be skipped.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_CANONICAL_V4_HOST = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}/32")
+
+
 def _workload_nets(value: object, field: str) -> tuple[list[str], list[str]]:
     v4: list[str] = []
     v6: list[str] = []
     for i, net in enumerate(as_list(value, field)):
+        if type(net) is str and _CANONICAL_V4_HOST.fullmatch(net):
+            v4.append(net)
+            continue
         # strict: "10.0.0.5/24" would silently become a different network.
         cidr = str(parse_network(net, f"{field}[{i}]", strict=True))
         (v6 if ip_version_of(cidr) == 6 else v4).append(cidr)
