@@ -37,7 +37,8 @@ DB_NETWORK_POLICY: dict[str, Any] = db_network_policy(resourceVersion="42")
 
 
 def test_db_network_policy_seed_example_v3() -> None:
-    """felix-model.md §3.3 / seed.md: the intermediate v3 policy."""
+    """The worked example of docs/model.md ("Kubernetes datastore mapping"): the intermediate
+    v3 policy."""
     v3 = network_policy_to_v3(DB_NETWORK_POLICY)
     assert v3 == {
         "apiVersion": "projectcalico.org/v3",
