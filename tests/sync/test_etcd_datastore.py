@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY
 from tests.peers.etcd import EtcdServer, EtcdTLS, b64, find_etcd
 from tests.peers.plugin import EtcdFactory
 from tests.peers.ports import LOOPBACK, free_port
-from tests.test_etcd_client import progress_notify_args
+from tests.sync.test_etcd_client import progress_notify_args
 from typha.sync.base import (
     ConnectionStatus,
     DatastoreEvent,
