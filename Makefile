@@ -41,6 +41,8 @@ lint: venv
 
 FUZZ_RUNS ?= 200000
 ATHERIS_TARGETS := server-stream client-stream gob-server-stream etcd-value model-value selector
+# Each deep-selector run builds and parses a selector up to 1,000 levels deep: ~20 runs/s.
+FUZZ_DEEP_RUNS ?= 5000
 
 # hypothesis at 100,000 examples a test, then each atheris (libFuzzer) target for FUZZ_RUNS runs.
 fuzz: setup
@@ -49,6 +51,7 @@ fuzz: setup
 	for t in $(ATHERIS_TARGETS); do \
 		$(BIN)/python -m tests.fuzz.atheris_main $$t -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
 	done
+	$(BIN)/python -m tests.fuzz.atheris_main deep-selector -runs=$(FUZZ_DEEP_RUNS) -print_final_stats=1
 
 load: setup
 	$(BIN)/python -m load.matrix

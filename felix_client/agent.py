@@ -250,6 +250,7 @@ class NodeAgent:
         self.last_calc_seconds = time.perf_counter() - started
         self.metrics.calc_update_time.observe(self.last_calc_seconds)
         self.metrics.record_delta(delta)
+        self.metrics.record_calc_counts(self.engine.invalid_values, self.engine.calc_failures)
         full = self._needs_resync
         if not full and delta.empty and host == self.host:
             self._succeeded(seq, state, host)

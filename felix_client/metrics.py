@@ -110,6 +110,18 @@ class AgentMetrics:
             ["type"],
             registry=r,
         )
+        self.invalid_values = Counter(
+            "felix_calc_invalid_values",
+            "Received values that did not parse (each treated as a deletion of its key).",
+            registry=r,
+        )
+        self.calc_failures = Counter(
+            "felix_calc_failures",
+            "Keys or policies whose calculation raised (contained: the key is treated as "
+            "deleted, the policy has no rules).",
+            registry=r,
+        )
+        self._calc_counts = (0, 0)
         self.output_events = Counter(
             "felix_calc_graph_output_events",
             "Dataplane changes the calculation emitted.",
@@ -186,6 +198,13 @@ class AgentMetrics:
         self.resync_state.set(RESYNC_STATE.get(status, 1))
         if status is SyncStatus.RESYNC:
             self.resyncs_started.inc()
+
+    def record_calc_counts(self, invalid_values: int, calc_failures: int) -> None:
+        """Export the engine's running counts (the growth since the last call)."""
+        last_invalid, last_failures = self._calc_counts
+        self.invalid_values.inc(invalid_values - last_invalid)
+        self.calc_failures.inc(calc_failures - last_failures)
+        self._calc_counts = (invalid_values, calc_failures)
 
     def record_updates(self, by_type: Mapping[str, int]) -> None:
         for kind, n in by_type.items():

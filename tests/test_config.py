@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from typha.config import PARAMS, ConfigError, load_config
+from typha.config import PARAMS, PARAMS_BY_KEY, ConfigError, load_config
 
 
 def test_defaults_match_typha() -> None:
@@ -60,21 +60,78 @@ def test_env_beats_file_beats_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "fragment"),
     [
-        ({"TYPHA_SERVERPINGINTERVALSECS": "soon"}, "ServerPingIntervalSecs='soon' (from env"),
         ({"TYPHA_DATASTORETYPE": "consul"}, "must be one of etcdv3, kubernetes"),
-        ({"TYPHA_HEALTHPORT": "70000"}, "port number"),
-        ({"TYPHA_LOGSEVERITYSCREEN": "loud"}, "must be one of DEBUG"),
-        ({"TYPHA_HEALTHENABLED": "maybe"}, "expected a boolean"),
+        ({"TYPHA_DATASTORETYPE": "none"}, "must be one of etcdv3, kubernetes"),
         ({"TYPHA_ETCDCAFILE": "/does/not/exist"}, "does not exist"),
         ({"TYPHA_CLIENTCN": "calico-node"}, "TLS"),
         ({"TYPHA_MAXCONNECTIONSLOWERLIMIT": "20000"}, "exceeds MaxConnectionsUpperLimit"),
-        ({"TYPHA_SERVERMAXMESSAGESIZE": "0"}, "at least 1"),
     ],
 )
 def test_bad_values_stop_the_start_with_key_value_source_and_rule(env, fragment) -> None:
+    """Only die-on-fail keys, missing TLS/etcd files and inconsistent combinations stop."""
     with pytest.raises(ConfigError) as err:
         load_config(environ=env)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "fragment"),
+    [
+        ({"TYPHA_SERVERPINGINTERVALSECS": "soon"}, "ServerPingIntervalSecs", "expected a number"),
+        ({"TYPHA_SERVERPINGINTERVALSECS": "nan"}, "ServerPingIntervalSecs", "finite"),
+        ({"TYPHA_SERVERWRITETIMEOUTSECS": "inf"}, "ServerWriteTimeoutSecs", "finite"),
+        ({"TYPHA_SERVERWRITETIMEOUTSECS": "1e300"}, "ServerWriteTimeoutSecs", "at most"),
+        ({"TYPHA_SERVERPINGINTERVALSECS": "0.001"}, "ServerPingIntervalSecs", "at least 0.01"),
+        ({"TYPHA_HEALTHPORT": "70000"}, "HealthPort", "port number"),
+        ({"TYPHA_LOGSEVERITYSCREEN": "loud"}, "LogSeverityScreen", "must be one of DEBUG"),
+        ({"TYPHA_HEALTHENABLED": "maybe"}, "HealthEnabled", "expected a boolean"),
+        ({"TYPHA_SERVERMAXMESSAGESIZE": "0"}, "ServerMaxMessageSize", "at least 1"),
+        ({"TYPHA_SERVERMAXMESSAGESIZE": "none"}, "ServerMaxMessageSize", "at least 1"),
+        ({"TYPHA_MAXCONNECTIONSUPPERLIMIT": "99999999999"}, "MaxConnectionsUpperLimit", "most"),
+    ],
+)
+def test_other_bad_values_warn_and_use_the_default_like_typha(env, name, fragment) -> None:
+    cfg = load_config(environ=env)
+    assert cfg.settings[name].value == PARAMS_BY_KEY[name.lower()].default
+    assert "was invalid" in cfg.settings[name].source
+    (warning,) = cfg.warnings
+    assert name in warning and fragment in warning and "using the default" in warning
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ServerPingIntervalSecs",
+        "ServerHandshakeTimeoutSecs",
+        "ServerWriteTimeoutSecs",
+        "ConnectionDropIntervalSecs",
+        "CacheSaveIntervalSecs",
+        "ShutdownTimeoutSecs",
+        "ServerMaxFallBehindSecs",
+    ],
+)
+@pytest.mark.parametrize("raw", ["none", "0", "-5"])
+def test_typha_durations_at_or_below_zero_mean_the_default(name: str, raw: str) -> None:
+    cfg = load_config(environ={f"TYPHA_{name.upper()}": raw})
+    assert cfg.settings[name].value == PARAMS_BY_KEY[name.lower()].default > 0
+    assert cfg.warnings == ()  # Typha does this quietly (an info log)
+    # Positive control: a positive value is taken.
+    assert load_config(environ={f"TYPHA_{name.upper()}": "7.5"}).settings[name].value == 7.5
+
+
+def test_none_is_the_zero_value_where_that_is_safe() -> None:
+    cfg = load_config(
+        environ={
+            "TYPHA_LOGFILEPATH": "none",
+            "TYPHA_CONNECTIONREBALANCINGMODE": "none",
+            "TYPHA_SNAPSHOTREUSESECS": "none",
+            "TYPHA_SERVERPONGTIMEOUTSECS": "none",
+        }
+    )
+    assert cfg.log_file_path == "" and cfg.connection_rebalancing_mode == "none"
+    assert cfg.snapshot_reuse_secs == 0.0  # ours: 0 = never reuse a snapshot
+    assert cfg.pong_timeout == 60  # Typha: a pong timeout <= 2 pings becomes 6 pings
+    assert cfg.warnings == ()
 
 
 def test_unknown_file_keys_are_errors_but_unknown_env_vars_are_ignored(tmp_path: Path) -> None:

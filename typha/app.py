@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +64,11 @@ class Typha:
         self.feed = build_feed(cfg)
         self.health = HealthAggregator()
         self.start_revision: int | None = None
+        self._save_lock = trio.Lock()
+        self._draining = False
+        # Called in the worker thread between writing the temporary file and renaming it
+        # (tests hold a save there to interleave it with a signal deterministically).
+        self.before_cache_replace: Callable[[], None] | None = None
         epoch = self._warm_start() if cfg.cache_file_path else None
         ssl_ctx = None
         if cfg.tls_enabled:
@@ -73,6 +80,7 @@ class Typha:
             self.health.register(f"{syncer}-cache", timeout=20)
         self.health.register("SyncServer", timeout=20)
         self.health_port: int | None = None
+        self.metrics_port: int | None = None
         self.nursery: trio.Nursery | None = None
         self.extra_tasks: list[Callable[..., Any]] = []
         self._exported: dict[Any, tuple[int, int]] = {}
@@ -117,21 +125,38 @@ class Typha:
         return loaded.epoch if loaded.clean else None
 
     async def save_cache(self, *, clean: bool = False) -> None:
+        """Save the cache file. Saves are serialized: the periodic one and those around a
+        drain write the same temporary file, and racing on it lost one of them (and made the
+        drain's fail). The write runs in a worker thread that is not abandoned on cancel, so
+        the lock is held until the file is complete."""
         if not self.cfg.cache_file_path:
             return
-        snap = persist.snapshot_for_save(self.feed, self.server.epoch, clean=clean)
-        size = await trio.to_thread.run_sync(
-            persist.write_cache_file, self.cfg.cache_file_path, snap
-        )
-        log.info("cache saved", path=self.cfg.cache_file_path, bytes=size)
+        async with self._save_lock:
+            snap = persist.snapshot_for_save(self.feed, self.server.epoch, clean=clean)
+            size = await trio.to_thread.run_sync(
+                functools.partial(
+                    persist.write_cache_file,
+                    self.cfg.cache_file_path,
+                    snap,
+                    before_replace=self.before_cache_replace,
+                )
+            )
+        log.info("cache saved", path=self.cfg.cache_file_path, bytes=size, clean=clean)
+
+    async def _save_or_log(self, *, clean: bool = False) -> bool:
+        try:
+            await self.save_cache(clean=clean)
+        except Exception as exc:  # a disk problem must not stop a drain or the process
+            log.warning("cache save failed", path=self.cfg.cache_file_path, error=str(exc))
+            return False
+        return True
 
     async def _save_periodically(self) -> None:
-        while True:
+        while not self._draining:
             await trio.sleep(self.cfg.cache_save_interval_secs)
-            try:
-                await self.save_cache()
-            except OSError as exc:
-                log.warning("cache save failed", error=str(exc))
+            if self._draining:
+                return  # the drain saves (clean) at its end; a late save must not follow it
+            await self._save_or_log()
 
     def _server_alive(self) -> None:
         self.health.report("SyncServer", live=True, ready=True)
@@ -200,7 +225,18 @@ class Typha:
                     serve_http, cfg.health_host, max(cfg.health_port, 0), self.routes()
                 )
             if cfg.prometheus_metrics_enabled:
-                start_metrics_server(cfg)
+                # Not prometheus-client's server: it gives every connection a thread with no
+                # timeout (2,000 idle connections were 2,000 threads) and, with TLS, does the
+                # handshake in its accept loop, where one idle client stops every scrape.
+                self.metrics_port = await nursery.start(
+                    functools.partial(
+                        serve_http,
+                        cfg.prometheus_metrics_host,
+                        max(cfg.prometheus_metrics_port, 0),
+                        metrics_routes(cfg),
+                        ssl_context=metrics_ssl_context(cfg),
+                    )
+                )
             for task in self.extra_tasks:
                 nursery.start_soon(task)
             task_status.started(port)
@@ -227,13 +263,16 @@ class Typha:
         log.info("cache loaded; collector frozen", frozen=gc.get_freeze_count())
 
     async def drain_and_stop(self) -> None:
+        """Drain; always, whatever the cache file does. Periodic saves stop; the last save is
+        the clean one."""
+        self._draining = True
         # Save before the drain too: clients that move to a replica restarted from this file
         # can resume; then again after, with whatever changed meanwhile.
         with trio.move_on_after(10):
-            await self.save_cache()
+            await self._save_or_log()
         await self.server.drain()
         with trio.move_on_after(10):
-            await self.save_cache(clean=True)
+            await self._save_or_log(clean=True)
 
 
 async def _any_event(events: list[trio.Event]) -> None:
@@ -247,14 +286,15 @@ async def _any_event(events: list[trio.Event]) -> None:
             nursery.start_soon(wait)
 
 
-def start_metrics_server(cfg: Config) -> None:
-    """Prometheus endpoint (prometheus-client's own threaded server; HTTPS when configured)."""
+def metrics_routes(cfg: Config) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
+    """The Prometheus endpoint's routes (served by the same bounded server as /readiness)."""
     from prometheus_client import (
+        CONTENT_TYPE_LATEST,
         GC_COLLECTOR,
         PLATFORM_COLLECTOR,
         PROCESS_COLLECTOR,
         REGISTRY,
-        start_http_server,
+        generate_latest,
     )
 
     if not cfg.prometheus_process_metrics_enabled:
@@ -264,21 +304,29 @@ def start_metrics_server(cfg: Config) -> None:
         for collector in (GC_COLLECTOR, PLATFORM_COLLECTOR):
             with contextlib.suppress(KeyError):
                 REGISTRY.unregister(collector)
-    tls: dict[str, Any] = {}
-    if cfg.prometheus_metrics_cert_file or cfg.prometheus_metrics_key_file:
-        tls = {
-            "certfile": cfg.prometheus_metrics_cert_file,
-            "keyfile": cfg.prometheus_metrics_key_file,
-        }
-        if cfg.prometheus_metrics_ca_file:
-            tls["client_cafile"] = cfg.prometheus_metrics_ca_file
-        tls["client_auth_required"] = cfg.prometheus_metrics_client_auth in (
-            "RequireAndVerifyClientCert",
-            "RequireAnyClientCert",
-        )
-    addr = cfg.prometheus_metrics_host or "0.0.0.0"
-    start_http_server(cfg.prometheus_metrics_port, addr=addr, **tls)
-    log.info("metrics server listening", port=cfg.prometheus_metrics_port, tls=bool(tls))
+
+    def scrape() -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
+
+    return {"/metrics": scrape, "/": scrape}
+
+
+def metrics_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    """HTTPS for /metrics when a certificate is configured; client certificates as
+    ``PrometheusMetricsClientAuth`` says (RequireAnyClientCert is verified too: Python cannot
+    require a certificate without checking it)."""
+    if not (cfg.prometheus_metrics_cert_file or cfg.prometheus_metrics_key_file):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cfg.prometheus_metrics_cert_file, cfg.prometheus_metrics_key_file)
+    if cfg.prometheus_metrics_ca_file:
+        ctx.load_verify_locations(cfg.prometheus_metrics_ca_file)
+    auth = cfg.prometheus_metrics_client_auth
+    if auth in ("RequireAndVerifyClientCert", "RequireAnyClientCert"):
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    elif auth == "VerifyClientCertIfGiven":
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
 
 
 async def serve(cfg: Config, datastore: Datastore | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import structlog
 import trio
 
 from typha import __version__
@@ -20,20 +21,45 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from typha import logs
+    from typha import logs, preflight
     from typha.app import serve
 
     cfg = _load(args)
+    try:
+        preflight.check(cfg)
+    except preflight.StartupError as exc:
+        print(f"typha: cannot start: {exc}", file=sys.stderr)
+        return 2
     logs.configure_from(cfg)
+    for warning in cfg.warnings:
+        structlog.get_logger().warning(
+            "invalid config value replaced by its default", detail=warning
+        )
     try:
         trio.run(serve, cfg)
+    except (OSError, BaseExceptionGroup) as exc:
+        # What the checks above could not foresee (a port taken in between, say): one line.
+        leaf = _first_leaf(exc)
+        if not isinstance(leaf, OSError):
+            raise
+        structlog.get_logger().error("cannot run", error=str(leaf))
+        print(f"typha: cannot run: {leaf}", file=sys.stderr)
+        return 1
     finally:
         logs.flush()
     return 0
 
 
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    for warning in cfg.warnings:
+        print(f"typha: warning: {warning}", file=sys.stderr)
     rows = cfg.describe()
     width = max(len(r[0]) for r in rows)
     vwidth = min(40, max(len(r[1]) for r in rows))

@@ -5,13 +5,17 @@ Sources, lowest precedence first: defaults < config file (INI, section names ign
 ignored; the literal ``none`` means the zero value (``TYPHA_LOGFILEPATH=none`` disables the
 file log).
 
-Unlike Typha, which falls back to the default for most bad values, a bad value stops the start
-with the key, the value, where it came from and what is allowed (see docs/configuration.md).
+As in Typha, a value that does not parse or is out of range is replaced by the default with a
+warning (``Config.warnings``, logged at start), and a Typha duration <= 0 (``none`` included)
+means its default. Only the die-on-fail keys (``DatastoreType``), missing TLS/etcd files and
+inconsistent combinations stop the start. No value can make Typha spin, flood or crash: ``nan``,
+``inf`` and numbers beyond Go's duration range are refused (docs/configuration.md).
 """
 
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +39,11 @@ class Param:
     minimum: float | None = None
     local_only: bool = False  # Typha: may only come from env/file (all of ours do)
     sensitive: bool = False
+    # A bad value stops the start (Typha: "die-on-fail"); any other bad value is replaced by
+    # the default with a warning, as Typha does.
+    die_on_fail: bool = False
+    # A Typha duration: a value <= 0 (``none`` included) means "use the default", as in Typha.
+    positive: bool = False
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL", "PANIC")
@@ -47,6 +56,7 @@ PARAMS: tuple[Param, ...] = (
         "etcdv3",
         "Datastore: etcdv3 or kubernetes.",
         choices=("etcdv3", "kubernetes"),
+        die_on_fail=True,
     ),
     Param("EtcdAddr", "str", "127.0.0.1:2379", "etcd host:port when no endpoints list."),
     Param("EtcdScheme", "choice", "http", "etcd scheme.", choices=("http", "https")),
@@ -56,6 +66,15 @@ PARAMS: tuple[Param, ...] = (
     Param("EtcdCaFile", "file", "", "CA bundle for etcd."),
     Param("EtcdUsername", "str", "", "etcd username (etcd's own authentication)."),
     Param("EtcdPassword", "str", "", "etcd password.", sensitive=True),
+    Param(
+        "EtcdHangDetectionSecs",
+        "float",
+        30.0,
+        "An etcd that stops answering (hung, black-holed) is noticed within this time: "
+        "a one-key read every third of it, each allowed two thirds of it.",
+        minimum=0.3,
+        positive=True,
+    ),
     # Server (typha.md §3.2)
     Param("ServerPort", "port", 5473, "Listen port (0 means 5473; -1 a random port)."),
     Param("ServerHost", "str", "", "Listen address (empty: all)."),
@@ -68,6 +87,7 @@ PARAMS: tuple[Param, ...] = (
         300.0,
         "History kept for resumes; older clients get a conflated catch-up.",
         minimum=1,
+        positive=True,
     ),
     Param(
         "ServerNewClientFallBehindGracePeriod",
@@ -75,6 +95,7 @@ PARAMS: tuple[Param, ...] = (
         300.0,
         "Grace after a snapshot before fall-behind applies.",
         minimum=0,
+        positive=True,
     ),
     Param(
         "ServerMinBatchingAgeThresholdSecs",
@@ -82,14 +103,15 @@ PARAMS: tuple[Param, ...] = (
         0.01,
         "Breadcrumb age below which a client counts as caught up.",
         minimum=0,
+        positive=True,
     ),
-    Param("ServerPingIntervalSecs", "float", 10.0, "Ping period.", minimum=0.01),
+    Param("ServerPingIntervalSecs", "float", 10.0, "Ping period.", minimum=0.01, positive=True),
     Param(
         "ServerPongTimeoutSecs",
         "float",
         60.0,
         "Drop a client with no pong for this long.",
-        minimum=0.01,
+        minimum=0,
     ),
     Param(
         "ServerHandshakeTimeoutSecs",
@@ -97,6 +119,7 @@ PARAMS: tuple[Param, ...] = (
         10.0,
         "Time allowed for the client hello.",
         minimum=0.01,
+        positive=True,
     ),
     Param(
         "ServerWriteTimeoutSecs",
@@ -104,6 +127,7 @@ PARAMS: tuple[Param, ...] = (
         120.0,
         "Drop a client whose writes stall this long.",
         minimum=0.01,
+        positive=True,
     ),
     Param("SnapshotCacheMaxBatchSize", "int", 100, "Max updates per breadcrumb.", minimum=1),
     # Connection limits, rebalancing, shutdown (typha.md §3.3)
@@ -122,18 +146,30 @@ PARAMS: tuple[Param, ...] = (
         "none or kubernetes.",
         choices=("none", "kubernetes"),
     ),
-    Param("ConnectionDropIntervalSecs", "float", 1.0, "Governor tick.", minimum=0.01),
-    Param("K8sServicePollIntervalSecs", "float", 30.0, "Rebalancing poll period.", minimum=0.1),
+    Param(
+        "ConnectionDropIntervalSecs", "float", 1.0, "Governor tick.", minimum=0.01, positive=True
+    ),
+    Param(
+        "K8sServicePollIntervalSecs",
+        "float",
+        30.0,
+        "Rebalancing poll period.",
+        minimum=0.1,
+        positive=True,
+    ),
     Param("K8sNamespace", "str", "kube-system", "Namespace of the Typha service."),
     Param("K8sServiceName", "str", "calico-typha", "Service whose endpoints are counted."),
     Param("K8sPortName", "str", "calico-typha", "Port name that marks Typha's endpoints."),
-    Param("ShutdownTimeoutSecs", "float", 300.0, "Graceful drain budget.", minimum=0),
+    Param(
+        "ShutdownTimeoutSecs", "float", 300.0, "Graceful drain budget.", minimum=0, positive=True
+    ),
     Param(
         "ShutdownConnectionDropIntervalMaxSecs",
         "float",
         1.0,
         "Cap on the gap between drops while draining.",
         minimum=0.001,
+        positive=True,
     ),
     # TLS (typha.md §3.4)
     Param("ServerCertFile", "file", "", "Server certificate."),
@@ -174,7 +210,13 @@ PARAMS: tuple[Param, ...] = (
     Param("DebugHost", "str", "localhost", "Debug server address."),
     Param("DebugMemoryProfilePath", "str", "", "SIGUSR1 memory profile target."),
     Param("DebugDisableLogDropping", "bool", False, "Block instead of dropping logs."),
-    Param("LogFilePath", "str", "/var/log/calico/typha.log", "Log file; none disables."),
+    Param(
+        "LogFilePath",
+        "str",
+        "/var/log/calico/typha.log",
+        "Log file; none disables.",
+        die_on_fail=True,
+    ),
     Param("LogSeverityFile", "loglevel", "INFO", "Minimum severity to the file."),
     Param("LogSeverityScreen", "loglevel", "INFO", "Minimum severity to stdout."),
     Param("LogSeveritySys", "loglevel", "INFO", "Minimum severity to syslog; none disables."),
@@ -211,7 +253,14 @@ PARAMS: tuple[Param, ...] = (
         "Other replicas' host:port, suggested to clients in Goodbye messages.",
     ),
     Param("CacheFilePath", "str", "", "Warm-restart cache file (empty: disabled)."),
-    Param("CacheSaveIntervalSecs", "float", 30.0, "Period of warm-restart saves.", minimum=1),
+    Param(
+        "CacheSaveIntervalSecs",
+        "float",
+        30.0,
+        "Period of warm-restart saves.",
+        minimum=1,
+        positive=True,
+    ),
     Param(
         "DatastoreInMemory",
         "bool",
@@ -248,12 +297,26 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("expected a boolean (true/false)")
 
 
+# Go's time.Duration ends at 2**63 ns; Typha turns anything beyond (inf and nan included) into
+# a negative duration and hence the default. We refuse such values outright.
+MAX_SECONDS = (2**63 - 1) / 1e9
+MAX_INT = 2**31 - 1  # Typha parses ints as 32-bit
+
+
 def _parse_number(kind: Callable[[str], Any], p: Param) -> Callable[[str], Any]:
     def parse(raw: str) -> Any:
         try:
             value = kind(raw.strip())
         except ValueError:
             raise ValueError(f"expected {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        if kind is float and value > MAX_SECONDS:
+            raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds")
+        if kind is int and value > MAX_INT:
+            raise ValueError(f"must be at most {MAX_INT}")
+        if p.positive and value <= 0:
+            raise NotPositive()
         if p.minimum is not None and value < p.minimum:
             raise ValueError(f"must be at least {p.minimum:g}")
         return value
@@ -261,10 +324,30 @@ def _parse_number(kind: Callable[[str], Any], p: Param) -> Callable[[str], Any]:
     return parse
 
 
+class NotPositive(ValueError):
+    """A Typha duration <= 0: Typha quietly uses the default (not a mistake worth a warning)."""
+
+    def __init__(self) -> None:
+        super().__init__("<= 0 means the default")
+
+
+def zero_value(p: Param) -> Any:
+    """What ``none`` means for ``p`` (Typha: the type's zero value)."""
+    if p.kind == "choice" and "none" in p.choices:
+        return "none"
+    return {"int": 0, "float": 0.0, "bool": False, "list": [], "port": 0}.get(p.kind, "")
+
+
 def parse_value(p: Param, raw: str) -> Any:
     """Parse one raw string for a parameter; raises ValueError saying what is allowed."""
     if raw.strip().lower() == "none":
-        return {"int": 0, "float": 0.0, "bool": False, "list": [], "port": 0}.get(p.kind, "")
+        value = zero_value(p)
+        if p.kind in ("int", "float"):
+            # The zero value goes through the same bounds as any number.
+            return _parse_number(float if p.kind == "float" else int, p)(str(value))
+        if p.kind == "choice" and value not in p.choices:
+            raise ValueError(f"must be one of {', '.join(p.choices)}")
+        return value
     match p.kind:
         case "int":
             return _parse_number(int, p)(raw)
@@ -314,13 +397,14 @@ class Config:
     """Effective configuration. Attributes are snake_case parameter names
     (``cfg.server_ping_interval_secs``); ``settings`` records where each value came from."""
 
-    def __init__(self, settings: dict[str, Setting]) -> None:
+    def __init__(self, settings: dict[str, Setting], warnings: tuple[str, ...] = ()) -> None:
         self.settings = settings
+        object.__setattr__(self, "warnings", tuple(warnings))
         for name, setting in settings.items():
             object.__setattr__(self, ATTR_FOR[name], setting.value)
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if key == "settings":
+        if key in ("settings", "warnings"):
             object.__setattr__(self, key, value)
             return
         raise AttributeError("Config is read-only; use replace()")
@@ -330,7 +414,7 @@ class Config:
         new = dict(self.settings)
         for attr, value in changes.items():
             new[by_attr[attr]] = Setting(value, "override")
-        return Config(new)
+        return Config(new, self.warnings)
 
     # Derived values -----------------------------------------------------------------------------
 
@@ -388,6 +472,7 @@ def load_config(
     """Build the effective config. Raises ConfigError on any bad value or unknown file key."""
     environ = os.environ if environ is None else environ
     settings = {p.name: Setting(p.default, "default") for p in PARAMS}
+    warnings: list[str] = []
 
     path = config_file or environ.get("TYPHA_CONFIGFILE") or DEFAULT_CONFIG_FILE
     explicit = config_file is not None or "TYPHA_CONFIGFILE" in environ
@@ -400,23 +485,33 @@ def load_config(
             raise ConfigError(f"config file {path}: {exc}") from None
         for section in parser.sections():
             for key, raw in parser.items(section):
-                _set(settings, key, raw, f"file:{path}", strict=True)
+                _set(settings, warnings, key, raw, f"file:{path}", strict=True)
     elif explicit:
         raise ConfigError(f"config file {path} does not exist")
 
     for env_key, raw in environ.items():
         if env_key.upper().startswith(ENV_PREFIX) and env_key.upper() != "TYPHA_CONFIGFILE":
-            _set(settings, env_key[len(ENV_PREFIX) :], raw, f"env:{env_key}", strict=False)
+            _set(
+                settings, warnings, env_key[len(ENV_PREFIX) :], raw, f"env:{env_key}", strict=False
+            )
 
     for name, value in (overrides or {}).items():
-        _set(settings, name, str(value), "override", strict=True)
+        _set(settings, warnings, name, str(value), "override", strict=True)
 
-    cfg = Config(settings)
+    cfg = Config(settings, tuple(warnings))
     _validate(cfg)
     return cfg
 
 
-def _set(settings: dict[str, Setting], key: str, raw: str, source: str, *, strict: bool) -> None:
+def _set(
+    settings: dict[str, Setting],
+    warnings: list[str],
+    key: str,
+    raw: str,
+    source: str,
+    *,
+    strict: bool,
+) -> None:
     p = PARAMS_BY_KEY.get(key.lower())
     if p is None:
         if strict:
@@ -426,9 +521,20 @@ def _set(settings: dict[str, Setting], key: str, raw: str, source: str, *, stric
         return
     try:
         value = parse_value(p, raw)
+    except NotPositive:
+        # Typha's rule for durations: <= 0 (or none) means the default. Recorded as such.
+        settings[p.name] = Setting(p.default, f"default ({source}={raw.strip()!r} is <= 0)")
+        return
     except ValueError as exc:
         shown = "<redacted>" if p.sensitive else repr(raw)
-        raise ConfigError(f"{p.name}={shown} (from {source}): {exc}") from None
+        message = f"{p.name}={shown} (from {source}): {exc}"
+        # Programmatic overrides are the caller's mistake; a missing TLS/etcd file would
+        # silently turn security off: those stop the start, as the die-on-fail keys do.
+        if p.die_on_fail or p.kind == "file" or source == "override":
+            raise ConfigError(message) from None
+        warnings.append(f"{message}; using the default {_show(p.default) or '(empty)'}")
+        settings[p.name] = Setting(p.default, f"default ({source} was invalid)")
+        return
     settings[p.name] = Setting(value, source)
 
 

@@ -91,6 +91,21 @@ updates_skipped_by_reason = Counter(
 )
 warm_restart_loads = Counter("typha_warm_restart_loads", "Cache files loaded at start.", ["result"])
 datastore_connected = Gauge("typha_datastore_connected", "1 while the datastore is reachable.")
+unauthenticated_buffered_bytes = Gauge(
+    "typha_unauthenticated_buffered_bytes",
+    "Input bytes buffered by connections that have not completed their hello (all of them).",
+)
+gob_encodes = Counter(
+    "typha_gob_encodes",
+    "Breadcrumbs and snapshots encoded in Calico's gob protocol (once each, however many "
+    "gob clients receive them).",
+    ["what"],
+)
+connections_by_protocol = Counter(
+    "typha_connections_by_protocol",
+    "Connections by the protocol their first byte chose.",
+    ["protocol"],
+)
 protocol_errors = Counter(
     "typha_protocol_errors", "Connections closed for breaking the protocol.", ["reason"]
 )

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from typha import jsonlimit
 from typha.sync.convert import InvalidResource, crd_to_v3, v3_to_updates
 from typha.sync.convert._common import (
     K8S_ORCHESTRATOR,
@@ -61,13 +62,91 @@ def _expand(doc: object, source: str) -> list[dict[str, Any]]:
     return [doc]
 
 
+# Input limits: a YAML alias "bomb" (a few lines whose aliases expand to billions of values)
+# would hang validation and the JSON encoding of the values; deep nesting would raise
+# RecursionError in the parser or later.
+MAX_EXPANDED_VALUES = 1_000_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one;
+    calicoctl refuses them too)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _StrictLoader.construct_yaml_map,  # builds via construct_mapping above
+)
+
+
+def _check_expansion(doc: object, source: str) -> None:
+    """Refuse a document that expands (aliases included) to more than MAX_EXPANDED_VALUES
+    values or nests deeper than ``jsonlimit.MAX_DEPTH``; iterative, stops at the first limit."""
+    budget = MAX_EXPANDED_VALUES
+    stack: list[tuple[object, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise InvalidResource(
+                f"expands to more than {MAX_EXPANDED_VALUES:,} values (YAML aliases?)",
+                resource=source,
+            )
+        if isinstance(value, dict):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth >= jsonlimit.MAX_DEPTH:
+            raise InvalidResource(
+                f"nested deeper than {jsonlimit.MAX_DEPTH} levels", resource=source
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: what went wrong and where (PyYAML's own text spans several
+    lines, quoting the input)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
 def parse_documents(text: str, source: str = "<string>") -> list[dict[str, Any]]:
-    """YAML (multi-document) or JSON text → resource dicts, Lists flattened, empty docs dropped."""
+    """YAML (multi-document) or JSON text → resource dicts, Lists flattened, empty docs dropped.
+
+    Refused with InvalidResource: duplicate keys, nesting deeper than ``jsonlimit.MAX_DEPTH``
+    and documents that expand to more than MAX_EXPANDED_VALUES values."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         # JSON is YAML, so a YAML error is also the JSON error; report YAML's position.
-        raise InvalidResource(f"cannot parse: {exc}", resource=source) from None
+        raise InvalidResource(f"cannot parse: {_one_line(exc)}", resource=source) from None
+    except RecursionError:
+        raise InvalidResource("cannot parse: nested too deep", resource=source) from None
+    for doc in docs:
+        _check_expansion(doc, source)
     out: list[dict[str, Any]] = []
     for i, doc in enumerate(docs):
         out.extend(_expand(doc, f"{source}#{i}" if len(docs) > 1 else source))

@@ -40,8 +40,14 @@ async def run_write(cfg: Config, path: str, delete: bool) -> int:
     try:
         docs = load_documents(path)
         resources = validate_resources(docs) if not delete else docs
-    except (InvalidResource, OSError, ValueError) as exc:
+    except (InvalidResource, ValueError) as exc:
         print(f"typha: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"typha: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if not resources:
+        print(f"typha: {path}: no resources in it (empty?)", file=sys.stderr)
         return 1
     if cfg.datastore_type != "etcdv3":
         print(

@@ -22,6 +22,8 @@ import gc
 from collections.abc import Iterable
 from typing import Any
 
+import structlog
+
 from felix_client.calc.active import ActiveRulesCalculator
 from felix_client.calc.chaintable import ChainTable
 from felix_client.calc.ipsets import IPSetMemberIndex
@@ -40,6 +42,7 @@ from felix_client.calc.model import (
     ParsedUpdate,
     PolicyId,
     WorkloadEndpoint,
+    parse_error,
     parse_update,
 )
 from felix_client.calc.policy import EGRESS, INGRESS, resolve_tiers
@@ -80,10 +83,21 @@ _KIND_ORDER = {
     Kind.WORKLOAD_ENDPOINT: 10,
 }
 
+log = structlog.get_logger(__name__)
+
+_NOT_PARSED = (Kind.READY, Kind.IGNORED)
+
 _N_BUCKETS = max(_KIND_ORDER.values()) + 2  # the last bucket holds remote workloads
 _TUNNEL_CONFIG = frozenset({"IPv4VXLANTunnelAddr", "VXLANTunnelMACAddr", "IpInIpTunnelAddr"})
 _Owner = tuple[str, Any]  # ("pol", PolicyId) or ("prof", name)
 _FIXED_SET_IDS = (ALL_POOLS_ID, MASQ_POOLS_ID, ALL_HOSTS_ID)
+
+
+def _brief(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    except Exception:
+        return type(exc).__name__
 
 
 def _truthy(value: str | None) -> bool:
@@ -100,6 +114,8 @@ class CalcEngine:
     def __init__(self, node_name: str) -> None:
         self.node_name = node_name
         self.model = ClusterModel()
+        self.invalid_values = 0  # values that did not parse (treated as deletions)
+        self.calc_failures = 0  # keys/policies whose calculation raised (contained)
         self._pending: dict[str, Any] = {}
         self._in_sync = False
         self._arc = ActiveRulesCalculator(
@@ -217,7 +233,16 @@ class CalcEngine:
         buckets: list[list[ParsedUpdate]] = [[] for _ in range(_N_BUCKETS)]
         me = self.node_name
         for key, value in pending.items():
-            update = parse_update(key, value)
+            try:
+                update = parse_update(key, value)
+            except Exception as exc:  # a key path no parser expected: ignore that key alone
+                self._failed(key, "unparseable key", exc)
+                continue
+            if update.value is None and value is not None and update.kind not in _NOT_PARSED:
+                self.invalid_values += 1
+                log.warning(
+                    "invalid value; treating as deleted", key=key, reason=parse_error(key, value)
+                )
             kind = update.kind
             if kind is Kind.IGNORED:
                 continue
@@ -229,8 +254,31 @@ class CalcEngine:
         handlers = self._HANDLERS
         for bucket in buckets:
             for update in bucket:
-                old = store(update)
-                handlers[update.kind](self, update, old)
+                old = None
+                try:
+                    old = store(update)
+                    handlers[update.kind](self, update, old)
+                except Exception as exc:
+                    self._contain(update, old, exc)
+
+    def _contain(self, update: ParsedUpdate, old: Any, exc: Exception) -> None:
+        """The per-key guard: a key whose calculation failed is treated as deleted (as an
+        invalid value is), so one key can never stop the node agent. The indexes are assumed
+        to still describe the previous value (handlers fail before they change anything, as
+        the checked parsing makes them), so the model goes back to it and then deletes it."""
+        self._failed(f"{update.kind}:{update.id}", "calculation failed; treating as deleted", exc)
+        try:
+            self.model.store(ParsedUpdate(update.kind, update.id, update.host, old))
+            if old is None:
+                return
+            gone = ParsedUpdate(update.kind, update.id, update.host, None)
+            self._HANDLERS[update.kind](self, gone, self.model.store(gone))
+        except Exception as again:
+            self._failed(f"{update.kind}:{update.id}", "could not delete either", again)
+
+    def _failed(self, what: str, event: str, exc: BaseException) -> None:
+        self.calc_failures += 1
+        log.error(event, key=what, error=_brief(exc), exc_info=exc)
 
     def _on_config(self, update: ParsedUpdate, old: Any) -> None:
         if update.kind is Kind.HOST_CONFIG:
@@ -360,19 +408,26 @@ class CalcEngine:
         kind, ident = owner
         inbound: tuple[DataplaneRule, ...] = ()
         outbound: tuple[DataplaneRule, ...] = ()
-        if kind == "pol":
-            policy = self.model.policies.get(ident)
-            if policy is not None:
-                # Only the directions the policy governs are ever referenced.
-                if policy.ingress:
-                    inbound = scan_rules(policy.inbound_rules)
-                if policy.egress:
-                    outbound = scan_rules(policy.outbound_rules)
-        else:
-            profile = self.model.profile_rules.get(ident)
-            if profile is not None:
-                inbound = scan_rules(profile.inbound_rules)
-                outbound = scan_rules(profile.outbound_rules)
+        try:
+            if kind == "pol":
+                policy = self.model.policies.get(ident)
+                if policy is not None:
+                    # Only the directions the policy governs are ever referenced.
+                    if policy.ingress:
+                        inbound = scan_rules(policy.inbound_rules)
+                    if policy.egress:
+                        outbound = scan_rules(policy.outbound_rules)
+            else:
+                profile = self.model.profile_rules.get(ident)
+                if profile is not None:
+                    inbound = scan_rules(profile.inbound_rules)
+                    outbound = scan_rules(profile.outbound_rules)
+        except Exception as exc:
+            # The per-policy guard: rules that cannot be computed are no rules. The policy
+            # then allows nothing itself; traffic goes on to the next policy or the tier's
+            # default drop, as for a policy whose every rule can never match.
+            self._failed(f"{kind}:{ident}", "rules cannot be computed; using none", exc)
+            inbound = outbound = ()
         if self._scanned.get(owner) == (inbound, outbound):
             return
         self._scanned[owner] = (inbound, outbound)

@@ -38,17 +38,17 @@ def parse_protocol(raw: Any) -> int | None:
     if raw is None or raw == "":
         return None
     if isinstance(raw, bool):
-        raise ValueError(f"bad protocol {raw!r}")
+        raise ValueError(f"bad protocol {_shown(raw)}")
     if isinstance(raw, int):
         if 0 < raw < 256:
             return raw
-        raise ValueError(f"bad protocol {raw!r}")
-    text = str(raw).strip().lower()
+        raise ValueError(f"bad protocol {_shown(raw)}")
+    text = _str(raw, "protocol").strip().lower()
     if text.isdigit():
         return parse_protocol(int(text))
     if text in PROTOCOL_NUMBERS:
         return PROTOCOL_NUMBERS[text]
-    raise ValueError(f"bad protocol {raw!r}")
+    raise ValueError(f"bad protocol {_shown(raw)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +68,16 @@ RulePort = PortRange | str  # a str is a named port
 def parse_port(raw: Any) -> RulePort:
     """An int, ``"a:b"`` range, numeric string or named-port string."""
     if isinstance(raw, bool):
-        raise ValueError(f"bad port {raw!r}")
+        raise ValueError(f"bad port {_shown(raw)}")
     if isinstance(raw, int):
         return _port_range(raw, raw)
     if isinstance(raw, Mapping):  # {"minPort":..,"maxPort":..} or {"portName":..}
         if raw.get("portName") or raw.get("port_name"):
-            return str(raw.get("portName") or raw.get("port_name"))
+            return _str(raw.get("portName") or raw.get("port_name"), "portName")
         lo = raw.get("minPort", raw.get("min_port"))
         hi = raw.get("maxPort", raw.get("max_port", lo))
         return _port_range(int(lo), int(hi))
-    text = str(raw).strip()
+    text = _str(raw, "port").strip()
     if text.isdigit():
         return _port_range(int(text), int(text))
     lo_s, sep, hi_s = text.partition(":")
@@ -296,7 +296,7 @@ class EncapMode(StrEnum):
 
 
 def _encap_mode(raw: Any) -> EncapMode:
-    text = str(raw or "").strip().lower()
+    text = _str(raw or "", "encapsulation mode").strip().lower()
     if text in ("always",):
         return EncapMode.ALWAYS
     if text in ("crosssubnet", "cross-subnet", "cross_subnet"):
@@ -500,7 +500,7 @@ def _ipv4_net(raw: Any, default_len: int = 32) -> str:
     if not sep:
         return f"{addr}/{default_len}"
     if not plen.isdigit() or int(plen) > 32 or len(plen) > 2:
-        raise ValueError(f"bad prefix length in {raw!r}")
+        raise ValueError(f"bad prefix length in {_shown(raw)}")
     return f"{addr}/{int(plen)}"
 
 
@@ -509,9 +509,9 @@ def _ipv6_net(raw: Any) -> str:
     try:
         socket.inet_pton(socket.AF_INET6, addr)
     except OSError:
-        raise ValueError(f"not an IPv6 address: {raw!r}") from None
+        raise ValueError(f"not an IPv6 address: {_shown(raw)}") from None
     if sep and (not plen.isdigit() or int(plen) > 128 or len(plen) > 3):
-        raise ValueError(f"bad prefix length in {raw!r}")
+        raise ValueError(f"bad prefix length in {_shown(raw)}")
     return raw  # type: ignore[no-any-return]
 
 
@@ -653,7 +653,7 @@ def _opt_int(raw: Any) -> int | None:
     if raw is None or raw == "":
         return None
     if isinstance(raw, bool | float):
-        raise TypeError(f"expected an integer, got {raw!r}")
+        raise TypeError(f"expected an integer, got {_shown(raw)}")
     return int(raw)
 
 
@@ -748,7 +748,7 @@ def _order(raw: Any) -> float | None:
     if raw is None:
         return None
     if isinstance(raw, bool | str):
-        raise TypeError(f"order: expected a number, got {raw!r}")
+        raise TypeError(f"order: expected a number, got {_shown(raw)}")
     order = float(raw)
     return None if math.isnan(order) else order
 
@@ -871,20 +871,51 @@ class ParsedUpdate(NamedTuple):
 
 
 def parse_update(key: str, value: Any) -> ParsedUpdate:
-    """Parse ``(key, value)``. An unparseable value is reported as a deletion."""
+    """Parse ``(key, value)``. An unparseable value is reported as a deletion.
+
+    The parsers descend only as deep as the value schema and never stringify a container, so
+    nesting beyond the schema cannot matter; and *any* exception (not only the expected
+    ValueError/TypeError) costs this one key. Use :func:`parse_error` for the reason."""
     pk = parse_key(key)
     if value is None or pk.kind in (Kind.IGNORED, Kind.READY):
         return ParsedUpdate(pk.kind, pk.id, pk.host, value if pk.kind is Kind.READY else None)
     try:
         parsed = _PARSERS[pk.kind](pk, value)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+    except Exception:
         parsed = None
     return ParsedUpdate(pk.kind, pk.id, pk.host, parsed)
+
+
+def parse_error(key: str, value: Any) -> str | None:
+    """Why ``value`` does not parse (for a log line), or None if it does. Slow path only."""
+    pk = parse_key(key)
+    if value is None or pk.kind in (Kind.IGNORED, Kind.READY):
+        return None
+    try:
+        _PARSERS[pk.kind](pk, value)
+    except Exception as exc:
+        try:
+            text = f"{type(exc).__name__}: {exc}"
+        except Exception:
+            text = type(exc).__name__
+        return text[:300]
+    return None
+
+
+def _shown(raw: Any) -> str:
+    """``raw`` for an error message: a scalar's repr (cut short), a container's type only
+    (``repr`` of a container nested 1,000 deep raises RecursionError)."""
+    if isinstance(raw, (str, bytes, int, float, bool)) or raw is None:
+        text = repr(raw)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return f"a {type(raw).__name__}"
 
 
 def _config_value(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode()
+    if not isinstance(value, (str, int, float)):  # bool is an int
+        raise TypeError(f"config value: expected a scalar, got {type(value).__name__}")
     return str(value)
 
 

@@ -216,9 +216,11 @@ class NotNode(Node):
     operand: Node
 
     def canonical(self) -> str:
-        return "!" + self.operand.canonical()
+        return _canonical(self)
 
     def compile(self) -> Matcher:
+        if _eval_depth(self) > _MAX_CLOSURE_DEPTH:
+            return _IterativeMatcher(self)
         inner = self.operand.compile()
         return lambda labels: not inner(labels)
 
@@ -228,9 +230,11 @@ class AndNode(Node):
     operands: tuple[Node, ...]
 
     def canonical(self) -> str:
-        return "(" + " && ".join(o.canonical() for o in self.operands) + ")"
+        return _canonical(self)
 
     def compile(self) -> Matcher:
+        if _eval_depth(self) > _MAX_CLOSURE_DEPTH:
+            return _IterativeMatcher(self)
         return _fold(tuple(o.compile() for o in self.operands), conj=True)
 
 
@@ -239,14 +243,118 @@ class OrNode(Node):
     operands: tuple[Node, ...]
 
     def canonical(self) -> str:
-        return "(" + " || ".join(o.canonical() for o in self.operands) + ")"
+        return _canonical(self)
 
     def compile(self) -> Matcher:
+        if _eval_depth(self) > _MAX_CLOSURE_DEPTH:
+            return _IterativeMatcher(self)
         return _fold(tuple(o.compile() for o in self.operands), conj=False)
 
 
 def _always_true(labels: Labels) -> bool:
     return True
+
+
+# --- Deep selectors ------------------------------------------------------------------------------
+#
+# Calico sets no limit on selector nesting, and Go's stack grows as needed; Python's does not.
+# Everything that walks a tree (canonical form, evaluation, restrictions) therefore either
+# iterates with an explicit stack, or recurses only on trees known to be shallow.
+
+# Compiled closures call each other once per level (and log2(n) times for an n-operand AND/OR):
+# beyond this many nested calls a selector is evaluated by _IterativeMatcher instead.
+_MAX_CLOSURE_DEPTH = 100
+
+
+def _eval_depth(root: Node) -> int:
+    """How deep compiled closures for ``root`` would call each other (iterative)."""
+    deepest = 0
+    stack: list[tuple[Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, NotNode):
+            stack.append((node.operand, depth + 1))
+        elif isinstance(node, AndNode | OrNode):
+            extra = max(1, (len(node.operands) - 1).bit_length())
+            stack.extend((o, depth + extra) for o in node.operands)
+        elif depth > deepest:
+            deepest = depth
+    return deepest
+
+
+def _canonical(root: Node) -> str:
+    """The canonical string of ``root``, built bottom-up with an explicit stack."""
+    done: list[str] = []
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if isinstance(node, NotNode):
+            if children_done:
+                done.append("!" + done.pop())
+            else:
+                stack.append((node, True))
+                stack.append((node.operand, False))
+        elif isinstance(node, AndNode | OrNode):
+            if children_done:
+                n = len(node.operands)
+                parts = done[-n:]
+                del done[-n:]
+                sep = " && " if isinstance(node, AndNode) else " || "
+                done.append("(" + sep.join(parts) + ")")
+            else:
+                stack.append((node, True))
+                stack.extend((o, False) for o in reversed(node.operands))
+        else:
+            done.append(node.canonical())
+    return done[0]
+
+
+class _IterativeMatcher:
+    """Evaluates a deep selector with an explicit stack (short-circuiting like the closures).
+    Slower than compiled closures, so only used where those would nest too deep."""
+
+    __slots__ = ("_leaves", "_root")
+
+    def __init__(self, root: Node) -> None:
+        self._root = root
+        self._leaves: dict[int, Matcher] = {}
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, NotNode):
+                stack.append(node.operand)
+            elif isinstance(node, AndNode | OrNode):
+                stack.extend(node.operands)
+            else:
+                self._leaves[id(node)] = node.compile()
+
+    def __call__(self, labels: Labels) -> bool:
+        leaves = self._leaves
+        result = False
+        # Frames: [node, index of the next operand to evaluate].
+        stack: list[list] = [[self._root, 0]]
+        while stack:
+            frame = stack[-1]
+            node = frame[0]
+            if isinstance(node, NotNode):
+                if frame[1] == 0:
+                    frame[1] = 1
+                    stack.append([node.operand, 0])
+                    continue
+                result = not result
+            elif isinstance(node, AndNode | OrNode):
+                i = frame[1]
+                # ``result`` holds operand i-1's value: stop at the first False (AND) or True
+                # (OR); after the last operand, ``result`` is the group's value.
+                decided = i > 0 and result is (not isinstance(node, AndNode))
+                if not decided and i < len(node.operands):
+                    frame[1] = i + 1
+                    stack.append([node.operands[i], 0])
+                    continue
+            else:
+                result = leaves[id(node)](labels)
+            stack.pop()
+        return result
 
 
 def _fold(fns: tuple[Matcher, ...], *, conj: bool) -> Matcher:
@@ -265,9 +373,38 @@ def _fold(fns: tuple[Matcher, ...], *, conj: bool) -> Matcher:
 # --- Parser --------------------------------------------------------------------------------------
 
 
+class _Group:
+    """One parenthesised group while it is being parsed: its OR of ANDs so far, and the
+    negations written before its "(" (applied when it closes)."""
+
+    __slots__ = ("and_operands", "negations", "or_operands")
+
+    def __init__(self, negations: int) -> None:
+        self.negations = negations
+        self.or_operands: list[Node] = []
+        self.and_operands: list[Node] = []
+
+    def close_and(self) -> None:
+        ops = self.and_operands
+        self.or_operands.append(ops[0] if len(ops) == 1 else AndNode(tuple(ops)))
+        self.and_operands = []
+
+    def result(self) -> Node:
+        self.close_and()
+        ops = self.or_operands
+        return ops[0] if len(ops) == 1 else OrNode(tuple(ops))
+
+
+def _negate(node: Node, negations: int) -> Node:
+    if negations % 2 == 0:
+        return node
+    return node.operand if isinstance(node, NotNode) else NotNode(node)
+
+
 class _Parser:
-    """Recursive-descent parser over the raw string (no separate token list: the tokenizer's
-    behaviour depends on context, e.g. operator words are only recognised after a label)."""
+    """Parser over the raw string (no separate token list: the tokenizer's behaviour depends
+    on context, e.g. operator words are only recognised after a label). Nesting is handled with
+    an explicit stack, never by recursion."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -288,65 +425,58 @@ class _Parser:
         return self.text[pos] not in _WORD_CHARS
 
     def parse(self) -> Node:
+        """The whole selector. Iterative: each open parenthesis is a frame on an explicit
+        stack, not a Python call, so nesting depth is limited by memory only (Calico sets no
+        limit either)."""
+        text, n = self.text, self.n
         self.skip_ws()
-        if self.pos == self.n:
+        if self.pos == n:
             return AllNode()
-        node = self.parse_or()
-        self.skip_ws()
-        if self.pos != self.n:
-            raise self.error(f"unexpected {self.text[self.pos]!r}")
-        return node
-
-    def parse_or(self) -> Node:
-        operands = [self.parse_and()]
+        stack = [_Group(0)]
         while True:
-            self.skip_ws()
-            if self.text.startswith("||", self.pos):
-                self.pos += 2
-                operands.append(self.parse_and())
-            else:
-                break
-        return operands[0] if len(operands) == 1 else OrNode(tuple(operands))
-
-    def parse_and(self) -> Node:
-        operands = [self.parse_op()]
-        while True:
-            self.skip_ws()
-            if self.text.startswith("&&", self.pos):
-                self.pos += 2
-                operands.append(self.parse_op())
-            else:
-                break
-        return operands[0] if len(operands) == 1 else AndNode(tuple(operands))
-
-    def parse_op(self) -> Node:
-        negations = 0
-        while True:
-            self.skip_ws()
-            # "!=" can't start an operand, so a "!" here is always a negation.
-            if self.pos < self.n and self.text[self.pos] == "!":
-                negations += 1
+            # An operand: "!"* then a parenthesised group (a new frame) or a primary.
+            negations = 0
+            while True:
+                self.skip_ws()
+                # "!=" can't start an operand, so a "!" here is always a negation.
+                if self.pos < n and text[self.pos] == "!":
+                    negations += 1
+                    self.pos += 1
+                else:
+                    break
+            if self.pos < n and text[self.pos] == "(":
                 self.pos += 1
-            else:
-                break
-        node = self.parse_primary()
-        if negations % 2 == 0:
-            return node
-        # "!(!x)" collapses too, so that the canonical form re-parses to itself.
-        return node.operand if isinstance(node, NotNode) else NotNode(node)
+                stack.append(_Group(negations))
+                continue
+            node = _negate(self.parse_primary(), negations)
+            # After an operand: "&&", "||", ")" (closing groups, each again an operand of the
+            # enclosing one), or the end.
+            while True:
+                group = stack[-1]
+                group.and_operands.append(node)
+                self.skip_ws()
+                if text.startswith("&&", self.pos):
+                    self.pos += 2
+                    break
+                if text.startswith("||", self.pos):
+                    self.pos += 2
+                    group.close_and()
+                    break
+                if len(stack) == 1:
+                    if self.pos != n:
+                        raise self.error(f"unexpected {text[self.pos]!r}")
+                    return group.result()
+                if self.pos >= n or text[self.pos] != ")":
+                    raise self.error("expected ')'")
+                self.pos += 1
+                stack.pop()
+                # "!(!x)" collapses too, so that the canonical form re-parses to itself.
+                node = _negate(group.result(), group.negations)
 
     def parse_primary(self) -> Node:
         text = self.text
         if self.pos >= self.n:
             raise self.error("expected an expression, found end of selector")
-        if text[self.pos] == "(":
-            self.pos += 1
-            inner = self.parse_or()
-            self.skip_ws()
-            if self.pos >= self.n or text[self.pos] != ")":
-                raise self.error("expected ')'")
-            self.pos += 1
-            return inner
         if text.startswith("has(", self.pos):
             self.pos += 4
             self.skip_ws()
@@ -518,8 +648,15 @@ def restrictions(node: Node) -> list[Restriction]:
 
     Returns several options for an AND (each operand's restriction is valid on its own; the label
     index picks the most selective one) and an empty list when no positive condition can be
-    derived (e.g. ``!has(x)``, ``a != 'b'``, ``all()``).
+    derived (e.g. ``!has(x)``, ``a != 'b'``, ``all()``) — or when the selector is too deep to
+    walk recursively (the index then tests it against every item, which is always correct).
     """
+    if isinstance(node, AndNode | OrNode) and _eval_depth(node) > _MAX_CLOSURE_DEPTH:
+        return []
+    return _restrictions(node)
+
+
+def _restrictions(node: Node) -> list[Restriction]:
     if isinstance(node, EqNode):
         return [((node.label, frozenset((node.value,))),)]
     if isinstance(node, InNode):
@@ -529,12 +666,12 @@ def restrictions(node: Node) -> list[Restriction]:
     if isinstance(node, AndNode):
         out: list[Restriction] = []
         for operand in node.operands:
-            out.extend(restrictions(operand))
+            out.extend(_restrictions(operand))
         return out
     if isinstance(node, OrNode):
         combined: list[Alternative] = []
         for operand in node.operands:
-            options = restrictions(operand)
+            options = _restrictions(operand)
             if not options:
                 return []
             combined.extend(min(options, key=_static_cost))

@@ -249,3 +249,27 @@ def test_feed_turns_an_unencodable_value_into_a_deletion_of_that_key_only() -> N
     assert bad not in view.state  # the earlier value is gone, as for any invalid value
     assert msgpack.unpackb(view.state[good].value_bytes) == "2"  # the rest of the batch applied
     assert invalid_count() == before + 1
+
+
+def test_update_types_and_revisions_ride_with_each_kv_and_do_not_defeat_dedupe() -> None:
+    """New / updated / deleted per KV (within one batch too), revisions stored with the key;
+    an update that changes only the revision is skipped and the key keeps its revision (as
+    Go Typha's no-op check), while a changed value takes the new one."""
+    v = view()
+
+    def upd(key: str, value, rev: str) -> object:
+        return encode_update(Update(key, value, rev))
+
+    [c1] = v.apply([upd("/a", 1, "5"), upd("/b", 1, "5"), upd("/b", 2, "5")], 5)
+    assert c1.kv_types == bytes([1, 1, 2]) and c1.kv_revisions == [5, 5, 5]
+    assert v.apply([upd("/a", 1, "6")], 6) == []  # same value: skipped
+    assert v.all_kvs_with_revisions()[1] == [5, 5]
+    [c2] = v.apply([upd("/a", 2, "7"), upd("/b", None, "7"), upd("/b", 3, "7")], 7)
+    assert c2.kv_types == bytes([2, 3, 1]) and c2.kv_revisions == [7, 7, 7]
+    _, revs = v.all_kvs_with_revisions()
+    assert revs == [7, 7]
+    # Revisions that are not plain decimals are kept as strings; none at all stay None.
+    [c3] = v.apply([upd("/c", 1, "0012"), enc("/d", 1)])
+    assert c3.kv_revisions == ["0012", None]
+    [c4] = v.apply([enc("/e", 1)])
+    assert c4.kv_revisions is None and c4.kv_types == bytes([1])

@@ -65,6 +65,7 @@ async def test_each_agent_serves_its_own_felix_metrics(tmp_path: Path) -> None:
         assert m["felix_int_dataplane_initial_resync_time_seconds"] > 0
         assert m["felix_int_dataplane_apply_time_seconds_count"] == 0  # only the initial resync
         assert m["felix_int_dataplane_failures_total"] == 0
+        assert m["felix_calc_invalid_values_total"] == 0 == m["felix_calc_failures_total"]
 
         # An incremental apply is timed; the other agent's numbers do not move.
         n1.on_updates([s.wep(sample.NODE, "myproject", "new", "10.65.0.9", {"app": "x"})])
@@ -76,6 +77,12 @@ async def test_each_agent_serves_its_own_felix_metrics(tmp_path: Path) -> None:
         assert m["felix_calc_graph_update_time_seconds_count"] >= 2
         assert m2b["felix_int_dataplane_apply_time_seconds_count"] == 0
         assert m2b["felix_cluster_num_workload_endpoints"] == 3
+        # A value the node cannot parse is counted (and is a deletion of its key).
+        key, value = s.wep(sample.NODE, "myproject", "bad", "10.65.0.10", {"app": "x"})
+        n1.on_updates([(key, {**value, "labels": {"app": {"nested": ["not a label"]}}})])
+        await n1.wait_applied()
+        m = await trio.to_thread.run_sync(scrape, n1.metrics_bound_port)
+        assert m["felix_calc_invalid_values_total"] == 1
         nursery.cancel_scope.cancel()
     # The servers are gone with the agents.
     with pytest.raises(httpx.TransportError):

@@ -14,7 +14,12 @@ Targets (each asserts the same invariant as its hypothesis counterpart in this f
 * ``model-value``: one byte choosing a model key, then JSON → the node client's calculation
   and rendering on top of the example state: never fails.
 * ``selector``: text → the selector parser: only ``SelectorParseError``; a parsed selector
-  evaluates, and its canonical form parses to the same meaning.
+  evaluates, and its canonical form parses to the same meaning. Seeds include selectors
+  thousands of levels deep (``-max_len`` follows the longest seed).
+* ``deep-selector``: bytes drive the depth-aware generator (tests/fuzz/deepselectors.py): the
+  first two bytes give the depth (up to 1,000 levels, four times the old parser's limit; the
+  hypothesis tests go to 5,000), the rest seed its choices; the parsed
+  selector must match like the generator's step-by-step reference.
 
 hypothesis mutates structure; libFuzzer follows coverage through the decoders byte by byte, so
 each finds what the other misses. The seed corpus is written to a temporary folder each run;
@@ -24,6 +29,7 @@ crashing inputs are written to ``.fuzz-artifacts/``.
 from __future__ import annotations
 
 import json
+import random
 import sys
 import tempfile
 from collections.abc import Callable
@@ -60,6 +66,7 @@ with atheris.instrument_imports(include=["typha", "felix_client"]):
     from typha.sync.convert.etcd import convert_etcd_kv
 
 from ..protocol.gob.golike import gob_client_streams
+from .deepselectors import deep_selector, random_labels
 from .seeds import base_model, etcd_seeds
 
 FEATURES = ("catchup", "goodbye", "resume")
@@ -198,6 +205,16 @@ def selector(data: bytes) -> None:
     assert parse(parsed.canonical).matches(LABELS) == matched
 
 
+def deep_selector_target(data: bytes) -> None:
+    depth = int.from_bytes(data[:2], "big") % 1001 if len(data) >= 2 else 0
+    rng = random.Random(data[2:])
+    generated = deep_selector(rng, depth)
+    parsed = parse(generated.text)
+    for _ in range(4):
+        labels = random_labels(rng)
+        assert parsed.matches(labels) == generated.expected(labels)
+
+
 def _server_frames() -> list[bytes]:
     kvs = KVs(KVKind.SNAPSHOT, 1, 7, (("/calico/v1/config/A", "1"), ("/calico/v1/x", None)))
     messages = [
@@ -225,7 +242,11 @@ def _seeds(target: str) -> list[bytes]:
         return [bytes([i]) + value for i, (_key, value) in enumerate(ETCD)]
     if target == "model-value":
         return [bytes([i]) + json.dumps(BASE[k]).encode() for i, k in enumerate(BASE_KEYS)]
-    return [s.encode() for s in ("all()", "a == 'b' && has(x)", "app in {'web', 'db'}")]
+    if target == "deep-selector":
+        return [(0).to_bytes(2, "big"), (400).to_bytes(2, "big") + b"x", (1000).to_bytes(2, "big")]
+    shallow = ("all()", "a == 'b' && has(x)", "app in {'web', 'db'}")
+    deep = [deep_selector(random.Random(i), d).text for i, d in enumerate((400, 2000))]
+    return [s.encode() for s in (*shallow, "(" * 5000 + "a == 'b'" + ")" * 5000, *deep)]
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -235,6 +256,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "etcd-value": etcd_value,
     "model-value": model_value,
     "selector": selector,
+    "deep-selector": deep_selector_target,
 }
 
 

@@ -16,7 +16,7 @@ import random
 from typing import Any
 
 import msgpack
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from felix_client.calc import CalcEngine, render_files
@@ -26,9 +26,10 @@ from typha.sync.convert.errors import InvalidResource
 from typha.sync.convert.etcd import convert_etcd_kv
 from typha.sync.convert.k8s import k8s_to_updates
 
+from .deepselectors import deep_selector, random_labels
 from .jsonmutate import mutate
 from .seeds import base_model, etcd_seeds, k8s_seeds
-from .test_fuzz_protocol import FUZZ
+from .test_fuzz_protocol import BUDGET, FUZZ
 
 ETCD = etcd_seeds()
 K8S = k8s_seeds()
@@ -114,6 +115,26 @@ def test_node_client_survives_any_model_value(index: int, seed: int, n: int) -> 
 
 SELECTOR_ALPHABET = "abcxyz_./-0123456789 '\"()!&|=<>{},"
 VALID_SELECTORS = ["has(a)", "a == 'b'", "a in {'x', 'y'}", "!has(a) && b != 'c'", "all()"]
+# Parentheses and negations weigh more in long texts, so that deep nesting is common.
+DEEP_ALPHABET = SELECTOR_ALPHABET + "((((((!!!))))))"
+# Mostly past the recursion limit of the old parser (~250 levels), sometimes far past it.
+DEPTHS = st.one_of(st.integers(0, 400), st.integers(400, 5000))
+# A 5,000-level selector takes ~0.1 s to parse, compile and evaluate: fewer of those.
+FUZZ_DEEP = settings(FUZZ, max_examples=max(30, BUDGET // 30))
+
+
+@st.composite
+def mutated_deep_selector(draw: st.DrawFn) -> str:
+    """A deep valid selector (up to 3,000 levels) with a few random cuts and insertions."""
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    text = deep_selector(rng, draw(DEPTHS)).text
+    for _ in range(draw(st.integers(0, 4))):
+        at = rng.randrange(len(text) + 1)
+        if rng.random() < 0.5:
+            text = text[:at] + text[at + rng.randint(1, 8) :]
+        else:
+            text = text[:at] + rng.choice(DEEP_ALPHABET) * rng.randint(1, 8) + text[at:]
+    return text
 
 
 @FUZZ
@@ -133,3 +154,32 @@ def test_selectors_parse_or_raise_selector_errors(text: str, labels: dict[str, s
     assert isinstance(selector.matches(labels), bool)
     # The canonical form means the same thing.
     assert parse(selector.canonical).matches(labels) == selector.matches(labels)
+
+
+@FUZZ_DEEP
+@given(
+    st.one_of(st.text(DEEP_ALPHABET, min_size=40, max_size=5000), mutated_deep_selector()),
+    st.dictionaries(st.sampled_from("abcxyz"), st.sampled_from(["", "b", "x", "c"]), max_size=4),
+)
+def test_long_and_deep_selector_text_parses_or_raises_selector_errors(
+    text: str, labels: dict[str, str]
+) -> None:
+    """Far beyond 40 characters: long random text, and deep valid selectors cut and spliced.
+    Only SelectorParseError, never RecursionError."""
+    test_selectors_parse_or_raise_selector_errors.hypothesis.inner_test(text, labels)
+
+
+@FUZZ_DEEP
+@given(st.integers(0, 2**32 - 1), DEPTHS)
+def test_deep_selectors_mean_what_they_say(seed: int, depth: int) -> None:
+    """Depth-aware: a random selector up to 5,000 levels deep (well past Python's recursion
+    limit) parses, matches like its step-by-step reference, and its canonical form too."""
+    rng = random.Random(seed)
+    generated = deep_selector(rng, depth)
+    selector = parse(generated.text)
+    again = parse(selector.canonical)
+    for _ in range(8):
+        labels = random_labels(rng)
+        expected = generated.expected(labels)
+        assert selector.matches(labels) == expected, (generated.text[:200], labels)
+        assert again.matches(labels) == expected

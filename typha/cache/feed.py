@@ -26,7 +26,7 @@ from typha.sync.base import (
 )
 from typha.sync.metrics import datastore_invalid_values
 
-from .view import Breadcrumb, EncodedUpdate, SyncerView
+from .view import Breadcrumb, EncodedUpdate, SyncerView, compact_revision
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode_update(update: Update) -> EncodedUpdate:
     value_bytes = PACKED_NIL if update.value is None else _packer.pack(update.value)
-    return EncodedUpdate.build(update.key, value_bytes)
+    return EncodedUpdate.build(update.key, value_bytes, compact_revision(update.revision))
 
 
 @dataclass
@@ -101,9 +101,10 @@ class CacheFeed:
                 continue
             try:
                 enc = encode_update(upd)
-            except (OverflowError, TypeError, ValueError) as exc:
-                # The converters should never produce such a value; if one slips through,
-                # it must cost only its own key (treated as deleted, like an invalid value).
+            except Exception as exc:
+                # The converters should never produce such a value (too deep, too big, not
+                # msgpack-native); if one slips through, whatever msgpack raises, it must cost
+                # only its own key (treated as deleted, like an invalid value).
                 log.error("value cannot be encoded; deleted", key=upd.key, error=str(exc))
                 datastore_invalid_values.inc()
                 enc = encode_update(Update(upd.key, None))

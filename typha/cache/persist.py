@@ -11,8 +11,11 @@ history retention keeps counting across the restart.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,9 @@ from .view import Breadcrumb, SyncerView, _encode_crumb, _Entry
 FORMAT_VERSION = 1
 # Bound the history we write: older clients get a conflated catch-up or a snapshot anyway.
 MAX_SAVED_HISTORY_UPDATES = 50_000
+# A file larger than this is not loaded at all (checked before reading it). 100k keys with
+# their history take ~200 MB; anything far beyond is not a file we wrote.
+MAX_CACHE_FILE_BYTES = 2 * 1024**3
 
 
 class CacheFileError(Exception):
@@ -97,32 +103,71 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
     }
 
 
-def write_cache_file(path: str, snapshot: dict[str, Any]) -> int:
-    """Pack and write atomically (safe to run in a worker thread). Returns the byte count."""
+def write_cache_file(
+    path: str, snapshot: dict[str, Any], *, before_replace: Callable[[], None] | None = None
+) -> int:
+    """Pack and write atomically (safe to run in a worker thread; callers serialize writes to
+    one path). Returns the byte count. ``before_replace`` runs between writing the temporary
+    file and renaming it (a test hook)."""
     data = msgpack.packb(snapshot, use_bin_type=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return len(data)
 
 
-def read_cache_file(path: str) -> dict[str, Any] | None:
-    """The saved snapshot, None if there is no file. Raises CacheFileError if unusable."""
+def read_cache_file(path: str, *, max_bytes: int = MAX_CACHE_FILE_BYTES) -> dict[str, Any] | None:
+    """The saved snapshot, None if there is no file. Raises CacheFileError if unusable.
+
+    Checked before anything is loaded: that the path is a regular file, its size (at most
+    ``max_bytes``), and the format version (the first entry of the file's top-level map, as
+    :func:`snapshot_for_save` writes it). msgpack bounds nesting itself (1,024 levels)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        info = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise CacheFileError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CacheFileError(f"{path}: not a regular file")
+    if info.st_size > max_bytes:
+        raise CacheFileError(
+            f"{path}: {info.st_size} bytes, more than a cache file may have ({max_bytes})"
+        )
     try:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)
-    except Exception as exc:
+        with open(path, "rb") as f:
+            unpacker = msgpack.Unpacker(
+                f, raw=False, strict_map_key=False, use_list=True, max_buffer_size=max_bytes
+            )
+            entries = unpacker.read_map_header()
+            if entries < 1 or unpacker.unpack() != "version":
+                raise CacheFileError(f"{path}: not a cache file (no version)")
+            version = unpacker.unpack()
+            if version != FORMAT_VERSION:
+                raise CacheFileError(f"{path}: unsupported cache file version {version!r}")
+            obj: dict[Any, Any] = {"version": version}
+            for _ in range(entries - 1):
+                key = unpacker.unpack()
+                obj[key] = unpacker.unpack()
+            if f.read(1) or unpacker.tell() != info.st_size:
+                raise CacheFileError(f"{path}: not a cache file (extra data)")
+    except CacheFileError:
+        raise
+    except OSError as exc:
+        raise CacheFileError(f"{path}: cannot read it ({exc.strerror})") from None
+    except Exception as exc:  # msgpack raises several types (OutOfData, StackError, ...)
         raise CacheFileError(f"{path}: not a cache file ({type(exc).__name__})") from None
-    if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION:
-        raise CacheFileError(f"{path}: unsupported cache file version")
     return obj
 
 
@@ -145,8 +190,8 @@ def restore(feed: CacheFeed, saved: dict[str, Any]) -> LoadedCache:
         return LoadedCache(
             int(saved["epoch"]), bool(saved.get("clean")), revision, float(saved["saved_at"]), keys
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CacheFileError(f"cache file layout: {exc}") from None
+    except Exception as exc:  # any layout surprise: the file is unusable, Typha starts cold
+        raise CacheFileError(f"cache file layout: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downtime: float) -> None:

@@ -20,7 +20,7 @@ from typha.protocol import (
     frame,
 )
 
-from .view import SyncerView
+from .view import Revision, SyncerView
 
 SNAPSHOT_CHUNK_KVS = 1000
 
@@ -41,6 +41,8 @@ class Snapshot:
     plain: bytes
     zstd: bytes
     kvs: list[bytes] = field(default_factory=list, repr=False)
+    # The KVs' revisions, in the same order (None if no KV has one).
+    kv_revisions: list[Revision] | None = field(default=None, repr=False)
     _encoded: dict[str, bytes | trio.Event] = field(default_factory=dict, repr=False)
 
     def data(self, compressed: bool) -> bytes:
@@ -141,11 +143,12 @@ class SnapshotCache:
             view = self.view
             # Taking the references is fast and must see one consistent state; encoding and
             # compressing only reads those immutable bytes, so it can leave the event loop.
-            kvs = view.all_kvs()
+            kvs, revs = view.all_kvs_with_revisions()
             seq, revision, status = view.head_seq, view.revision, view.status
             snap = await trio.to_thread.run_sync(
                 encode_snapshot, seq, revision, status, kvs, self.clock()
             )
+            snap.kv_revisions = revs
             self._current = snap
             self.generated += 1
             if self.on_generated:

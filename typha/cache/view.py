@@ -35,23 +35,51 @@ from typha.protocol import (
 )
 from typha.protocol.codec import PACKED_NIL, encode_kv
 
+# A KV's datastore revision as stored (docs/architecture.md, "Per-KV metadata"): etcd's
+# mod_revision or a Kubernetes resourceVersion, kept as an int when the string is a plain
+# decimal (28 bytes instead of ~55), else as the string; None when the datastore gave none.
+# It is not part of the dedupe: an update that changes only the revision is skipped and the
+# key keeps its old one, as in Go Typha. (The v3 resource version Calico's protocol also
+# sends is the same revision for v3 resource keys: derived when encoding, not stored.)
+Revision = int | str | None
+
+
+def compact_revision(rev: str | None) -> Revision:
+    if rev is None:
+        return None
+    if rev.isdigit() and (rev == "0" or rev[0] != "0") and len(rev) < 19:
+        return int(rev)
+    return rev
+
+
+def revision_text(rev: Revision) -> str | None:
+    return None if rev is None else str(rev)
+
+
+# Calico's update types (libcalico-go api.UpdateType).
+UPDATE_NEW = 1
+UPDATE_UPDATED = 2
+UPDATE_DELETED = 3
+
 
 @dataclass(frozen=True, slots=True)
 class EncodedUpdate:
     """An update encoded once: ``value_bytes`` is the packed value (``PACKED_NIL`` for a
-    deletion) and ``kv_bytes`` the packed ``[key, value]`` pair that goes on the wire."""
+    deletion) and ``kv_bytes`` the packed ``[key, value]`` pair that goes on the wire;
+    ``revision`` its datastore revision, when the datastore knows it."""
 
     key: str
     value_bytes: bytes
     kv_bytes: bytes
+    revision: Revision = None
 
     @property
     def is_delete(self) -> bool:
         return self.value_bytes == PACKED_NIL
 
     @classmethod
-    def build(cls, key: str, value_bytes: bytes) -> EncodedUpdate:
-        return cls(key, value_bytes, encode_kv(key, value_bytes))
+    def build(cls, key: str, value_bytes: bytes, revision: Revision = None) -> EncodedUpdate:
+        return cls(key, value_bytes, encode_kv(key, value_bytes), revision)
 
 
 @dataclass(slots=True)
@@ -67,6 +95,10 @@ class Breadcrumb:
     batch_start: bool = True  # first crumb of one datastore batch
     complete: bool = True  # last crumb of its batch: ``revision`` is fully reached here
     frames: bytes = b""
+    # Per KV: the update type (one byte each) and the revision (the same objects the state
+    # holds; None when no KV of the crumb has one).
+    kv_types: bytes = b""
+    kv_revisions: list[Revision] | None = None
     _frames_zstd: bytes | None = None
     # Other wire encodings of this crumb, by codec key (built on first use, then shared).
     _encoded: dict[str, bytes] | None = None
@@ -95,6 +127,23 @@ class Breadcrumb:
         return data
 
 
+def _update_types(chunk: list[EncodedUpdate], state: dict[str, _Entry]) -> bytes:
+    """Each update's type, one byte per KV: deleted, new (key absent before, counting earlier
+    updates of the same chunk) or updated."""
+    present: dict[str, bool] = {}
+    out = bytearray()
+    for u in chunk:
+        existed = present.get(u.key)
+        if existed is None:
+            existed = u.key in state
+        if u.is_delete:
+            out.append(UPDATE_DELETED)
+        else:
+            out.append(UPDATE_UPDATED if existed else UPDATE_NEW)
+        present[u.key] = not u.is_delete
+    return bytes(out)
+
+
 def _encode_crumb(crumb: Breadcrumb, *, compress: bool) -> bytes:
     parts = []
     if crumb.kv_bytes:
@@ -110,6 +159,7 @@ class _Entry:
     value_bytes: bytes
     kv_bytes: bytes
     changed_seq: int
+    revision: Revision = None
 
 
 @dataclass(slots=True)
@@ -282,6 +332,9 @@ class SyncerView:
         for i, chunk in enumerate(chunks):
             self.head_seq += 1
             seq = self.head_seq
+            # New or updated is judged against the state before this chunk's updates.
+            kv_types = _update_types(chunk, self.state)
+            revs = [u.revision for u in chunk]
             for upd in chunk:
                 self._apply_one(upd, seq, now)
             last = i == len(chunks) - 1
@@ -298,6 +351,8 @@ class SyncerView:
                 status=self.status if (status_change and last) else None,
                 batch_start=i == 0,
                 complete=last,
+                kv_types=kv_types,
+                kv_revisions=revs if any(r is not None for r in revs) else None,
             )
             crumb.frames = _encode_crumb(crumb, compress=False)
             self.crumbs.append(crumb)
@@ -312,7 +367,7 @@ class SyncerView:
             self._tombstones.pop(upd.key, None)  # re-insert to keep seq order
             self._tombstones[upd.key] = (seq, now, upd.kv_bytes)
         else:
-            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq)
+            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq, upd.revision)
             if upd.key in self._tombstones:
                 del self._tombstones[upd.key]
 
@@ -358,6 +413,13 @@ class SyncerView:
 
     def all_kvs(self) -> list[bytes]:
         return [e.kv_bytes for e in self.state.values()]
+
+    def all_kvs_with_revisions(self) -> tuple[list[bytes], list[Revision] | None]:
+        """The state's KVs and, in the same order, their revisions (None if no key has one)."""
+        entries = list(self.state.values())
+        kvs = [e.kv_bytes for e in entries]
+        revs = [e.revision for e in entries]
+        return kvs, (revs if any(r is not None for r in revs) else None)
 
     # --- Persistence hooks (warm restart) --------------------------------------------------------
 

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from typha import jsonlimit
 from typha.httpstreams import OneShotBody, finish_stream
 
 from .kubeconfig import KubeConfig
@@ -236,9 +237,13 @@ class WatchStream:
             if not line.strip():
                 continue
             try:
-                msg = json.loads(line)
+                # Never fails for depth: an object nested too deep is marked (see jsonlimit).
+                msg = jsonlimit.loads_marking(line)
             except ValueError as exc:
                 self._error = KubeUnavailable(f"{self.what}: bad watch line: {exc}")
+                break
+            if not isinstance(msg, dict) or not isinstance(msg.get("object") or {}, dict):
+                self._error = KubeUnavailable(f"{self.what}: bad watch line: not an event")
                 break
             etype = msg.get("type", "")
             obj = msg.get("object") or {}
@@ -352,7 +357,7 @@ class KubeClient:
             if not resp.content:
                 return {}
             try:
-                return resp.json()
+                return jsonlimit.loads_marking(resp.content)
             except ValueError:
                 return resp.text
         raise _response_error(resp, what)
@@ -613,7 +618,7 @@ def _response_error(resp: httpx.Response, what: str) -> KubeError:
     body: dict[str, Any] | None = None
     text = ""
     try:
-        parsed = resp.json()
+        parsed = jsonlimit.loads_marking(resp.content)
         if isinstance(parsed, dict):
             body = parsed
     except (ValueError, httpx.ResponseNotRead):

@@ -68,6 +68,11 @@ class _Endpoint:
             return
         self._decoder.feed(data)
 
+    @property
+    def buffered(self) -> int:
+        """Input bytes held (not yet a whole frame): for the server's memory budget."""
+        return self._decoder.buffered
+
     def next_event(self) -> Message | None:
         """The next message, ``None`` if more bytes are needed. Raises ProtocolError."""
         if self.state is State.CLOSED:

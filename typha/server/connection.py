@@ -48,6 +48,10 @@ from .transport import Transport, WriteTimeout
 
 log = structlog.get_logger(__name__)
 
+# Until its hello is complete a client may hold at most this much unread input (a hello
+# frame is well under 1 KiB); it also counts against the server-wide budget (budget.py).
+HELLO_MAX_BUFFERED = 64 << 10
+
 # Cap on the bytes one writer gathers before writing, so a far-behind client does not join a
 # huge buffer of its own; the breadcrumbs themselves are shared.
 _GATHER_LIMIT = 4 << 20
@@ -75,8 +79,20 @@ class ClientInfo:
 
 
 class Connection:
-    def __init__(self, ctx: ConnectionContext, transport: Transport, conn_id: int) -> None:
+    def __init__(
+        self,
+        ctx: ConnectionContext,
+        transport: Transport,
+        conn_id: int,
+        *,
+        initial: bytes = b"",
+        handshake_deadline: float | None = None,
+    ) -> None:
         self.ctx = ctx
+        # Bytes the server already read to tell the protocol (docs/protocol.md, 8.1), and
+        # the trio time by which the hello must be complete (counted from the accept).
+        self._initial_bytes = initial
+        self._deadline = handshake_deadline
         self.settings = ctx.settings
         self.transport = transport
         self.proto = ServerProtocol()
@@ -103,7 +119,7 @@ class Connection:
 
     async def run(self) -> None:
         try:
-            with trio.move_on_after(self.settings.handshake_timeout) as hs_scope:
+            with trio.move_on_at(self._handshake_deadline()) as hs_scope:
                 hello = await self._read_hello()
             if hs_scope.cancelled_caught:
                 self.log.info("handshake timed out")
@@ -114,9 +130,12 @@ class Connection:
             # Before the hello we do not know whether the client understands Goodbye.
             metrics.protocol_errors.labels(type(exc).__name__).inc()
             self.log.warning("protocol error in handshake", reason=exc.reason)
+        except ConnectionClosed as exc:
+            self.log.info("closing connection", reason=str(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
+            self.ctx.input_budget.release(self)
             self.streaming = False
             self._stop_fast_path()
             with (
@@ -139,16 +158,30 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.abort(f"connection lost: {exc or type(exc).__name__}")
 
+    def _handshake_deadline(self) -> float:
+        if self._deadline is not None:
+            return self._deadline
+        return trio.current_time() + self.settings.handshake_timeout
+
     async def _read_hello(self) -> ClientHello | None:
+        data, self._initial_bytes = self._initial_bytes, b""
+        budget = self.ctx.input_budget
         while True:
+            if data:
+                self.proto.receive_data(data)
+                held = self.proto.buffered
+                if held > HELLO_MAX_BUFFERED:
+                    raise ConnectionClosed(f"{held} bytes before the hello (limit 64 KiB)")
+                if not budget.charge(self, held):
+                    raise ConnectionClosed("server-wide unauthenticated input budget exhausted")
             event = self.proto.next_event()
             if event is not None:
                 assert isinstance(event, ClientHello)
+                budget.release(self)
                 return event
             data = await self.transport.receive_some(65536)
             if not data:
                 return None
-            self.proto.receive_data(data)
 
     async def _serve(self, hello: ClientHello) -> None:
         ctx = self.ctx

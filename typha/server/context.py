@@ -9,12 +9,14 @@ it joins once its handshake is done, and its own timeouts. The server builds one
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from typha.cache.snapshot import SnapshotCache
 from typha.cache.view import SyncerView
 from typha.model.keys import SyncerType
+
+from .budget import InputBudget
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +46,7 @@ class ConnectionContext:
     wait_for_crumb: Callable[[SyncerType, int], Awaitable[None]]
     registry: Registry
     settings: ConnectionSettings
+    # KVs per delta MsgKVs for Calico's gob clients (ServerMaxMessageSize).
+    max_kvs_per_message: int = 100
+    # Input buffered by connections that have not completed their hello, server-wide.
+    input_budget: InputBudget = field(default_factory=InputBudget)

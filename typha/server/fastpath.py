@@ -1,11 +1,12 @@
 """The fast path's two interfaces: what a codec supplies, and what a connection offers.
 
 **FastPathCodec.** Each wire encoding a client can be served in (msgpack, msgpack with zstd;
-Calico's gob next) supplies its own *shared* bytes: each breadcrumb encoded once per codec,
-lazily on first use, cached on the breadcrumb and written to every client of that codec; and
-each snapshot encoded once per codec. The fan-out joins a run of breadcrumbs once per codec and
-writes that one buffer to every idle, caught-up client of that codec; a connection's own writer
-follows the same shared breadcrumb bytes when it is behind. A new codec adds one object with a
+Calico's gob and gob with snappy, ``gob_codec.py``) supplies its own *shared* bytes: each
+breadcrumb encoded once per codec, lazily on first use, cached on the breadcrumb and written
+to every client of that codec; and each snapshot encoded once per codec. The fan-out joins a
+run of breadcrumbs once per codec and writes that one buffer to every idle, caught-up client
+of that codec; a connection's own writer follows the same shared breadcrumb bytes when it is
+behind. A new codec adds one object with a
 distinct ``key``; nothing in the fan-out or the views changes.
 
 **FastPathClient.** What the fan-out may read and call on a connection: its codec, its next

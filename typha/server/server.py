@@ -23,11 +23,13 @@ from typha.cache.feed import CacheFeed
 from typha.cache.snapshot import Snapshot, SnapshotCache
 from typha.config import Config
 from typha.model.keys import SyncerType
+from typha.protocol.gob import sniff
 from typha.tls import check_peer_identity
 
 from .connection import Connection
 from .context import ConnectionContext, ConnectionSettings
 from .fanout import FanOut
+from .gob_connection import GobConnection
 from .registry import ConnectionRegistry
 from .transport import SocketTransport, StreamTransport, Transport
 
@@ -82,6 +84,7 @@ class SyncServer:
                 ping_interval=cfg.server_ping_interval_secs,
                 pong_timeout=cfg.pong_timeout,
             ),
+            max_kvs_per_message=cfg.server_max_message_size,
         )
         self.nursery: trio.Nursery
         self.stopped = trio.Event()
@@ -154,24 +157,51 @@ class SyncServer:
         # Counted as "handshaking" (by the accept loop) until the connection registers.
         metrics.connections_active.set(self.active_connections)
         conn: Connection | None = None
+        # The hello (TLS handshake and first bytes included) must be complete by then.
+        deadline = trio.current_time() + self.cfg.server_handshake_timeout_secs
         try:
-            transport = await self._make_transport(stream, conn_id)
+            transport = await self._make_transport(stream, conn_id, deadline)
             if transport is None:
                 return
-            conn = Connection(self.context, transport, conn_id)
-            await conn.run()
+            conn = await self._route(transport, conn_id, deadline)
+            if conn is not None:
+                await conn.run()
         finally:
             if conn is None or not conn.registered:
                 self.registry.handshaking -= 1
             metrics.connections_active.set(self.active_connections)
 
-    async def _make_transport(self, stream: trio.SocketStream, conn_id: int) -> Transport | None:
+    async def _route(
+        self, transport: Transport, conn_id: int, deadline: float
+    ) -> Connection | None:
+        """Read the first bytes and hand them, with the transport, to the connection of the
+        protocol they begin (docs/protocol.md, 8.1): 0x00 our msgpack frames, else gob."""
+        first = b""
+        with trio.move_on_at(deadline):
+            try:
+                first = await transport.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                first = b""
+        kind = sniff(first)
+        if kind is None:
+            if first:
+                log.info("unknown protocol", conn_id=conn_id, first_byte=first[0])
+                metrics.connections_by_protocol.labels("unknown").inc()
+            await _close_quietly(transport)
+            return None
+        metrics.connections_by_protocol.labels(kind).inc()
+        cls = GobConnection if kind == "gob" else Connection
+        return cls(self.context, transport, conn_id, initial=first, handshake_deadline=deadline)
+
+    async def _make_transport(
+        self, stream: trio.SocketStream, conn_id: int, deadline: float
+    ) -> Transport | None:
         if self.ssl_context is None:
             return SocketTransport(stream)
         peer = SocketTransport(stream).peer
         tls = trio.SSLStream(stream, self.ssl_context, server_side=True)
         # The TLS handshake counts against the handshake timeout (Typha #7909).
-        with trio.move_on_after(self.cfg.server_handshake_timeout_secs) as scope:
+        with trio.move_on_at(deadline) as scope:
             try:
                 await tls.do_handshake()
             except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:

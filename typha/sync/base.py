@@ -37,10 +37,16 @@ from typing import Any, Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """One model key update. ``value is None`` means the key was deleted (or is invalid)."""
+    """One model key update. ``value is None`` means the key was deleted (or is invalid).
+
+    ``revision`` is the datastore revision of the object it came from (etcd's mod_revision as
+    a string), when the datastore stamps it; Calico's protocol sends it with each KV, and, for
+    v3 resources (``/calico/resources/v3/...`` keys), also as the V3ResourceVersion.
+    """
 
     key: str
     value: Any
+    revision: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +151,13 @@ def retry_delay(attempt: int, base: float, cap: float) -> float:
     datastores' retries: ``attempt`` 1 waits about ``base``, doubling up to ``cap``."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def short_repr(exc: BaseException, limit: int = 300) -> str:
+    """``repr(exc)`` cut to ``limit`` characters, for a log line about an invalid value. Never
+    raises: a deep object among an exception's arguments must not break the log line."""
+    try:
+        text = repr(exc)
+    except Exception:
+        text = type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

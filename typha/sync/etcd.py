@@ -30,13 +30,13 @@ that deleting or shrinking a resource still deletes what its previous value prod
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import structlog
 import trio
 
+from typha import jsonlimit
 from typha.sync.base import (
     ConnectionStatus,
     EventSink,
@@ -46,6 +46,7 @@ from typha.sync.base import (
     Update,
     Updates,
     retry_delay,
+    short_repr,
 )
 from typha.sync.etcd_client import (
     DEFAULT_ENDPOINT,
@@ -59,11 +60,14 @@ from typha.sync.etcd_client import (
     WatchEvent,
     prefix_range_end,
 )
-from typha.sync.metrics import datastore_invalid_values
+from typha.sync.metrics import datastore_invalid_values, datastore_probe_failures
 
 log = structlog.get_logger()
 
 INVALID_VALUES = datastore_invalid_values  # shared with the Kubernetes datastore
+PROBE_FAILURES = datastore_probe_failures
+
+_T = TypeVar("_T")
 
 # Fallback if the converter package cannot be imported (it is imported lazily).
 _DEFAULT_PREFIXES: tuple[str, ...] = (
@@ -131,10 +135,17 @@ class EtcdDatastore:
         backoff_cap: float = 5.0,
         min_resync_interval: float = 0.5,
         watch_idle_timeout: float | None = 660.0,
+        hang_detection_secs: float | None = 30.0,
+        convert: Callable[[str, dict[str, Any]], list[Update]] | None = None,
     ):
         """``watch_idle_timeout`` re-opens a watch that stayed silent that long (a half-open
         TCP connection would otherwise hang forever); keep it above etcd's
-        ``--watch-progress-notify-interval`` (10 min by default) or set None."""
+        ``--watch-progress-notify-interval`` (10 min by default) or set None.
+        ``hang_detection_secs``: while listing or watching, a bounded probe (a one-key range)
+        runs every third of this and may take two thirds of it, so an etcd that stops
+        answering (SIGSTOPped, a black-holed connection) is noticed within this time; the
+        watch is then dropped and resumed from its revision like any outage (None: no probe).
+        ``convert`` replaces ``convert_etcd_kv`` (fault injection in tests)."""
         self.endpoints = endpoints
         self._client_kwargs: dict[str, Any] = {
             "ca_file": ca_file,
@@ -156,6 +167,8 @@ class EtcdDatastore:
         self.backoff_cap = backoff_cap
         self.min_resync_interval = min_resync_interval
         self.watch_idle_timeout = watch_idle_timeout
+        self.hang_detection_secs = hang_detection_secs
+        self.probe_failures = 0
 
         self.invalid_values = 0
         self.resyncs = 0
@@ -171,6 +184,8 @@ class EtcdDatastore:
         self._warm_catch_up = False
         self._catch_up_to: int | None = None
         self._convert, self._invalid_error = _converter()
+        if convert is not None:
+            self._convert = convert
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> EtcdDatastore:
@@ -196,7 +211,7 @@ class EtcdDatastore:
             key_file=getattr(cfg, "etcd_key_file", None) or None,
             username=getattr(cfg, "etcd_username", None) or None,
             password=getattr(cfg, "etcd_password", None) or None,
-            **kwargs,
+            **{"hang_detection_secs": getattr(cfg, "etcd_hang_detection_secs", 30.0), **kwargs},
         )
 
     def make_client(self) -> EtcdClient:
@@ -222,10 +237,10 @@ class EtcdDatastore:
             while True:
                 try:
                     if resync_reason is not None:
-                        await self._resync(client, sink, resync_reason)
+                        await self._probed(client, self._resync(client, sink, resync_reason))
                         resync_reason = None
                         failures = 0
-                    delivered = await self._watch(client, sink)
+                    delivered = await self._probed(client, self._watch(client, sink))
                     failures = 0
                     fruitless = 0 if delivered else fruitless + 1
                     if fruitless >= _MAX_FRUITLESS_WATCHES:
@@ -254,6 +269,54 @@ class EtcdDatastore:
                     )
                     await self._set_connected(sink, False, f"{type(exc).__name__}: {exc}")
                     await trio.sleep(delay)
+
+    async def _probed(self, client: EtcdClient, work: Awaitable[_T]) -> _T:
+        """Run ``work`` (a list or a watch) while probing etcd; raise ``EtcdUnavailable`` if
+        a probe fails, after cancelling the work."""
+        if not self.hang_detection_secs:
+            return await work
+        failure: EtcdError | None = None
+        error: Exception | None = None
+        result: Any = None
+        async with trio.open_nursery() as nursery:
+
+            async def probe() -> None:
+                nonlocal failure
+                failure = await self._probe_until_failure(client)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(probe)
+            try:
+                result = await work
+            except Exception as exc:  # re-raised below, outside the nursery (not grouped)
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if failure is not None:
+            raise failure
+        return result  # type: ignore[no-any-return]
+
+    async def _probe_until_failure(self, client: EtcdClient) -> EtcdError:
+        assert self.hang_detection_secs
+        interval, timeout = self.hang_detection_secs / 3, self.hang_detection_secs * 2 / 3
+        while True:
+            await trio.sleep(interval)
+            t0 = trio.current_time()
+            with trio.move_on_after(timeout):
+                try:
+                    await client.range(self._range_start, self._range_end, limit=1, keys_only=True)
+                except Exception as exc:  # EtcdError, or anything else: the probe failed
+                    return self._probe_failed(f"probe failed: {type(exc).__name__}: {exc}")
+                continue
+            took = trio.current_time() - t0
+            return self._probe_failed(f"etcd did not answer a probe within {took:.1f} s")
+
+    def _probe_failed(self, detail: str) -> EtcdUnavailable:
+        self.probe_failures += 1
+        PROBE_FAILURES.inc()
+        log.warning("etcd hang detected; dropping the watch", detail=detail)
+        return EtcdUnavailable(detail)
 
     def _backoff(self, attempt: int) -> float:
         return retry_delay(attempt, self.backoff_base, self.backoff_cap)
@@ -380,7 +443,7 @@ class EtcdDatastore:
             if not kv.key.startswith(self.prefixes):
                 continue
             if ev.type == "DELETE":
-                out.extend(self._on_delete(kv.key, ev.prev_kv))
+                out.extend(self._on_delete(kv.key, ev.prev_kv, kv.mod_revision))
             else:
                 out.extend(self._on_put(kv, ev.prev_kv))
             if i % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
@@ -398,12 +461,13 @@ class EtcdDatastore:
     def _on_put(self, kv: KeyValue, prev: KeyValue | None) -> list[Update]:
         if prev is not None and self._need_prev_kv:
             self._seed(prev)
-        return self._expander.expand(kv.key, self._decode(kv.key, kv.value, kv.mod_revision))
+        produced = self._expander.expand(kv.key, self._decode(kv.key, kv.value, kv.mod_revision))
+        return _stamped(produced, kv.mod_revision)
 
-    def _on_delete(self, key: str, prev: KeyValue | None) -> list[Update]:
+    def _on_delete(self, key: str, prev: KeyValue | None, revision: int) -> list[Update]:
         if prev is not None and self._need_prev_kv:
             self._seed(prev)
-        return self._expander.delete(key)
+        return _stamped(self._expander.delete(key), revision)
 
     def _seed(self, prev: KeyValue) -> None:
         """Teach the expander what the previous value produced (warm start only)."""
@@ -412,11 +476,18 @@ class EtcdDatastore:
     def _decode(
         self, key: str, raw: bytes, revision: int | None, *, count: bool = True
     ) -> list[Update]:
-        """Model updates for one etcd value; [] (after logging/counting) if it is invalid."""
+        """Model updates for one etcd value; [] (after logging/counting) if it is invalid.
+
+        This is the guard for one key: *any* exception while decoding or converting its value
+        (a ``RecursionError``, a converter bug) makes that key invalid — deleted for clients —
+        and never stops the sync of the others."""
         try:
-            obj = json.loads(raw)
-        except ValueError as exc:  # includes UnicodeDecodeError
+            obj = jsonlimit.loads(raw)
+        except ValueError as exc:  # includes UnicodeDecodeError and TooDeep
             return self._invalid(key, revision, f"value is not valid JSON: {exc}", count)
+        except Exception as exc:
+            reason = f"value cannot be decoded: {short_repr(exc)}"
+            return self._invalid(key, revision, reason, count, exc_info=exc)
         if not isinstance(obj, dict):
             return self._invalid(
                 key, revision, f"value is a JSON {type(obj).__name__}, not an object", count
@@ -426,13 +497,30 @@ class EtcdDatastore:
         except self._invalid_error as exc:
             return self._invalid(key, revision, str(exc), count)
         except Exception as exc:
-            # A converter bug must not stop the sync of everything else; make it loud.
-            log.exception("converter failed", key=key, revision=revision)
-            return self._invalid(key, revision, f"converter error: {exc!r}", count)
+            # A converter bug must not stop the sync of everything else; make it loud (one
+            # record, with the traceback).
+            reason = f"converter error: {short_repr(exc)}"
+            return self._invalid(key, revision, reason, count, exc_info=exc)
 
-    def _invalid(self, key: str, revision: int | None, reason: str, count: bool) -> list[Update]:
+    def _invalid(
+        self,
+        key: str,
+        revision: int | None,
+        reason: str,
+        count: bool,
+        exc_info: BaseException | None = None,
+    ) -> list[Update]:
         if count:
             self.invalid_values += 1
             INVALID_VALUES.inc()
-            log.warning("invalid etcd value", key=key, revision=revision, reason=reason)
+            log.warning(
+                "invalid etcd value", key=key, revision=revision, reason=reason, exc_info=exc_info
+            )
         return []
+
+
+def _stamped(updates: list[Update], revision: int) -> list[Update]:
+    """The updates with the etcd revision that produced them (sent per KV to Calico's
+    clients; libcalico-go's etcd backend reports a key's mod_revision the same way)."""
+    rev = str(revision)
+    return [Update(u.key, u.value, rev) for u in updates]

@@ -44,6 +44,7 @@ from typing import Any
 import structlog
 import trio
 
+from typha import jsonlimit
 from typha.k8s.client import (
     KubeApiError,
     KubeClient,
@@ -61,6 +62,7 @@ from typha.sync.base import (
     Update,
     Updates,
     retry_delay,
+    short_repr,
 )
 from typha.sync.churn import ChurnFilter
 from typha.sync.convert import InvalidResource, k8s_to_updates
@@ -148,7 +150,9 @@ KDD_RESOURCES: tuple[ResourceType, ...] = (
 
 def source_id(obj: dict[str, Any]) -> str:
     """``namespace/name`` (``name`` for cluster-scoped objects): the expander's source key."""
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return ""
     ns = meta.get("namespace") or ""
     name = meta.get("name") or ""
     return f"{ns}/{name}" if ns else str(name)
@@ -200,7 +204,9 @@ class KubernetesDatastore:
         missing_retry_secs: float = 30.0,
         min_relist_interval: float = 0.5,
         interface_prefix: str | None = None,
+        convert: Callable[..., list[Update]] | None = None,
     ):
+        """``convert`` replaces ``k8s_to_updates`` (fault injection in tests)."""
         if config is None and client_factory is None:
             config = KubeConfig.load()
         self.config = config
@@ -214,6 +220,7 @@ class KubernetesDatastore:
         self.backoff_cap = backoff_cap
         self.missing_retry_secs = missing_retry_secs
         self.min_relist_interval = min_relist_interval
+        self._convert = convert or k8s_to_updates
         self._convert_kwargs: dict[str, Any] = {}
         if interface_prefix:
             self._convert_kwargs["interface_prefix"] = interface_prefix
@@ -488,7 +495,7 @@ class KubernetesDatastore:
             if etype == "DELETED":
                 gone = st.expander.delete(source)
                 st.churn.deleted(source, changed_output=bool(gone))
-                out.extend(gone)
+                out.extend(_stamped(gone, rv))
             elif etype in ("ADDED", "MODIFIED"):
                 out.extend(self._on_object(st, source, obj, force=False))
             else:
@@ -506,31 +513,64 @@ class KubernetesDatastore:
     def _on_object(
         self, st: _TypeState, source: str, obj: dict[str, Any], *, force: bool
     ) -> list[Update]:
+        """The guard for one object: *any* exception while converting it (or fingerprinting
+        it for the churn filter) makes that object invalid — its keys deleted for clients —
+        and never stops the sync of the others."""
         rt = st.rt
-        obj.setdefault("kind", rt.kind)
-        obj.setdefault("apiVersion", rt.api_version)
+        meta = obj.get("metadata")
+        rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
         produced: list[Update] | None
         try:
-            produced = k8s_to_updates(obj, **self._convert_kwargs)
-        except InvalidResource as exc:
+            if jsonlimit.TOO_DEEP_KEY in obj:
+                raise jsonlimit.TooDeep(jsonlimit.MAX_DEPTH)
+            obj.setdefault("kind", rt.kind)
+            obj.setdefault("apiVersion", rt.api_version)
+            produced = self._convert(obj, **self._convert_kwargs)
+        except (InvalidResource, jsonlimit.TooDeep) as exc:
             self._invalid(rt, source, obj, str(exc))
             produced = None
         except Exception as exc:
-            # A converter bug must not stop the sync of everything else; make it loud.
-            log.exception("converter failed", scope=rt.scope, source=source)
-            self._invalid(rt, source, obj, f"converter error: {exc!r}")
+            # A converter bug must not stop the sync of everything else; make it loud (one
+            # record, with the traceback).
+            self._invalid(rt, source, obj, f"converter error: {short_repr(exc)}", exc)
             produced = None
-        if not st.churn.check(source, obj, produced, force=force):
+        try:
+            emit = st.churn.check(source, obj, produced, force=force)
+        except Exception as exc:
+            # Only a pathological object fails here (too deep to fingerprint): invalid too.
+            if produced is not None:
+                self._invalid(rt, source, obj, f"cannot fingerprint: {short_repr(exc)}", exc)
+            st.churn.forget(source)
+            produced, emit = None, True
+        if not emit:
             return []
-        return st.expander.expand(source, produced or [])
+        return _stamped(st.expander.expand(source, produced or []), rv)
 
-    def _invalid(self, rt: ResourceType, source: str, obj: dict[str, Any], reason: str) -> None:
+    def _invalid(
+        self,
+        rt: ResourceType,
+        source: str,
+        obj: dict[str, Any],
+        reason: str,
+        exc_info: BaseException | None = None,
+    ) -> None:
         self.invalid_values += 1
         datastore_invalid_values.inc()
+        meta = obj.get("metadata")
         log.warning(
             "invalid resource; treating as deleted",
             scope=rt.scope,
             source=source,
-            resource_version=(obj.get("metadata") or {}).get("resourceVersion"),
+            resource_version=meta.get("resourceVersion") if isinstance(meta, dict) else None,
             reason=reason,
+            exc_info=exc_info,
         )
+
+
+def _stamped(updates: list[Update], resource_version: Any) -> list[Update]:
+    """The updates with the resourceVersion of the object that produced them (Calico's
+    protocol sends it with each KV, as libcalico-go's Kubernetes backend reports it)."""
+    if not resource_version or not updates:
+        return updates
+    rv = str(resource_version)
+    return [Update(u.key, u.value, rv) for u in updates]

@@ -9,4 +9,10 @@ datastore_invalid_values = Counter(
     "Datastore values that could not be decoded or converted (treated as deletions).",
 )
 
-__all__ = ["datastore_invalid_values"]
+datastore_probe_failures = Counter(
+    "typha_datastore_probe_failures_total",
+    "Bounded datastore probes that failed or timed out (a hung datastore); each drops the "
+    "watch, which then resumes from its revision.",
+)
+
+__all__ = ["datastore_invalid_values", "datastore_probe_failures"]

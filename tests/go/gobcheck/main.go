@@ -14,9 +14,11 @@
 //	      decodes a client->server stream as Go Typha's server does (one gob decoder, Envelope
 //	      after Envelope). Answers {"ok":true|false,"messages":[...],"error":...}: the messages
 //	      decoded before the first error, if any.
-//	gobcheck client ADDR TYPE [plain]
+//	gobcheck client ADDR TYPE [plain] [restart]
 //	      runs Calico's syncclient against ADDR; prints {"status":N} and {"updates":[...]}
-//	      lines (values re-serialized by libcalico-go) until killed.
+//	      lines (values re-serialized by libcalico-go) until killed. With "restart" its
+//	      callbacks are restart-aware, as Felix's are: after a lost connection it prints
+//	      {"restarted":true} and reconnects; without, it prints {"finished":true} and exits.
 //
 // It is built inside an unpacked Calico source tree (it imports Calico's packages and uses
 // Calico's go.mod): scripts/build-peers.sh puts it at /opt/typha-peers/bin/gobcheck. By hand:
@@ -67,7 +69,7 @@ func main() {
 	log.SetLevel(log.WarnLevel)
 	log.SetOutput(os.Stderr)
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gobcheck serve | gobcheck client ADDR TYPE [plain]")
+		fmt.Fprintln(os.Stderr, "usage: gobcheck serve | gobcheck client ADDR TYPE [plain] [restart]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -75,10 +77,14 @@ func main() {
 		serve()
 	case "client":
 		if len(os.Args) < 4 {
-			fmt.Fprintln(os.Stderr, "usage: gobcheck client ADDR TYPE [plain]")
+			fmt.Fprintln(os.Stderr, "usage: gobcheck client ADDR TYPE [plain] [restart]")
 			os.Exit(2)
 		}
-		runClient(os.Args[2], os.Args[3], len(os.Args) > 4 && os.Args[4] == "plain")
+		flags := map[string]bool{}
+		for _, a := range os.Args[4:] {
+			flags[a] = true
+		}
+		runClient(os.Args[2], os.Args[3], flags["plain"], flags["restart"])
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
 		os.Exit(2)
@@ -365,11 +371,22 @@ func (p *printer) OnUpdates(updates []api.Update) {
 	p.print(map[string]any{"updates": out})
 }
 
-func runClient(addr, syncerType string, plain bool) {
+// restartPrinter makes the client restart-aware (syncclient reconnects only for such callbacks).
+type restartPrinter struct{ *printer }
+
+func (r restartPrinter) OnTyphaConnectionRestarted() {
+	r.print(map[string]any{"restarted": true})
+}
+
+func runClient(addr, syncerType string, plain, restart bool) {
 	p := &printer{out: json.NewEncoder(os.Stdout)}
+	var callbacks api.SyncerCallbacks = p
+	if restart {
+		callbacks = restartPrinter{p}
+	}
 	opts := &syncclient.Options{SyncerType: syncproto.SyncerType(syncerType), DisableDecoderRestart: plain}
 	d := discovery.New(discovery.WithAddrOverride(addr))
-	client := syncclient.New(d, "gobcheck", "gobcheck-node", "typha-py gob oracle", p, opts)
+	client := syncclient.New(d, "gobcheck", "gobcheck-node", "typha-py gob oracle", callbacks, opts)
 	if err := client.Start(context.Background()); err != nil {
 		p.print(map[string]any{"error": err.Error()})
 		os.Exit(1)

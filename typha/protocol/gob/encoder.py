@@ -118,6 +118,11 @@ def _count(kv_batches: int = 0, messages: int = 0, snappy_compressions: int = 0)
         ENCODE_COUNTS.snappy_compressions += snappy_compressions
 
 
+def count_snappy_compression() -> None:
+    """For callers that compress shared bytes themselves (the server's gob codec)."""
+    _count(snappy_compressions=1)
+
+
 _ENVELOPE_HEAD = sint(ENVELOPE_ID) + b"\x01"
 
 
