@@ -189,7 +189,7 @@ class EtcdDatastore:
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> EtcdDatastore:
-        """Build from a config object with Typha's etcd parameters (typha.md §3.1):
+        """Build from a config object with Typha's etcd parameters (docs/configuration.md):
         ``etcd_endpoints`` (comma list, overrides the rest), ``etcd_addr`` (host:port),
         ``etcd_scheme``, ``etcd_ca_file``/``etcd_cert_file``/``etcd_key_file``,
         ``etcd_username``/``etcd_password``. Extra keyword arguments go to the constructor."""
