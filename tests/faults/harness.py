@@ -54,7 +54,7 @@ from typha.protocol import KVKind, KVs, SyncStatus
 from typha.resources import workload_endpoint_for_pod
 from typha.server.server import SyncServer
 from typha.sync.etcd import EtcdDatastore
-from typha.sync.etcd_client import EtcdClient, EtcdError
+from typha.sync.etcd_client import EtcdAccess, EtcdClient, EtcdError
 from typha.sync.etcd_writer import apply_resources, delete_resources
 from typha.sync.synthetic import synthetic_updates
 
@@ -484,7 +484,10 @@ async def etcd_scenario(
         assert toxi is not None
         p = await blocking(toxi.client.create_proxy, "etcd", etcd.endpoint)
         etcd_proxy, etcd_url = p.name, f"http://{p.listen}"
-    kw: dict[str, Any] = {"backoff_cap": 1.0, "request_timeout": 10.0, "connect_timeout": 3.0}
+    kw: dict[str, Any] = {
+        "backoff_cap": 1.0,
+        "access": EtcdAccess(request_timeout=10.0, connect_timeout=3.0),
+    }
     kw.update(ds_kwargs or {})
     ds = EtcdDatastore([etcd_url], **kw)
     overrides: dict[str, Any] = {"ServerPingIntervalSecs": 1}

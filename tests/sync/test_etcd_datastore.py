@@ -586,7 +586,7 @@ def test_from_config_endpoints() -> None:
         )
     )
     assert ds.endpoints == ["https://a:2379", "https://b:2379"]
-    assert ds._client_kwargs["username"] == "u"
+    assert ds.access.username == "u"
     assert EtcdDatastore.from_config(cfg(etcd_endpoints=["http://x:1"])).endpoints == ["http://x:1"]
 
 
