@@ -7,7 +7,6 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY typha ./typha
 COPY felix_client ./felix_client
-COPY load ./load
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # ---- runtime ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import trio
 
 from felix_client.sync_client import SyncClient
 from load.local_etcd import LocalEtcd, find_etcd, free_port
+from load.stack import typha_env
 from typha.resources import workload_endpoint_for_pod
 from typha.sync.etcd_client import EtcdClient
 from typha.sync.etcd_writer import apply_resources
@@ -47,18 +48,8 @@ def etcd_watchers(metrics_text: str) -> dict[str, float]:
 def start_typha(
     etcd_url: str, port: int, health: int, cache: str | None
 ) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TYPHA_ETCDENDPOINTS": etcd_url,
-        "TYPHA_SERVERPORT": str(port),
-        "TYPHA_SERVERHOST": "127.0.0.1",
-        "TYPHA_HEALTHENABLED": "true",
-        "TYPHA_HEALTHPORT": str(health),
-        "TYPHA_HEALTHHOST": "127.0.0.1",
-        "TYPHA_LOGFILEPATH": "none",
-        "TYPHA_LOGSEVERITYSCREEN": os.environ.get("TYPHA_LOGSEVERITYSCREEN", "WARNING"),
-        "TYPHA_SHUTDOWNTIMEOUTSECS": "2",
-    }
+    log_level = os.environ.get("TYPHA_LOGSEVERITYSCREEN", "WARNING")
+    env = typha_env(etcd_url, port, health, metrics=None, shutdown_secs=2, log_level=log_level)
     if cache:
         env["TYPHA_CACHEFILEPATH"] = cache
     return subprocess.Popen([sys.executable, "-m", "typha.cli", "serve"], env=env)

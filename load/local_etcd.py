@@ -20,7 +20,9 @@ def free_port() -> int:
 
 
 def find_etcd() -> str | None:
-    for candidate in (os.environ.get("TYPHA_ETCD_BIN"), "/opt/typha-peers/bin/etcd"):
+    # The etcd scripts/build-peers.sh built (TYPHA_PEERS_DIR, as for the tests), else PATH's.
+    peers = Path(os.environ.get("TYPHA_PEERS_DIR", "/opt/typha-peers"))
+    for candidate in (os.environ.get("TYPHA_ETCD_BIN"), str(peers / "bin" / "etcd")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("etcd")

@@ -44,10 +44,16 @@ class Stack:
         return self.etcd.url
 
 
-def start_typha(
-    etcd_url: str, log_path: Path, extra_env: dict[str, str] | None = None
-) -> TyphaProc:
-    port, health, metrics = free_port(), free_port(), free_port()
+def typha_env(
+    etcd_url: str,
+    port: int,
+    health: int,
+    metrics: int | None,
+    shutdown_secs: float,
+    log_level: str = "WARNING",
+) -> dict[str, str]:
+    """The environment of a ``typha serve`` on loopback: this etcd, these ports, logs to the
+    screen only, at ``log_level``."""
     env = {
         **os.environ,
         "TYPHA_ETCDENDPOINTS": etcd_url,
@@ -56,14 +62,22 @@ def start_typha(
         "TYPHA_HEALTHENABLED": "true",
         "TYPHA_HEALTHPORT": str(health),
         "TYPHA_HEALTHHOST": "127.0.0.1",
-        "TYPHA_PROMETHEUSMETRICSENABLED": "true",
-        "TYPHA_PROMETHEUSMETRICSPORT": str(metrics),
-        "TYPHA_PROMETHEUSMETRICSHOST": "127.0.0.1",
         "TYPHA_LOGFILEPATH": "none",
-        "TYPHA_LOGSEVERITYSCREEN": "WARNING",
-        "TYPHA_SHUTDOWNTIMEOUTSECS": "5",
-        **(extra_env or {}),
+        "TYPHA_LOGSEVERITYSCREEN": log_level,
+        "TYPHA_SHUTDOWNTIMEOUTSECS": f"{shutdown_secs:g}",
     }
+    if metrics is not None:
+        env["TYPHA_PROMETHEUSMETRICSENABLED"] = "true"
+        env["TYPHA_PROMETHEUSMETRICSPORT"] = str(metrics)
+        env["TYPHA_PROMETHEUSMETRICSHOST"] = "127.0.0.1"
+    return env
+
+
+def start_typha(
+    etcd_url: str, log_path: Path, extra_env: dict[str, str] | None = None
+) -> TyphaProc:
+    port, health, metrics = free_port(), free_port(), free_port()
+    env = {**typha_env(etcd_url, port, health, metrics, shutdown_secs=5), **(extra_env or {})}
     log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "typha.cli", "serve"], env=env, stdout=log, stderr=log

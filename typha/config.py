@@ -1,4 +1,5 @@
-"""Typha's configuration: every parameter of typha.md §3 under the same name and default.
+"""Typha's configuration: every parameter of Calico Typha under the same name and default
+(docs/configuration.md).
 
 Sources, lowest precedence first: defaults < config file (INI, section names ignored, default
 ``/etc/calico/typha.cfg``) < environment (``TYPHA_<NAME>``, case-insensitive). Empty values are
@@ -49,7 +50,7 @@ class Param:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL", "PANIC")
 
 PARAMS: tuple[Param, ...] = (
-    # Datastore (typha.md §3.1)
+    # Datastore
     Param(
         "DatastoreType",
         "choice",
@@ -75,7 +76,7 @@ PARAMS: tuple[Param, ...] = (
         minimum=0.3,
         positive=True,
     ),
-    # Server (typha.md §3.2)
+    # Server
     Param("ServerPort", "port", 5473, "Listen port (0 means 5473; -1 a random port)."),
     Param("ServerHost", "str", "", "Listen address (empty: all)."),
     Param(
@@ -130,7 +131,7 @@ PARAMS: tuple[Param, ...] = (
         positive=True,
     ),
     Param("SnapshotCacheMaxBatchSize", "int", 100, "Max updates per breadcrumb.", minimum=1),
-    # Connection limits, rebalancing, shutdown (typha.md §3.3)
+    # Connection limits, rebalancing, shutdown
     Param("MaxConnectionsUpperLimit", "int", 10000, "Hard connection cap.", minimum=1),
     Param(
         "MaxConnectionsLowerLimit",
@@ -171,13 +172,13 @@ PARAMS: tuple[Param, ...] = (
         minimum=0.001,
         positive=True,
     ),
-    # TLS (typha.md §3.4)
+    # TLS
     Param("ServerCertFile", "file", "", "Server certificate."),
     Param("ServerKeyFile", "file", "", "Server key."),
     Param("CAFile", "file", "", "CA bundle used to verify client certificates."),
     Param("ClientCN", "str", "", "Required client certificate Common Name."),
     Param("ClientURISAN", "str", "", "Required client certificate URI SAN."),
-    # Health, metrics, debug, logging (typha.md §3.5)
+    # Health, metrics, debug, logging
     Param("HealthEnabled", "bool", False, "Serve /liveness and /readiness."),
     Param("HealthHost", "str", "localhost", "Health bind address."),
     Param("HealthPort", "port", 9098, "Health port."),

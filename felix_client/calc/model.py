@@ -1,10 +1,10 @@
 """Adapter from Typha's (key, value) pairs to typed model objects.
 
-This is the only module that knows the model's field names (felix-model.md §1.2 and the value
-schema written by ``typha/sync/convert``). Everything downstream works on the frozen dataclasses
-defined here, so a change in the wire schema is absorbed in this file. Parsing is tolerant:
-snake_case and camelCase spellings are both accepted, unknown fields are ignored, and values that
-cannot be understood are treated as deletions (as Felix's validation filter does).
+This is the only module that knows the model's field names (docs/model.md: the key table and
+the value schemas written by ``typha/sync/convert``). Everything downstream works on the frozen
+dataclasses defined here, so a change in the wire schema is absorbed in this file. Parsing is
+tolerant: snake_case and camelCase spellings are both accepted, unknown fields are ignored, and
+values that cannot be understood are treated as deletions (as Felix's validation filter does).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ class Rule:
     not_icmp_code: int | None = None
 
 
-# Short kinds used in HEAD chain-name suffixes (felix-model.md §4.2).
+# Short kinds used in chain-name suffixes (docs/felix-calc.md, "Naming rules").
 KIND_SHORT: dict[str, str] = {
     "NetworkPolicy": "np",
     "GlobalNetworkPolicy": "gnp",
@@ -365,7 +365,8 @@ _IGNORED = ParsedKey(Kind.IGNORED)
 
 
 def parse_key(key: str) -> ParsedKey:
-    """Classify a model key path (felix-model.md §1.2). Unknown paths give ``Kind.IGNORED``."""
+    """Classify a model key path (docs/model.md, "Key table"). Unknown paths give
+    ``Kind.IGNORED``."""
     parts = key.split("/")
     # parts[0] == "" because keys start with "/".
     if len(parts) < 3 or parts[1] != "calico":
@@ -758,7 +759,7 @@ def parse_policy(pid: PolicyId, value: Mapping[str, Any]) -> Policy:
     inbound = parse_rules(_get(value, "inbound_rules", "inboundRules"))
     outbound = parse_rules(_get(value, "outbound_rules", "outboundRules"))
     # Felix treats a policy that arrives with no types as applying in both directions
-    # (the v3 API normally fills them in before they get here; felix-model.md §3.1).
+    # (the v3 API normally fills them in before they get here; docs/model.md, "Policy").
     ingress = "ingress" in types or not types
     egress = "egress" in types or not types
     return Policy(
@@ -777,7 +778,8 @@ def parse_policy(pid: PolicyId, value: Mapping[str, Any]) -> Policy:
 
 
 def api_default_types(has_ingress_rules: bool, has_egress_rules: bool) -> tuple[str, ...]:
-    """The v3 API's defaulting of an empty ``types`` (felix-model.md §3.1), for converters/tests."""
+    """The v3 API's defaulting of an empty ``types`` (docs/model.md, "Policy"), for converters
+    and tests."""
     if not has_egress_rules:
         return ("ingress",)
     if not has_ingress_rules:

@@ -1,6 +1,6 @@
 """Calico label selectors: parser, canonical form, unique ID and compiled evaluation.
 
-The grammar and semantics follow felix-model.md §2.1-2.2:
+The grammar and semantics are Felix's (docs/felix-calc.md, "Selectors"):
 
 * label identifiers use ``[A-Za-z0-9_./-]`` (at most 512 characters);
 * strings are ``'…'`` or ``"…"`` with no escapes;

@@ -21,10 +21,8 @@ Figures are printed as ``FIGURE <scenario>: ...`` lines (run pytest with ``-s`` 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import json
 import os
 import random
 import signal
@@ -44,7 +42,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from felix_client.sync_client import SyncClient
 from load.lightclient import STAMP_LABEL, stamp_of
-from tests.peers.etcd import EtcdServer, b64
+from tests.etcd_state import etcd_model_state
+from tests.peers.etcd import EtcdServer
 from tests.peers.ports import free_port, free_ports
 from tests.peers.toxiproxy import ToxiproxyServer
 from tests.typha_harness import make_config, run_typha
@@ -54,9 +53,8 @@ from typha.model.keys import SyncerType, syncer_types_for
 from typha.protocol import KVKind, KVs, SyncStatus
 from typha.resources import workload_endpoint_for_pod
 from typha.server.server import SyncServer
-from typha.sync.convert import InvalidResource, convert_etcd_kv, is_calico_etcd_key
 from typha.sync.etcd import EtcdDatastore
-from typha.sync.etcd_client import EtcdClient, EtcdError
+from typha.sync.etcd_client import EtcdAccess, EtcdClient, EtcdError
 from typha.sync.etcd_writer import apply_resources, delete_resources
 from typha.sync.synthetic import synthetic_updates
 
@@ -196,28 +194,16 @@ def normalise(value: Any) -> Any:
 
 
 def etcd_felix_state(etcd: EtcdServer) -> tuple[dict[str, Any], int]:
-    """(Felix model state, revision) from ONE plain range read of /calico/ via the gateway."""
-    reply = etcd.call("/v3/kv/range", {"key": b64("/calico/"), "range_end": b64("/calico0")})
-    state: dict[str, Any] = {}
-    for kv in reply.get("kvs") or ():
-        key = base64.b64decode(kv["key"]).decode()
-        if not is_calico_etcd_key(key):
-            continue
-        try:
-            obj = json.loads(base64.b64decode(kv.get("value", "")))
-            updates = convert_etcd_kv(key, obj) if isinstance(obj, dict) else []
-        except (ValueError, InvalidResource):
-            continue
-        for u in updates:
-            if u.value is None or SyncerType.FELIX not in syncer_types_for(u.key):
-                continue
-            assert u.key not in state, f"two etcd keys produce {u.key}"
-            state[u.key] = normalise(u.value)
-    # What Typha itself adds on etcd, stored nowhere (the default-allow profile).
+    """(Felix model state, revision) from ONE plain range read of /calico/ via the gateway,
+    plus what Typha itself adds on etcd, stored nowhere (the default-allow profile)."""
+    everything, revision = etcd_model_state(etcd)
+    state = {
+        k: normalise(v) for k, v in everything.items() if SyncerType.FELIX in syncer_types_for(k)
+    }
     for u in synthetic_updates():
         if SyncerType.FELIX in syncer_types_for(u.key):
             state[u.key] = normalise(u.value)
-    return state, int(reply["header"]["revision"])
+    return state, revision
 
 
 @dataclass
@@ -498,7 +484,10 @@ async def etcd_scenario(
         assert toxi is not None
         p = await blocking(toxi.client.create_proxy, "etcd", etcd.endpoint)
         etcd_proxy, etcd_url = p.name, f"http://{p.listen}"
-    kw: dict[str, Any] = {"backoff_cap": 1.0, "request_timeout": 10.0, "connect_timeout": 3.0}
+    kw: dict[str, Any] = {
+        "backoff_cap": 1.0,
+        "access": EtcdAccess(request_timeout=10.0, connect_timeout=3.0),
+    }
     kw.update(ds_kwargs or {})
     ds = EtcdDatastore([etcd_url], **kw)
     overrides: dict[str, Any] = {"ServerPingIntervalSecs": 1}

@@ -14,6 +14,7 @@ import trio
 
 from tests.peers.etcd import _binary_info, find_etcd
 from typha.protocol import SyncStatus
+from typha.sync.etcd_client import EtcdAccess
 
 from .harness import (
     blocking,
@@ -143,7 +144,10 @@ async def test_timeout_blackhole(etcd_factory, toxiproxy_server) -> None:
         etcd,
         toxiproxy_server,
         etcd_leg=True,
-        ds_kwargs={"watch_idle_timeout": 3.0, "request_timeout": 3.0},
+        ds_kwargs={
+            "watch_idle_timeout": 3.0,
+            "access": EtcdAccess(request_timeout=3.0, connect_timeout=3.0),
+        },
     ) as sc:
         await sc.baseline(1.0)
         watches = sc.datastore.watches_started

@@ -85,7 +85,7 @@ def k8s_seeds() -> list[dict[str, Any]]:
     """Fresh copies of one object per converted Kubernetes kind (pods, namespaces, service
     accounts, nodes, Kubernetes network policies, Calico CRDs)."""
     from tests.seed_examples import db_network_policy
-    from tests.test_convert_k8s import POD
+    from tests.sync.convert.test_k8s_pod import POD
 
     objects: list[dict[str, Any]] = [
         copy.deepcopy(POD),

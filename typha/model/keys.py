@@ -1,7 +1,7 @@
 """Calico model keys: the path strings Felix's syncer emits, and which syncer types use each.
 
-Keys are the "default path" strings of libcalico-go's model keys (felix-model.md §1.2). We use
-Calico v3.32's modern policy key form only: ``/calico/v1/policy/<Kind>/<namespace>/<name>``
+Keys are the "default path" strings of libcalico-go's model keys (docs/model.md, "Key table").
+We use Calico v3.32's modern policy key form only: ``/calico/v1/policy/<Kind>/<namespace>/<name>``
 (the namespace is empty for global kinds). Names inside paths are escaped: ``%`` → ``%25`` and
 ``/`` → ``%2f``.
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 
 class SyncerType(enum.StrEnum):
-    """The four syncer types a Typha serves (typha.md §1.2)."""
+    """The four syncer types a Typha serves (docs/model.md, "Syncer types")."""
 
     FELIX = "felix"
     BGP = "bgp"
@@ -235,7 +235,7 @@ _NO_SYNCERS: frozenset[SyncerType] = frozenset()
 
 
 def syncer_types_for(key: str) -> frozenset[SyncerType]:
-    """The syncer views that receive updates to ``key`` (typha.md §1.2, felix-model.md §1.3)."""
+    """The syncer views that receive updates to ``key`` (docs/model.md, "Syncer types")."""
     kind = classify(key)
     if kind is KeyKind.RESOURCE:
         return _ROUTES_BY_PLURAL.get(resource_plural(key), _NO_SYNCERS)

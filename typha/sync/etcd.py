@@ -50,6 +50,7 @@ from typha.sync.base import (
 )
 from typha.sync.etcd_client import (
     DEFAULT_ENDPOINT,
+    EtcdAccess,
     EtcdClient,
     EtcdError,
     EtcdUnavailable,
@@ -122,16 +123,10 @@ class EtcdDatastore:
         self,
         endpoints: Sequence[str] | str = (DEFAULT_ENDPOINT,),
         *,
-        ca_file: str | None = None,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
+        access: EtcdAccess | None = None,
         page_size: int = 1000,
         batch_size: int = 1000,
         prefixes: Sequence[str] | None = None,
-        request_timeout: float = 30.0,
-        connect_timeout: float = 5.0,
         backoff_base: float = 0.1,
         backoff_cap: float = 5.0,
         min_resync_interval: float = 0.5,
@@ -148,15 +143,7 @@ class EtcdDatastore:
         watch is then dropped and resumed from its revision like any outage (None: no probe).
         ``convert`` replaces ``convert_etcd_kv`` (fault injection in tests)."""
         self.endpoints = endpoints
-        self._client_kwargs: dict[str, Any] = {
-            "ca_file": ca_file,
-            "cert_file": cert_file,
-            "key_file": key_file,
-            "username": username,
-            "password": password,
-            "request_timeout": request_timeout,
-            "connect_timeout": connect_timeout,
-        }
+        self.access = access if access is not None else EtcdAccess()
         self.page_size = page_size
         self.batch_size = batch_size
         self.prefixes = tuple(prefixes) if prefixes is not None else _calico_prefixes()
@@ -190,7 +177,7 @@ class EtcdDatastore:
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> EtcdDatastore:
-        """Build from a config object with Typha's etcd parameters (typha.md §3.1):
+        """Build from a config object with Typha's etcd parameters (docs/configuration.md):
         ``etcd_endpoints`` (comma list, overrides the rest), ``etcd_addr`` (host:port),
         ``etcd_scheme``, ``etcd_ca_file``/``etcd_cert_file``/``etcd_key_file``,
         ``etcd_username``/``etcd_password``. Extra keyword arguments go to the constructor."""
@@ -207,17 +194,19 @@ class EtcdDatastore:
         endpoints = [e if "://" in e else f"{scheme}://{e}" for e in endpoints]
         return cls(
             endpoints,
-            ca_file=getattr(cfg, "etcd_ca_file", None) or None,
-            cert_file=getattr(cfg, "etcd_cert_file", None) or None,
-            key_file=getattr(cfg, "etcd_key_file", None) or None,
-            username=getattr(cfg, "etcd_username", None) or None,
-            password=getattr(cfg, "etcd_password", None) or None,
+            access=EtcdAccess(
+                ca_file=getattr(cfg, "etcd_ca_file", None) or None,
+                cert_file=getattr(cfg, "etcd_cert_file", None) or None,
+                key_file=getattr(cfg, "etcd_key_file", None) or None,
+                username=getattr(cfg, "etcd_username", None) or None,
+                password=getattr(cfg, "etcd_password", None) or None,
+            ),
             **{"hang_detection_secs": getattr(cfg, "etcd_hang_detection_secs", 30.0), **kwargs},
         )
 
     def make_client(self) -> EtcdClient:
         """A client with this datastore's endpoints and credentials (for tools and tests)."""
-        return EtcdClient(self.endpoints, **self._client_kwargs)
+        return EtcdClient.with_access(self.endpoints, self.access)
 
     # --- main loop ---------------------------------------------------------------------------
 

@@ -111,6 +111,20 @@ class AuthenticationFailed(EtcdError):
 # --- data -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdAccess:
+    """How to reach etcd besides its endpoints: TLS files, credentials and timeouts (what a
+    datastore passes on to each client it makes)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    request_timeout: float = 30.0
+    connect_timeout: float = 5.0
+
+
 @dataclass(slots=True)
 class KeyValue:
     """One key as etcd returned it. ``key`` is decoded UTF-8 (undecodable bytes are kept as
@@ -409,6 +423,20 @@ class EtcdClient:
 
     Use as ``async with EtcdClient([...]) as client:`` (or call :meth:`aclose`).
     """
+
+    @classmethod
+    def with_access(cls, endpoints: Sequence[str] | str, access: EtcdAccess) -> EtcdClient:
+        """A client for ``endpoints`` reached as ``access`` says."""
+        return cls(
+            endpoints,
+            ca_file=access.ca_file,
+            cert_file=access.cert_file,
+            key_file=access.key_file,
+            username=access.username,
+            password=access.password,
+            request_timeout=access.request_timeout,
+            connect_timeout=access.connect_timeout,
+        )
 
     def __init__(
         self,

@@ -160,7 +160,7 @@ def describe(resource: object) -> str:
 
 def strip_reserved_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """Drop ``pcns.``/``pcsa.`` labels: only profiles may set them, or a pod could claim to be
-    in another namespace (felix-model.md §1.2)."""
+    in another namespace (docs/model.md, "WorkloadEndpoint")."""
     return {
         k: v
         for k, v in labels.items()

@@ -1,4 +1,4 @@
-"""etcd v3 keys/values ↔ model updates (felix-model.md §1.1).
+"""etcd v3 keys/values ↔ model updates (docs/model.md, "etcd layout").
 
 Layout:
 

@@ -1,4 +1,5 @@
-"""Kubernetes datastore (KDD): native objects → v3 resources → model updates (felix-model.md §1.4).
+"""Kubernetes datastore (KDD): native objects → v3 resources → model updates (docs/model.md,
+"Kubernetes datastore mapping").
 
 Design: every converter here first builds the equivalent projectcalico.org/v3 resource (pure
 dict → dict, so it can be inspected and tested on its own), and ``k8s_to_updates`` then runs it
@@ -363,7 +364,7 @@ def service_account_to_profile(service_account: dict[str, Any]) -> dict[str, Any
 
 def network_policy_to_v3(policy: dict[str, Any]) -> dict[str, Any]:
     """networking.k8s.io/v1 NetworkPolicy → v3 ``KubernetesNetworkPolicy`` (same name and
-    namespace, tier ``default``, order 1000; felix-model.md §3.3)."""
+    namespace, tier ``default``, order 1000; docs/model.md, "Kubernetes datastore mapping")."""
     meta = metadata(policy)
     out = _v3(
         "KubernetesNetworkPolicy",

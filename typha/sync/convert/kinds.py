@@ -1,6 +1,6 @@
 """The projectcalico.org/v3 kinds we know: their etcd plural and whether they are namespaced.
 
-Plurals are those libcalico-go registers for the etcd v3 layout (felix-model.md §1.1).
+Plurals are those libcalico-go registers for the etcd v3 layout (docs/model.md, "etcd layout").
 ``KubernetesNetworkPolicy`` and ``IPAMBlock`` have no registered etcd plural; we use
 ``kubernetesnetworkpolicies`` (our own, so that a KNP copied into etcd has a home) and
 ``ipamblocks`` (the CRD plural; etcd stores blocks at the v1-style IPAM path instead, see

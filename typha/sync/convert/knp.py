@@ -1,4 +1,4 @@
-"""Kubernetes NetworkPolicy spec → v3 policy spec (felix-model.md §3.3).
+"""Kubernetes NetworkPolicy spec → v3 policy spec (docs/model.md, "Kubernetes datastore mapping").
 
 Used for networking.k8s.io/v1 NetworkPolicy (KDD) and for the k8s-shaped spec of v3
 ``StagedKubernetesNetworkPolicy``. The result is a v3 NetworkPolicy spec (``tier``, ``order``,

@@ -49,7 +49,7 @@ POLICY_KINDS: dict[str, tuple[bool, bool, bool]] = {
 
 _STAGED_ACTIONS = ("Set", "Delete", "Learn", "Ignore")
 
-# Orders of the tiers Calico creates itself (felix-model.md §3.1) and their default actions.
+# Orders and default actions of the tiers Calico creates itself (docs/model.md, "Tier").
 WELL_KNOWN_TIERS: dict[str, tuple[float, str]] = {
     "kube-admin": (1_000.0, "Pass"),
     "default": (1_000_000.0, "Deny"),

@@ -29,8 +29,8 @@ in exactly this order and only when set — an absent key means "no constraint":
 ==========================  =====================================================================
 
 The names are exactly libcalico-go's: a Go client silently drops a key it does not know.
-``!*_selector`` is the v3 ``notSelector`` passed through unchanged (it is not namespace-scoped,
-felix-model.md §2.4). Named ports stay inside the ports lists; Felix turns them into named-port
+``!*_selector`` is the v3 ``notSelector`` passed through unchanged (it is not namespace-scoped;
+docs/model.md, "Rule"). Named ports stay inside the ports lists; Felix turns them into named-port
 ipsets itself.
 """
 
@@ -353,7 +353,8 @@ def given_types(types: object, field: str) -> list[str]:
 
 
 def default_types(types: object, ingress: list[Any], egress: list[Any], field: str) -> list[str]:
-    """Policy types, lower-case, ingress before egress (felix-model.md §3.1 defaulting):
+    """Policy types, lower-case, ingress before egress (Calico's v3 API defaulting;
+    docs/model.md, "Policy"):
     none given → ``[ingress]`` unless there are egress rules only (``[egress]``) or both kinds
     (``[ingress, egress]``)."""
     given = str_list(types, field)

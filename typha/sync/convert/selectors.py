@@ -1,5 +1,5 @@
-"""Selector handling for the converters: a light syntax check and the label rewriting of
-felix-model.md §2.4.
+"""Selector handling for the converters: a light syntax check and the label rewriting that
+libcalico-go's syncer does before Felix sees a selector (docs/model.md, "Policy" and "Rule").
 
 We do not parse selectors into an AST here (the node client does that); we tokenize them, which
 is enough to (a) reject obviously malformed text — unbalanced parentheses or braces, unterminated
@@ -109,7 +109,7 @@ def and_all(*parts: str) -> str:
     return " && ".join(f"({p})" for p in present)
 
 
-# --- the §2.4 rewrites ----------------------------------------------------------------------------
+# --- the syncer's rewrites ------------------------------------------------------------------------
 
 
 def namespace_term(namespace: str) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.core.test_core_integration import wait_until
+from tests.peers.ports import free_ports
 from typha.app import Typha
 from typha.config import load_config
 from typha.resources import workload_endpoint_for_pod
@@ -19,9 +21,6 @@ from typha.sync.etcd import EtcdDatastore
 from typha.sync.etcd_client import EtcdClient
 from typha.sync.etcd_writer import apply_resources, delete_resources
 from typha.sync.synthetic import synthetic_updates
-
-from .core.test_core_integration import wait_until
-from .peers.ports import free_ports
 
 
 def pod(i: int, role: str = "a") -> dict:

@@ -9,7 +9,6 @@ seen since ``ResyncStarted``. Negative checks have positive controls next to the
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import json
@@ -23,10 +22,11 @@ import pytest
 import trio
 from prometheus_client import REGISTRY
 
-from tests.peers.etcd import EtcdServer, EtcdTLS, b64, find_etcd
+from tests.etcd_state import etcd_model_state
+from tests.peers.etcd import EtcdServer, EtcdTLS, find_etcd
 from tests.peers.plugin import EtcdFactory
 from tests.peers.ports import LOOPBACK, free_port
-from tests.test_etcd_client import progress_notify_args
+from tests.sync.test_etcd_client import progress_notify_args
 from typha.sync.base import (
     ConnectionStatus,
     DatastoreEvent,
@@ -35,10 +35,8 @@ from typha.sync.base import (
     Updates,
 )
 from typha.sync.convert import (
-    InvalidResource,
     convert_etcd_kv,
     etcd_key_for,
-    is_calico_etcd_key,
     workload_endpoint_name,
 )
 from typha.sync.etcd import EtcdDatastore
@@ -203,26 +201,6 @@ class ReferenceSink:
 
 
 # --- independent view of etcd --------------------------------------------------------------------
-
-
-def etcd_model_state(etcd: EtcdServer) -> tuple[dict[str, Any], int]:
-    """(model state, revision) from one plain range read of /calico/, converted here."""
-    reply = etcd.call("/v3/kv/range", {"key": b64("/calico/"), "range_end": b64("/calico0")})
-    state: dict[str, Any] = {}
-    for kv in reply.get("kvs") or ():
-        key = base64.b64decode(kv["key"]).decode()
-        if not is_calico_etcd_key(key):
-            continue
-        try:
-            obj = json.loads(base64.b64decode(kv.get("value", "")))
-            updates = convert_etcd_kv(key, obj) if isinstance(obj, dict) else []
-        except (ValueError, InvalidResource):
-            continue
-        for u in updates:
-            if u.value is not None:
-                assert u.key not in state, f"two sources for {u.key}"
-                state[u.key] = u.value
-    return state, int(reply["header"]["revision"])
 
 
 async def assert_converged(sink: ReferenceSink, etcd: EtcdServer, timeout: float = 60.0) -> int:
@@ -608,7 +586,7 @@ def test_from_config_endpoints() -> None:
         )
     )
     assert ds.endpoints == ["https://a:2379", "https://b:2379"]
-    assert ds._client_kwargs["username"] == "u"
+    assert ds.access.username == "u"
     assert EtcdDatastore.from_config(cfg(etcd_endpoints=["http://x:1"])).endpoints == ["http://x:1"]
 
 
