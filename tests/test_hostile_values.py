@@ -18,17 +18,7 @@ import pytest
 import trio
 
 from felix_client.sync_client import SyncClient
-from tests.peers.etcd import EtcdServer
-from tests.peers.kube_apiserver import KubeApiServer
-from tests.test_etcd_datastore import (
-    ReferenceSink,
-    datastore_for,
-    invalid_counter,
-    model_keys,
-    running,
-    wep,
-)
-from tests.test_k8s_datastore import (
+from tests.k8s.helpers import (
     calico,
     cleanup,
     crd_body,
@@ -36,6 +26,16 @@ from tests.test_k8s_datastore import (
     kube_config,
     unique,
     wait_until,
+)
+from tests.peers.etcd import EtcdServer
+from tests.peers.kube_apiserver import KubeApiServer
+from tests.sync.test_etcd_datastore import (
+    ReferenceSink,
+    datastore_for,
+    invalid_counter,
+    model_keys,
+    running,
+    wep,
 )
 from tests.typha_harness import run_typha
 from typha import jsonlimit
