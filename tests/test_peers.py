@@ -342,3 +342,26 @@ def test_prometheus_scrapes_loopback_target(
     while prom.query_value("typha_peer_test_gauge") != 1:
         assert time.monotonic() < deadline, "new value never scraped"
         time.sleep(0.2)
+
+
+def test_a_forked_child_terminated_with_sigterm_leaves_the_peers_alone(
+    etcd_factory: EtcdFactory,
+) -> None:
+    """pyroute2's NetNS helper is a fork of the test process, stopped with SIGTERM: it inherits
+    the SIGTERM clean-up handler and must not stop the parent's peers (it once removed the
+    session kube-apiserver's temp dir mid-run)."""
+    import signal
+
+    server = etcd_factory()
+    tmpdir = Path(server.tmpdir)
+    assert tmpdir.is_dir() and port_is_open(LOOPBACK, server.client_port)
+    pid = os.fork()
+    if pid == 0:  # the child: what pyroute2's helper gets from its parent
+        os.kill(os.getpid(), signal.SIGTERM)
+        os._exit(0)  # not reached: the handler re-raises SIGTERM with the default action
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert tmpdir.is_dir() and port_is_open(LOOPBACK, server.client_port)
+    # Control: the peer does stop when its owner stops it.
+    server.close()
+    assert not port_is_open(LOOPBACK, server.client_port)

@@ -60,8 +60,13 @@ def install_sigterm_cleanup() -> None:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
+    owner = os.getpid()
+
     def handler(signum: int, frame: object) -> None:
-        kill_all_peers()
+        # A forked child (pyroute2's NetNS helper, stopped with SIGTERM) inherits this handler
+        # and the peer objects: it must not stop the parent's peers or remove their temp dirs.
+        if os.getpid() == owner:
+            kill_all_peers()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
