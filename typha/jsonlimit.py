@@ -19,6 +19,12 @@ Calico objects are a dozen levels deep at most, so Typha refuses anything deeper
 
 :func:`loads` takes the C decoder's fast path too, then checks the depth on the raw text without
 recursion (at the cost of two ``bytes.count`` calls for a value with few brackets).
+
+Both decode with orjson first (2-3 times faster than ``json`` on Calico objects: at 20,000
+endpoints the values alone took ~0.35 s of a cold start) and fall back to ``json`` for anything
+orjson refuses (``NaN``, lone surrogates, UTF-16/32 text, nesting beyond orjson's own limit,
+malformed text) and for text with a number of 19 digits or more (which orjson would turn into a
+float), so the result — or the error — is ``json``'s.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+import orjson
 
 MAX_DEPTH = 100
 """Deepest nesting accepted (a Calico resource or a Kubernetes pod is < 20 levels deep)."""
@@ -71,11 +79,29 @@ def depth_exceeds(raw: bytes | bytearray | memoryview | str, max_depth: int = MA
     return True
 
 
+# orjson reads integers beyond 64 bits as floats, silently; a run of 19 digits is where they
+# start (2**63 has 19), so text holding one is left to json. Found with one C pass mapping
+# digits to "0" and everything else to " ", then a substring search.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def fast_loads(raw: bytes | bytearray | memoryview | str) -> Any:
+    """``json.loads(raw)``, through orjson when it gives the same answer (see the module doc);
+    text (``str``) goes to json directly."""
+    if isinstance(raw, str) or _LONG_NUMBER in bytes(raw).translate(_DIGITS_AS_ZERO):
+        return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def loads(raw: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads`` that raises :class:`TooDeep` (a ``ValueError``) for deep nesting and
     ``ValueError`` for anything else malformed — never ``RecursionError``."""
     try:
-        obj = json.loads(raw)
+        obj = fast_loads(raw)
     except RecursionError:
         raise TooDeep(max_depth) from None
     if isinstance(obj, (dict, list)) and depth_exceeds(raw, max_depth):
@@ -86,7 +112,7 @@ def loads(raw: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DEP
 def loads_marking(raw: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Decode an envelope of many objects; see the module doc. ``ValueError`` if malformed."""
     try:
-        return json.loads(raw)
+        return fast_loads(raw)
     except RecursionError:
         pass
     text = raw if isinstance(raw, str) else _as_bytes(raw).decode("utf-8")

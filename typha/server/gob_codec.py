@@ -16,9 +16,11 @@ which is what makes them independent of the stream they are written to.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
 import msgpack
+import orjson
 
 from typha import metrics
 from typha.cache.snapshot import Snapshot
@@ -35,17 +37,52 @@ from typha.protocol.gob.encoder import count_snappy_compression
 
 # Go's encoding/json escapes these inside strings (HTML safety); they can only occur inside
 # strings in JSON text, so replacing them in the whole text is exact.
-_GO_ESCAPES = str.maketrans(
-    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-)
+_GO_ESCAPES_TABLE = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_GO_ESCAPES = str.maketrans(_GO_ESCAPES_TABLE)
 
 
-def go_value_bytes(value: object) -> bytes:
+# The same in UTF-8 (U+2028/U+2029 are E2 80 A8/A9), for orjson's bytes.
+_GO_ESCAPES_UTF8 = re.compile(rb"[<>&]|\xe2\x80[\xa8\xa9]")
+_GO_ESCAPE_OF = {ch.encode(): esc.encode() for ch, esc in _GO_ESCAPES_TABLE.items()}
+
+# msgpack's float markers: a packed value without either byte holds no float.
+_MSGPACK_FLOAT32, _MSGPACK_FLOAT64 = b"\xca", b"\xcb"
+
+
+def may_hold_floats(packed: bytes) -> bool:
+    """False only if the msgpack bytes certainly hold no float (a marker byte can also occur
+    inside a string or an integer: then True, which only costs speed)."""
+    return _MSGPACK_FLOAT64 in packed or _MSGPACK_FLOAT32 in packed
+
+
+def go_value_bytes(value: object, *, floats: bool = True) -> bytes:
     """A model value as libcalico-go's ``SerializeValue`` writes it: a string value raw (the
     config keys' values), anything else as compact JSON in Go's escaping. Our dicts already
-    carry Go's field names and order (docs/model.md)."""
+    carry Go's field names and order (docs/model.md).
+
+    With ``floats=False`` (the value holds no float) orjson writes the JSON, twice as fast as
+    ``json`` and byte-identical for strings, integers, booleans, null, lists and dicts; floats
+    are left to ``json``, whose formatting orjson does not share (``1e-05`` vs ``0.00001``,
+    ``NaN`` vs ``null``)."""
     if isinstance(value, str):
         return value.encode()
+    if not floats:
+        try:
+            data = orjson.dumps(value)
+        except TypeError:  # orjson.JSONEncodeError too; json decides (and raises the same way)
+            pass
+        else:
+            # One C pass deleting the candidate bytes (E2 leads U+2028/U+2029 and other
+            # characters) is ~5 times cheaper than a regex search for the rare text that needs it.
+            if len(data.translate(None, b"<>&\xe2")) != len(data):
+                return _GO_ESCAPES_UTF8.sub(lambda m: _GO_ESCAPE_OF[m.group()], data)
+            return data
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return text.translate(_GO_ESCAPES).encode()
 
@@ -77,7 +114,8 @@ def serialized_update(
         and not key.startswith(_V3_PROFILES)
     ):
         v3 = revision
-    return SerializedUpdate(key, go_value_bytes(value), revision, v3, 0, update_type)
+    value_bytes = go_value_bytes(value, floats=may_hold_floats(kv))
+    return SerializedUpdate(key, value_bytes, revision, v3, 0, update_type)
 
 
 class GobCodec:

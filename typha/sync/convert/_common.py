@@ -111,17 +111,23 @@ def str_list(value: object, field: str) -> list[str]:
     return list(items)
 
 
-def str_map(value: object, field: str) -> dict[str, str]:
-    """A ``map[string]string`` (labels, annotations), returned sorted by key.
-
-    Sorting makes two semantically equal maps encode to the same bytes.
-    """
+def checked_str_map(value: object, field: str) -> dict[str, str]:
+    """A ``map[string]string`` field as it is (not copied, not sorted), once checked."""
     mapping = as_dict(value, field)
     for k, v in mapping.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidResource(
                 f"expected string keys and values, got {k!r}: {type_name(v)}", field=field
             )
+    return mapping
+
+
+def str_map(value: object, field: str) -> dict[str, str]:
+    """A ``map[string]string`` (labels, annotations), returned sorted by key.
+
+    Sorting makes two semantically equal maps encode to the same bytes.
+    """
+    mapping = checked_str_map(value, field)
     return {k: mapping[k] for k in sorted(mapping)}
 
 

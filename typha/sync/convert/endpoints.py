@@ -31,6 +31,7 @@ from typha.sync.convert._common import (
     SERVICE_ACCOUNT_LABEL,
     as_dict,
     as_list,
+    checked_str_map,
     ip_version_of,
     metadata,
     normalize_cidr,
@@ -160,8 +161,12 @@ def workload_endpoint_identity(resource: dict[str, Any]) -> tuple[str, str, str,
     """(node, orchestrator, workload ID, endpoint) of a v3 WEP; the workload ID of a k8s WEP is
     ``<namespace>/<pod>``. Uses spec.node/orchestrator/pod/workload/endpoint when present,
     otherwise the parts of the name."""
-    namespace = resource_namespace(resource)
-    s = spec(resource)
+    return _identity(resource, resource_namespace(resource), spec(resource))
+
+
+def _identity(
+    resource: dict[str, Any], namespace: str, s: dict[str, Any]
+) -> tuple[str, str, str, str]:
     node = opt_str(s.get("node"), "spec.node")
     orch = opt_str(s.get("orchestrator"), "spec.orchestrator")
     pod = opt_str(s.get("pod"), "spec.pod")
@@ -193,7 +198,7 @@ def workload_endpoint_updates(resource: dict[str, Any]) -> list[Update]:
     """v3 WorkloadEndpoint → one WorkloadEndpointKey update (a deletion when it has no IPs)."""
     namespace = resource_namespace(resource)
     s = spec(resource)
-    node, orch, workload, endpoint = workload_endpoint_identity(resource)
+    node, orch, workload, endpoint = _identity(resource, namespace, s)
     key = keys.workload_endpoint_key(node, orch, workload, endpoint)
     ipv4_nets, ipv6_nets = _workload_nets(s.get("ipNetworks"), "spec.ipNetworks")
     if not ipv4_nets and not ipv6_nets:
@@ -201,7 +206,8 @@ def workload_endpoint_updates(resource: dict[str, Any]) -> list[Update]:
     ipv4_nat, ipv6_nat = _nats(s.get("ipNATs"), "spec.ipNATs")
     meta = metadata(resource)
 
-    labels = strip_reserved_labels(str_map(meta.get("labels"), "metadata.labels"))
+    # Checked but not sorted here: the value's labels are sorted below, with the added ones.
+    labels = strip_reserved_labels(checked_str_map(meta.get("labels"), "metadata.labels"))
     labels[NAMESPACE_LABEL] = namespace
     labels[ORCHESTRATOR_LABEL] = orch
     service_account = opt_str(s.get("serviceAccountName"), "spec.serviceAccountName")

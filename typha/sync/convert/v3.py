@@ -88,20 +88,22 @@ def v3_to_updates(resource: dict[str, Any]) -> list[Update]:
     """
     if not isinstance(resource, dict):
         raise InvalidResource(f"expected a mapping, got {type(resource).__name__}")
-    label = describe(resource)
+    # The label ("Kind ns/name") is only for errors: made when one is raised (handlers do not
+    # modify the resource), not for each of the 20,000 endpoints of a list.
     api_version = resource.get("apiVersion")
     if api_version not in (None, API_VERSION_V3):
         raise InvalidResource(
-            f"apiVersion must be {API_VERSION_V3} (got {api_version!r})", resource=label
+            f"apiVersion must be {API_VERSION_V3} (got {api_version!r})",
+            resource=describe(resource),
         )
     kind = resource.get("kind")
     handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
     if handler is None:
-        raise InvalidResource(f"unknown kind {kind!r}", field="kind", resource=label)
+        raise InvalidResource(f"unknown kind {kind!r}", field="kind", resource=describe(resource))
     try:
         as_dict(resource.get("metadata"), "metadata")
         if KINDS[kind].namespaced:
             resource_namespace(resource)
         return handler(resource)
     except InvalidResource as exc:
-        raise exc.in_resource(label) from None
+        raise exc.in_resource(describe(resource)) from None
