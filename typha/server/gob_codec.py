@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 
 import msgpack
 import orjson
@@ -29,7 +28,8 @@ from typha.protocol.gob import (
     SNAPSHOT_KVS_PER_MESSAGE,
     SerializedUpdate,
     UpdateType,
-    kvs_part,
+    encode_update_body,
+    kvs_part_bodies,
     status_part,
 )
 from typha.protocol.gob import snappy as gob_snappy
@@ -91,6 +91,25 @@ _V3_PREFIX = "/calico/resources/v3/"
 _V3_PROFILES = _V3_PREFIX + "projectcalico.org/profiles/"
 
 
+def _fields(
+    kv: bytes, rev: Revision, v3_resource_versions: bool
+) -> tuple[str, bytes | None, str | None, str]:
+    """(key, Go value bytes or None for a deletion, revision, V3ResourceVersion) of a view KV."""
+    key, value = msgpack.unpackb(kv, raw=False)
+    revision = revision_text(rev)
+    if value is None:
+        return key, None, revision, ""
+    v3 = ""
+    if (
+        v3_resource_versions
+        and revision is not None
+        and key.startswith(_V3_PREFIX)
+        and not key.startswith(_V3_PROFILES)
+    ):
+        v3 = revision
+    return key, go_value_bytes(value, floats=may_hold_floats(kv)), revision, v3
+
+
 def serialized_update(
     kv: bytes, rev: Revision, update_type: int, v3_resource_versions: bool = False
 ) -> SerializedUpdate:
@@ -102,20 +121,20 @@ def serialized_update(
     client puts back.  Not for profiles: Kubernetes stores none, they are built from namespaces
     and service accounts (their revision is ``<ns rv>/<sa rv>``) or are synthetic, and Calico's
     profile objects have no resourceVersion.  On etcd Calico's v3 objects carry none either."""
-    key, value = msgpack.unpackb(kv, raw=False)
-    revision = revision_text(rev)
+    key, value, revision, v3 = _fields(kv, rev, v3_resource_versions)
     if value is None:
         return SerializedUpdate(key, None, revision, "", 0, UpdateType.DELETED)
-    v3 = ""
-    if (
-        v3_resource_versions
-        and revision is not None
-        and key.startswith(_V3_PREFIX)
-        and not key.startswith(_V3_PROFILES)
-    ):
-        v3 = revision
-    value_bytes = go_value_bytes(value, floats=may_hold_floats(kv))
-    return SerializedUpdate(key, value_bytes, revision, v3, 0, update_type)
+    return SerializedUpdate(key, value, revision, v3, 0, update_type)
+
+
+def update_body(
+    kv: bytes, rev: Revision, update_type: int, v3_resource_versions: bool = False
+) -> bytes:
+    """``serialized_update``'s gob struct body, without the intermediate object."""
+    key, value, revision, v3 = _fields(kv, rev, v3_resource_versions)
+    if value is None:
+        return encode_update_body(key.encode(), None, revision, "", UpdateType.DELETED)
+    return encode_update_body(key.encode(), value, revision, v3, update_type)
 
 
 class GobCodec:
@@ -145,11 +164,12 @@ class GobCodec:
         if crumb.kv_bytes:
             revs = crumb.kv_revisions or [None] * len(crumb.kv_bytes)
             types = crumb.kv_types or bytes(len(crumb.kv_bytes))
-            updates = [
-                serialized_update(kv, r, t, self.v3_resource_versions)
+            v3 = self.v3_resource_versions
+            bodies = [
+                update_body(kv, r, t, v3)
                 for kv, r, t in zip(crumb.kv_bytes, revs, types, strict=True)
             ]
-            parts.append(kvs_part(updates, self.max_kvs).plain)
+            parts.append(kvs_part_bodies(bodies, self.max_kvs).plain)
         if crumb.status is not None:
             parts.append(status_part(int(crumb.status)).plain)
         return b"".join(parts)
@@ -193,14 +213,15 @@ def _compress(plain: bytes) -> bytes:
     return gob_snappy.compress_chunks(plain)
 
 
-def _snapshot_updates(
+def _snapshot_bodies(
     snap: Snapshot, start: int, end: int, v3_resource_versions: bool
-) -> Iterable[SerializedUpdate]:
+) -> list[bytes]:
     revs = snap.kv_revisions
-    for i in range(start, end):
-        # Everything in a snapshot is new to the client (as in Go Typha's snapshot).
-        rev = revs[i] if revs else None
-        yield serialized_update(snap.kvs[i], rev, UpdateType.NEW, v3_resource_versions)
+    kvs = snap.kvs
+    new = UpdateType.NEW  # everything in a snapshot is new to the client (as in Go Typha's)
+    if revs is None:
+        return [update_body(kvs[i], None, new, v3_resource_versions) for i in range(start, end)]
+    return [update_body(kvs[i], revs[i], new, v3_resource_versions) for i in range(start, end)]
 
 
 def _snapshot_plain(snap: Snapshot, v3: bool = False) -> bytes:
@@ -209,7 +230,7 @@ def _snapshot_plain(snap: Snapshot, v3: bool = False) -> bytes:
     n = len(snap.kvs)
     step = SNAPSHOT_KVS_PER_MESSAGE
     parts = [
-        kvs_part(list(_snapshot_updates(snap, i, min(i + step, n), v3)), step).plain
+        kvs_part_bodies(_snapshot_bodies(snap, i, min(i + step, n), v3), step).plain
         for i in range(0, n, step)
     ]
     parts.append(status_part(int(snap.status)).plain)
