@@ -35,7 +35,9 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode_update(update: Update) -> EncodedUpdate:
     value_bytes = PACKED_NIL if update.value is None else _packer.pack(update.value)
-    return EncodedUpdate.build(update.key, value_bytes, compact_revision(update.revision))
+    # EncodedUpdate.build's bytes (codec.encode_kv), with this module's packer for the key.
+    kv_bytes = b"\x92" + _packer.pack(update.key) + value_bytes
+    return EncodedUpdate(update.key, value_bytes, kv_bytes, compact_revision(update.revision))
 
 
 @dataclass

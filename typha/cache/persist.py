@@ -25,7 +25,7 @@ from typha.model.keys import SyncerType
 from typha.protocol import SyncStatus
 
 from .feed import CacheFeed
-from .view import Breadcrumb, SyncerView, _encode_crumb, _Entry
+from .view import Breadcrumb, SyncerView, _Entry
 
 FORMAT_VERSION = 1
 # Bound the history we write: older clients get a conflated catch-up or a snapshot anyway.
@@ -218,7 +218,6 @@ def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downt
             batch_start=batch_start,
             complete=complete,
         )
-        crumb.frames = _encode_crumb(crumb, compress=False)
         view.crumbs.append(crumb)
         view._history_updates += crumb.n_kvs
     if data.get("dropped_history") and view.crumbs and view._base_revision is not None:

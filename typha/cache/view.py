@@ -94,11 +94,13 @@ class Breadcrumb:
     status: SyncStatus | None  # set when this crumb changed the sync status
     batch_start: bool = True  # first crumb of one datastore batch
     complete: bool = True  # last crumb of its batch: ``revision`` is fully reached here
-    frames: bytes = b""
     # Per KV: the update type (one byte each) and the revision (the same objects the state
     # holds; None when no KV of the crumb has one).
     kv_types: bytes = b""
     kv_revisions: list[Revision] | None = None
+    # The native protocol's frames, built on first use: a server whose clients all speak gob
+    # never pays for them (~2 µs per KV while the first list loads).
+    _frames_plain: bytes | None = None
     _frames_zstd: bytes | None = None
     # Other wire encodings of this crumb, by codec key (built on first use, then shared).
     _encoded: dict[str, bytes] | None = None
@@ -106,6 +108,13 @@ class Breadcrumb:
     @property
     def n_kvs(self) -> int:
         return len(self.kv_bytes)
+
+    @property
+    def frames(self) -> bytes:
+        """What a caught-up native client receives for this crumb (built once, shared)."""
+        if self._frames_plain is None:
+            self._frames_plain = _encode_crumb(self, compress=False)
+        return self._frames_plain
 
     def frames_for(self, zstd: bool) -> bytes:
         """The crumb's frames; with ``zstd`` compressed once and cached (shared by clients)."""
@@ -354,7 +363,6 @@ class SyncerView:
                 kv_types=kv_types,
                 kv_revisions=revs if any(r is not None for r in revs) else None,
             )
-            crumb.frames = _encode_crumb(crumb, compress=False)
             self.crumbs.append(crumb)
             self._history_updates += len(chunk)
             out.append(crumb)
