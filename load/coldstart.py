@@ -267,7 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--py-env", choices=("runtime", "dev"), default="runtime")
     p.add_argument("--no-steps", action="store_true", help="only the starts, not the steps")
     p.add_argument("--doc", action="store_true")
+    p.add_argument("--render", type=Path, help="only rewrite the doc section from this result")
     ns = p.parse_args(argv)
+    if ns.render:
+        write_doc(json.loads(ns.render.read_text()))
+        return
     # The in-process steps use the cache, whose info logs would go to stdout (the JSON).
     import logging
 
@@ -338,40 +342,101 @@ def main(argv: list[str] | None = None) -> None:
         write_doc(out)
 
 
-def write_doc(out: dict[str, Any]) -> None:
+def _ratio_summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def render(out: dict[str, Any]) -> str:
     m = out["median"]
-    go = m["cold_start_go_s"]
-    rows = [
-        ("interpreter start (`python -c pass`)", "interpreter_s"),
-        ("imports (`import typha.cli, typha.app`)", "imports_s"),
-        ("list through the JSON gateway: HTTP", "list_http_s"),
-        ("list: JSON decoding", "json_s"),
+    pairs = out["pairs"]
+    n = len(pairs)
+    steps = [
+        ("interpreter start (`python -c pass`), wall", "interpreter_s"),
+        ("imports of the serve path, wall", "imports_s"),
+        ("list through the JSON gateway: HTTP, wall", "list_http_s"),
+        ("list pages: JSON decoding", "json_s"),
         ("list: base64 of keys and values", "base64_s"),
-        ("conversion of every value", "convert_s"),
-        ("typha-py: exec → readiness 200 (cache in sync)", "ready_py_s"),
-        ("**cold start typha-py**: exec → retrying client in sync", "cold_start_py_s"),
-        ("Go Typha: exec → readiness 200", "ready_go_s"),
-        ("**cold start Go Typha**", "cold_start_go_s"),
-        ("typha-py warm restart: exec → readiness 200", "warm_ready_py_s"),
-        ("**warm restart typha-py** (cache file)", "warm_restart_py_s"),
+        ("values: JSON decoding, conversion, per-source bookkeeping", "convert_s"),
+        ("cache ingest (encode once, route, breadcrumbs)", "ingest_s"),
+        ("those breadcrumbs in gob (a client connected early)", "gob_deltas_s"),
+        ("native snapshot (msgpack + zstd)", "snapshot_s"),
+        ("the whole cache as a gob snapshot (a client after a warm restart)", "gob_snapshot_s"),
     ]
-    rows = [(label, key) for label, key in rows if key in m]
+    phases = [
+        ("exec → sync server listening (imports, config, cache file)", "listening_s"),
+        ("exec → cache file loaded", "cache_file_loaded_s"),
+        ("exec → etcd list started", "list_started_s"),
+        ("exec → cache in sync", "cache_in_sync_s"),
+        ("exec → readiness 200", "ready_s"),
+        ("**exec → retrying client in sync**", "s"),
+        ("server CPU-seconds at that point", "cpu_s"),
+    ]
+    cold = [p["ratio_cold"] for p in pairs]
+    warm = [p["ratio_warm"] for p in pairs]
+    loads = ", ".join(f"{p['load']:.2f}" for p in pairs)
+    env = "the runtime-only environment" if out.get("py_env") == "runtime" else "the dev venv"
     lines = [
         BEGIN,
         "",
-        f"{out['endpoints']:,} endpoints, medians of {len(out['runs']['imports_s'])}; 1-minute "
-        f"load average {out['load_before'][0]:.2f} before, {out['load_after'][0]:.2f} after"
-        + (" (**taken under load**: the machine is shared)" if out["load_before"][0] > 0.5 else "")
-        + ". Steps are timed one by one (the server overlaps some of them).",
+        f"{out['endpoints']:,} endpoints, {n} alternating pairs (typha-py and Go Typha, each "
+        "pinned with `taskset -c 1`, each pair followed by a warm restart of typha-py); "
+        f"typha-py from {env}. "
+        f"1-minute load average before each pair: {loads}"
+        + (
+            " (**taken under load**: the machine is shared)"
+            if max(p["load"] for p in pairs) > 0.5
+            else ""
+        )
+        + ".",
         "",
-        "| step | seconds | / Go cold start |",
-        "|---|---|---|",
+        "| ratio, same pair | median [min-max] |",
+        "|---|---|",
+        f"| **cold start typha-py / Go** (exec → client in sync) | {_ratio_summary(cold)} |",
+        f"| **warm restart typha-py / Go cold start** | {_ratio_summary(warm)} |",
     ]
-    for label, key in rows:
-        lines.append(f"| {label} | {m[key]:.3f} | {m[key] / go:.2f} |")
+    if "cold_start_py_cpu_s" in out["runs"] and "cold_start_go_cpu_s" in out["runs"]:
+        cpu_py, cpu_go = out["runs"]["cold_start_py_cpu_s"], out["runs"]["cold_start_go_cpu_s"]
+        cpu_warm = out["runs"].get("warm_restart_py_cpu_s", [])
+        lines.append(
+            "| server CPU-s at in-sync, typha-py / Go (medians) | "
+            f"{statistics.median(cpu_py) / statistics.median(cpu_go):.2f} |"
+        )
+        if cpu_warm:
+            lines.append(
+                "| server CPU-s at in-sync, warm restart / Go cold start (medians) | "
+                f"{statistics.median(cpu_warm) / statistics.median(cpu_go):.2f} |"
+            )
+    lines += [
+        "",
+        "The real starts, from typha-py's own log events (medians, seconds after exec):",
+        "",
+        "| phase | typha-py cold | typha-py warm | Go Typha cold |",
+        "|---|---|---|---|",
+    ]
+    for label, suffix in phases:
+        cells = []
+        for run in ("cold_start_py", "warm_restart_py", "cold_start_go"):
+            key = f"{run}_{suffix}"
+            cells.append(f"{m[key]:.3f}" if key in m else "-")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label} | {' | '.join(cells)} |")
+    present = [(label, key) for label, key in steps if key in m]
+    if present:
+        lines += [
+            "",
+            "The same work step by step in one process (CPU seconds unless marked wall; medians):",
+            "",
+            "| step | seconds |",
+            "|---|---|",
+        ]
+        lines += [f"| {label} | {m[key]:.3f} |" for label, key in present]
     imports = ", ".join(f"{name} {ms:.0f}" for name, ms in out["top_imports_ms"])
     lines += ["", f"Largest imports (`-X importtime`, cumulative ms): {imports}.", "", END]
-    section = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_doc(out: dict[str, Any]) -> None:
+    section = render(out)
     text = DOC.read_text()
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
