@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 # After the first in-sync, how long the full collection and freeze wait (see
 # ``_freeze_after_first_sync``).
-FREEZE_DELAY_SECS = 1.0
+FREEZE_DELAY_SECS = 0.5
 
 
 def build_datastore(cfg: Config) -> Datastore:
