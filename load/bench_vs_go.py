@@ -690,6 +690,13 @@ def write_doc(section: str, tag: str = "") -> None:
     DOC.write_text(text)
 
 
+def plot_title(a: dict[str, Any]) -> str:
+    return (
+        f"{a['endpoints']:,} endpoints, {a['clients']} clients, {a['rate']:g} writes/s "
+        f"in transactions every {a['txn_ms']:g} ms"
+    )
+
+
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -744,6 +751,8 @@ def main(argv: list[str] | None = None) -> None:
     ns = p.parse_args(argv)
     if ns.render:
         result = json.loads(ns.render.read_text())
+        if "summary" in result:
+            plot(result["summary"], DOC.parent / result["plot"], plot_title(result["args"]))
         write_doc(render(result), result["args"].get("tag", ""))
         return
     tag = ns.tag if ns.tag is not None else ("mixed" if ns.mixed else "")
@@ -798,7 +807,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     out.write_text(json.dumps(result, indent=1, default=str))
     if not ns.no_doc:
-        plot(summary, DOC.parent / plot_name, f"{a.endpoints:,} endpoints, {a.clients} clients")
+        plot(summary, DOC.parent / plot_name, plot_title(vars(a)))
         write_doc(render(result), tag)
     print(render(result))
 
