@@ -8,7 +8,6 @@ the set our node client holds once in sync and shapes it like syncdump's output
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,7 @@ import trio
 
 from felix_client.sync_client import SyncClient
 from tests.calico.compare import dump_from_state
+from tests.peers.calico_typha import typha_env
 from tests.peers.etcd import EtcdServer
 from tests.peers.kube_apiserver import KubeApiServer
 from tests.peers.ports import LOOPBACK, free_port
@@ -54,25 +54,7 @@ class TyphaPy(PeerProcess):
         return [sys.executable, "-m", "typha.cli", "serve"]
 
     def _env(self) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.tmpdir),
-            "TYPHA_SERVERHOST": LOOPBACK,
-            "TYPHA_SERVERPORT": str(self.port),
-            "TYPHA_LOGFILEPATH": "none",
-            "TYPHA_LOGSEVERITYSCREEN": "INFO",
-            "TYPHA_HEALTHENABLED": "true",
-            "TYPHA_HEALTHHOST": LOOPBACK,
-            "TYPHA_HEALTHPORT": str(self.health_port),
-            "TYPHA_PROMETHEUSMETRICSENABLED": "false",
-        }
-        if self.etcd is not None:
-            env["TYPHA_DATASTORETYPE"] = "etcdv3"
-            env["TYPHA_ETCDENDPOINTS"] = self.etcd.client_url
-        else:
-            assert self.kube is not None
-            env["TYPHA_DATASTORETYPE"] = "kubernetes"
-            env["KUBECONFIG"] = self.kube.kubeconfig_path
+        env = typha_env(self.tmpdir, self.port, self.health_port, etcd=self.etcd, kube=self.kube)
         env.update(self.extra_env)
         return env
 

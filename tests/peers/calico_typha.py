@@ -43,6 +43,38 @@ def calico_crd_dir() -> Path:
     return peers_dir() / "work" / "calico-src" / "libcalico-go" / "config" / "crd"
 
 
+def typha_env(
+    home: Path,
+    port: int,
+    health_port: int,
+    *,
+    etcd: EtcdServer | None,
+    kube: KubeApiServer | None,
+) -> dict[str, str]:
+    """The environment both Typhas (Calico's and typha-py, a drop-in) read to serve on loopback
+    ``port`` from ``etcd`` or ``kube``, with readiness on ``health_port`` and logs on stdout."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TYPHA_SERVERHOST": LOOPBACK,
+        "TYPHA_SERVERPORT": str(port),
+        "TYPHA_LOGFILEPATH": "none",
+        "TYPHA_LOGSEVERITYSCREEN": "info",
+        "TYPHA_HEALTHENABLED": "true",
+        "TYPHA_HEALTHHOST": LOOPBACK,
+        "TYPHA_HEALTHPORT": str(health_port),
+        "TYPHA_PROMETHEUSMETRICSENABLED": "false",
+    }
+    if etcd is not None:
+        env["TYPHA_DATASTORETYPE"] = "etcdv3"
+        env["TYPHA_ETCDENDPOINTS"] = etcd.client_url
+    else:
+        assert kube is not None
+        env["TYPHA_DATASTORETYPE"] = "kubernetes"
+        env["KUBECONFIG"] = kube.kubeconfig_path
+    return env
+
+
 @dataclass(frozen=True)
 class TyphaTLS:
     """Server-side TLS settings of Calico Typha (the files must exist)."""
@@ -105,28 +137,11 @@ class CalicoTypha(PeerProcess):
         return [self.binary, "--config-file", str(self.config_path)]
 
     def _env(self) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.tmpdir),
-            "TYPHA_SERVERHOST": LOOPBACK,
-            "TYPHA_SERVERPORT": str(self.port),
-            "TYPHA_LOGFILEPATH": "none",
-            "TYPHA_LOGSEVERITYSYS": "none",
-            "TYPHA_LOGSEVERITYSCREEN": "info",
-            "TYPHA_HEALTHENABLED": "true",
-            "TYPHA_HEALTHHOST": LOOPBACK,
-            "TYPHA_HEALTHPORT": str(self.health_port),
-            "TYPHA_PROMETHEUSMETRICSENABLED": "false",
-        }
-        if self.etcd is not None:
-            env["TYPHA_DATASTORETYPE"] = "etcdv3"
-            env["TYPHA_ETCDENDPOINTS"] = self.etcd.client_url
-        else:
-            assert self.kube is not None
-            env["TYPHA_DATASTORETYPE"] = "kubernetes"
+        env = typha_env(self.tmpdir, self.port, self.health_port, etcd=self.etcd, kube=self.kube)
+        env["TYPHA_LOGSEVERITYSYS"] = "none"
+        if self.kube is not None:
             # libcalico-go's own variables choose the Kubernetes client config.
             env["DATASTORE_TYPE"] = "kubernetes"
-            env["KUBECONFIG"] = self.kube.kubeconfig_path
         if self.tls is not None:
             env["TYPHA_SERVERCERTFILE"] = self.tls.cert_file
             env["TYPHA_SERVERKEYFILE"] = self.tls.key_file
