@@ -26,10 +26,10 @@ from typha.sync.convert.errors import InvalidResource
 from typha.sync.convert.etcd import convert_etcd_kv
 from typha.sync.convert.k8s import k8s_to_updates
 
+from .budget import BUDGET, FUZZ
 from .deepselectors import deep_selector, random_labels
 from .jsonmutate import mutate
 from .seeds import base_model, etcd_seeds, k8s_seeds
-from .test_fuzz_protocol import BUDGET, FUZZ
 
 ETCD = etcd_seeds()
 K8S = k8s_seeds()

@@ -35,9 +35,9 @@ from typha.sync.convert.errors import InvalidResource
 from typha.sync.convert.etcd import convert_etcd_kv
 from typha.sync.convert.k8s import k8s_to_updates
 
+from .budget import BUDGET, FUZZ
 from .deepvalues import deep_gob_hello, deep_json, deep_msgpack, embed_json
 from .test_fuzz_convert import BASE_KEYS, ETCD, K8S, check_updates, render_with
-from .test_fuzz_protocol import BUDGET, FUZZ
 
 DEEP = settings(
     FUZZ, max_examples=int(os.environ.get("TYPHA_FUZZ_DEEP_EXAMPLES", max(BUDGET // 20, 50)))

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from felix_client.sync_client import SyncClient
+from tests.fuzz.budget import BUDGET, FUZZ
 from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha.protocol import (
     ClientProtocol,
@@ -27,15 +27,6 @@ from typha.protocol import (
 )
 from typha.protocol.messages import ClientHello, ResumeToken
 from typha.sync.memory import MemoryDatastore
-
-BUDGET = int(os.environ.get("TYPHA_FUZZ_EXAMPLES", "3000"))
-FUZZ = settings(
-    max_examples=BUDGET,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
 
 valid_hello = frame(encode_payload(ClientHello(node="n", resume=ResumeToken(1, 2, 3))))
 
