@@ -23,21 +23,27 @@ from hypothesis import strategies as st
 
 from typha import jsonlimit
 from typha.cache.feed import encode_update
-from typha.protocol import ClientSession, ProtocolError, ServerProtocol, decode_payload, frame
+from typha.protocol import ProtocolError, decode_payload, frame
 from typha.protocol.codec import encode_kvs_payload
 from typha.protocol.errors import MalformedFrame
 from typha.protocol.gob import ClientHello as GobClientHello
 from typha.protocol.gob import GobDecoder
 from typha.protocol.gob.decoder import DEFAULT_MAX_DEPTH as GOB_MAX_DEPTH
-from typha.protocol.messages import ClientHello, KVKind, KVs
+from typha.protocol.messages import KVKind, KVs
 from typha.sync.base import Update
 from typha.sync.convert.errors import InvalidResource
-from typha.sync.convert.etcd import convert_etcd_kv
 from typha.sync.convert.k8s import k8s_to_updates
 
 from .budget import BUDGET, FUZZ
+from .common import (
+    BASE_KEYS,
+    ETCD,
+    K8S,
+    etcd_value_reaches_clients,
+    render_with,
+    session_after_hello,
+)
 from .deepvalues import deep_gob_hello, deep_json, deep_msgpack, embed_json
-from .test_fuzz_convert import BASE_KEYS, ETCD, K8S, check_updates, render_with
 
 DEEP = settings(
     FUZZ, max_examples=int(os.environ.get("TYPHA_FUZZ_DEEP_EXAMPLES", max(BUDGET // 20, 50)))
@@ -86,13 +92,7 @@ def test_deep_etcd_values_are_refused_or_convert(index: int, seed: int, depth: i
         with pytest.raises(jsonlimit.TooDeep):
             jsonlimit.loads(text)
         return
-    obj = jsonlimit.loads(text)
-    try:
-        updates = convert_etcd_kv(key, obj)
-    except InvalidResource:
-        return
-    check_updates(updates)
-    render_with([(u.key, u.value) for u in updates])
+    etcd_value_reaches_clients(key, jsonlimit.loads(text))
 
 
 @DEEP
@@ -156,19 +156,6 @@ def test_the_encoder_refuses_exactly_what_msgpack_cannot_nest(seed: int, depth: 
         assert msgpack.unpackb(encode_update(update).value_bytes, strict_map_key=False) == value
 
 
-def _session_after_hello(header_only: bool) -> ClientSession:
-    session = ClientSession("n", header_only=header_only, sampler=lambda count: 1)
-    server = ServerProtocol()
-    server.receive_data(session.connect())
-    hello = server.next_event()
-    assert isinstance(hello, ClientHello)
-    session.receive_data(
-        server.accept(hello, server_version="f", epoch=1, conn_id=1, resumed=False)
-    )
-    assert session.next_event() is not None
-    return session
-
-
 @DEEP
 @given(SEEDS, _near(MSGPACK_MAX_DEPTH - KVS_FRAME_LEVELS, top=1500), st.booleans())
 def test_deep_kvs_frames_decode_exactly_to_the_bound(
@@ -187,7 +174,7 @@ def test_deep_kvs_frames_decode_exactly_to_the_bound(
         msg = decode_payload(payload)
         assert isinstance(msg, KVs) and msg.kvs == ((key, value),)
         render_with([(key, value)])
-    session = _session_after_hello(header_only)
+    session = session_after_hello(header_only)
     try:
         session.receive_data(frame(payload))
         while session.next_event() is not None:

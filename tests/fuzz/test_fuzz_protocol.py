@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from felix_client.sync_client import SyncClient
 from tests.fuzz.budget import BUDGET, FUZZ
+from tests.fuzz.common import session_after_hello
 from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha.protocol import (
     ClientProtocol,
-    ClientSession,
     FrameDecoder,
     ProtocolError,
     ServerProtocol,
@@ -96,15 +96,7 @@ def test_client_side_garbage_after_handshake(chunks: list[bytes]) -> None:
 @given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
 def test_client_session_garbage_after_handshake(chunks: list[bytes], header_only: bool) -> None:
     """Both session modes: garbage after a valid ServerHello raises only ProtocolError."""
-    session = ClientSession("n", header_only=header_only, sampler=lambda count: 1)
-    server = ServerProtocol()
-    server.receive_data(session.connect())
-    hello = server.next_event()
-    assert isinstance(hello, ClientHello)
-    session.receive_data(
-        server.accept(hello, server_version="f", epoch=1, conn_id=1, resumed=False)
-    )
-    assert session.next_event() is not None
+    session = session_after_hello(header_only)
     try:
         for chunk in chunks:
             session.receive_data(chunk)
