@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -420,3 +421,14 @@ class WorkerPool:
             w.send({"cmd": "stop"})
         for w in self.workers:
             w.stop()
+
+
+RESULTS = Path(".load-results")
+
+
+def write_result(name: str, result: dict[str, Any]) -> None:
+    """Write a benchmark's result to ``.load-results/<name>.json`` and show it."""
+    RESULTS.mkdir(exist_ok=True)
+    text = json.dumps(result, indent=1)
+    (RESULTS / f"{name}.json").write_text(text)
+    print(text)

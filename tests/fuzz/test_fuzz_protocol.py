@@ -48,13 +48,15 @@ def mutate(data: bytes, rng: random.Random, n: int) -> bytes:
 @FUZZ
 @given(st.binary(max_size=512))
 def test_decoder_raises_only_protocol_errors(data: bytes) -> None:
-    dec = FrameDecoder(1 << 16)
-    dec.feed(data)
-    try:
-        while (p := dec.next_payload()) is not None:
-            decode_payload(p)
-    except ProtocolError:
-        pass
+    """With and without compressed frames allowed (the server refuses them from clients)."""
+    for allow in (True, False):
+        dec = FrameDecoder(1 << 16, allow_compressed=allow)
+        dec.feed(data)
+        try:
+            while (p := dec.next_payload()) is not None:
+                decode_payload(p)
+        except ProtocolError:
+            pass
 
 
 @FUZZ
