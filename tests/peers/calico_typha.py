@@ -86,7 +86,39 @@ class TyphaTLS:
     client_uri_san: str = ""
 
 
-class CalicoTypha(PeerProcess):
+class TyphaProcess(PeerProcess):
+    """A Typha (Calico's or typha-py) on random loopback ports against an etcd (`etcd=`) or a
+    kube-apiserver (`kube=`), never both; ready when its `/readiness` says so. `address` is
+    what clients dial."""
+
+    def __init__(
+        self,
+        *,
+        etcd: EtcdServer | None,
+        kube: KubeApiServer | None,
+        extra_env: Mapping[str, str] | None,
+        startup_timeout: float | None,
+    ):
+        super().__init__(startup_timeout=startup_timeout)
+        if (etcd is None) == (kube is None):
+            raise ValueError("give exactly one of etcd= or kube=")
+        self.etcd = etcd
+        self.kube = kube
+        self.extra_env = dict(extra_env or {})
+        self.port = free_port()
+        self.health_port = free_port()
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def _is_healthy(self) -> bool:
+        with loopback_client(timeout=2.0) as c:
+            r = c.get(f"http://{LOOPBACK}:{self.health_port}/readiness")
+        return r.status_code == 200
+
+
+class CalicoTypha(TyphaProcess):
     """calico-typha against an etcd (`etcd=`) or a kube-apiserver (`kube=`), never both.
 
     Configured only through the environment (the process gets no other variables), so the host's
@@ -107,23 +139,12 @@ class CalicoTypha(PeerProcess):
         extra_env: Mapping[str, str] | None = None,
         startup_timeout: float | None = None,
     ):
-        super().__init__(startup_timeout=startup_timeout)
-        if (etcd is None) == (kube is None):
-            raise ValueError("give exactly one of etcd= or kube=")
+        super().__init__(etcd=etcd, kube=kube, extra_env=extra_env, startup_timeout=startup_timeout)
         found = binary or find_calico_typha()
         if not found:
             raise PeerError("no calico-typha binary: run scripts/build-peers.sh calico")
         self.binary = found
-        self.etcd = etcd
-        self.kube = kube
         self.tls = tls
-        self.extra_env = dict(extra_env or {})
-        self.port = free_port()
-        self.health_port = free_port()
-
-    @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -152,11 +173,6 @@ class CalicoTypha(PeerProcess):
                 env["TYPHA_CLIENTURISAN"] = self.tls.client_uri_san
         env.update(self.extra_env)
         return env
-
-    def _is_healthy(self) -> bool:
-        with loopback_client(timeout=2.0) as c:
-            r = c.get(f"http://{LOOPBACK}:{self.health_port}/readiness")
-        return r.status_code == 200
 
 
 # -- syncdump ------------------------------------------------------------------------------------
