@@ -27,11 +27,11 @@ import trio
 
 from tests.calico.datasets import examples, load_etcd
 from tests.calico.ourside import TyphaPy
-from tests.core.gobclient import GoClient, require_gobcheck
 from tests.peers.calico_typha import syncdump
 from tests.peers.etcd import EtcdServer
 from tests.peers.ports import LOOPBACK, free_port
 from tests.peers.process import loopback_client
+from tests.server.gobclient import GoClient, require_gobcheck
 
 # Imports everything `typha serve` needs, says so, then waits for the go-ahead on stdin.
 PREWARMED = (

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import wait_until, wep
 from typha import metrics
 from typha.app import Typha
 from typha.cache import persist
@@ -26,7 +27,6 @@ from typha.sync.base import ResyncFinished, ResyncStarted, Update, Updates
 from typha.sync.memory import MemoryDatastore
 
 from ..peers.ports import free_ports
-from .test_core_integration import wait_until, wep
 from .test_warm_restart import config, run_until_synced
 
 V3_NODE = "/calico/resources/v3/projectcalico.org/nodes/"
