@@ -12,7 +12,7 @@ import trio
 from structlog.testing import capture_logs
 
 from tests.protocol.gob.golike import GoLikeClientEncoder
-from tests.typha_harness import RunningTypha, make_config, run_typha
+from tests.typha_harness import RunningTypha, make_config, run_typha, wait_until, wep
 from typha.protocol import (
     BatchDone,
     ClientHello,
@@ -27,8 +27,7 @@ from typha.protocol.gob import Pong as GobPong
 from typha.protocol.hello_limits import HELLO_MAX_LIST, HELLO_MAX_STRING
 from typha.sync.memory import MemoryDatastore
 
-from .core.rawclient import RawClient
-from .core.test_core_integration import wait_until, wep
+from .rawclient import RawClient
 
 
 def _client(typha: RunningTypha, node: str) -> dict[str, Any] | None:

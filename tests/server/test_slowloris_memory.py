@@ -25,9 +25,8 @@ import httpx
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.peers.ports import free_ports
 from typha.server.budget import DEFAULT_LIMIT, InputBudget
-
-from .peers.ports import free_ports
 
 N_MSGPACK = 1000
 MSGPACK_SENT = 64_000  # of a declared 1 MiB frame
