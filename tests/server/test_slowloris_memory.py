@@ -191,3 +191,20 @@ def test_the_budget_trims_the_heap_once_a_wave_has_been_released() -> None:
     assert budget.total == 0
     assert budget.trim() and budget.trims == 1
     assert not budget.trim() and budget.trims == 1
+
+
+def test_the_budget_never_counts_past_its_limit() -> None:
+    budget = InputBudget(limit=100_000)
+    first, second = object(), object()
+    assert budget.charge(first, 60_000)
+    # Refused, and not counted: the total (and the metric a scrape reads) stays within.
+    assert not budget.charge(second, 50_000)
+    assert budget.total == 60_000
+    budget.release(second)
+    assert budget.total == 60_000
+    # Positive control: what fits is counted, growing and shrinking with the owner's buffer.
+    assert budget.charge(second, 40_000) and budget.total == 100_000
+    assert budget.charge(second, 10_000) and budget.total == 70_000
+    budget.release(first)
+    budget.release(second)
+    assert budget.total == 0

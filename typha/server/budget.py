@@ -63,14 +63,18 @@ class InputBudget:
     _held: dict[int, int] = field(default_factory=dict)
 
     def charge(self, owner: object, buffered: int) -> bool:
-        """Record that ``owner`` now holds ``buffered`` bytes; False if that breaks the total
-        (the caller closes the connection, then calls ``release``)."""
+        """Record that ``owner`` now holds ``buffered`` bytes; False if that would break the
+        total, which then stays as it was (the caller closes the connection at once, then
+        calls ``release``): the total never exceeds the limit."""
         key = id(owner)
-        self.total += buffered - self._held.get(key, 0)
+        total = self.total + buffered - self._held.get(key, 0)
+        if total > self.limit:
+            return False
+        self.total = total
         self._held[key] = buffered
-        self.peak = max(self.peak, self.total)
-        metrics.unauthenticated_buffered_bytes.set(self.total)
-        return self.total <= self.limit
+        self.peak = max(self.peak, total)
+        metrics.unauthenticated_buffered_bytes.set(total)
+        return True
 
     def release(self, owner: object) -> None:
         held = self._held.pop(id(owner), 0)
