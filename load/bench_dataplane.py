@@ -17,7 +17,9 @@
    and ipset calculation, plus its 10 ms debounce); computed → written / applied. The kernel
    apply is split into ipset restore, iptables-save / -restore, checks (``ipset list``,
    ``iptables -C``), netlink routes, and the rest (rendering the restore input). Peak RSS is
-   the child's VmHWM (the restore commands it runs are separate processes, not counted).
+   the child's VmHWM (the restore commands it runs are separate processes, not counted). Each
+   phase also has its CPU time (``*_cpu_ms``: the child's, plus the commands it ran), which the
+   other users of a shared machine do not stretch as they stretch wall time.
 
    ``--runs`` runs per size (default 3), load average recorded before each; the summary gives
    median and min-max, and a scaling check: per-endpoint normalised median, largest size over
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -122,6 +125,15 @@ def node_namespace(pool: Any, local: list[tuple[str, Any]]) -> str:
 # --- the child: one node agent, one snapshot, one dataplane ---------------------------------------
 
 
+def cpu_seconds() -> float:
+    """CPU of this process and of the commands it ran and reaped (ipset, iptables-restore)."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def time_calls(obj: Any, name: str, totals: dict[str, float], kind: str) -> None:
     """Wrap ``obj.name`` (an async method) so its wall time adds up in ``totals[kind]``."""
     inner: Callable[..., Awaitable[Any]] = getattr(obj, name)
@@ -148,16 +160,22 @@ async def child_run(mode: str, port: int, netns: str | None) -> dict[str, Any]:
             resync_interval=None,
         )
         marks: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+
+        def mark(name: str) -> None:
+            marks[name] = time.perf_counter()
+            cpu[name] = cpu_seconds()
+
         hwm: dict[str, int] = {}
         commands: dict[str, float] = {}
         dataplane = agent.dataplane
         inner_resync = dataplane.resync
 
         async def resync(state: Any, host: Any) -> None:
-            marks["computed"] = time.perf_counter()
+            mark("computed")
             hwm["computed"] = vm_kib("VmHWM")
             await inner_resync(state, host)
-            marks["done"] = time.perf_counter()
+            mark("done")
 
         dataplane.resync = resync  # type: ignore[method-assign]
         if mode == "netns":
@@ -174,13 +192,14 @@ async def child_run(mode: str, port: int, netns: str | None) -> dict[str, Any]:
             client = SyncClient([f"127.0.0.1:{port}"], LOCAL, callbacks=agent)
 
             def first_kvs(_msg: Any) -> None:
-                marks.setdefault("first_kvs", time.perf_counter())
+                if "first_kvs" not in marks:
+                    mark("first_kvs")
 
             client.on_kvs = first_kvs
-            marks["connect"] = time.perf_counter()
+            mark("connect")
             nursery.start_soon(client.run)
             await client.in_sync.wait()
-            marks["received"] = time.perf_counter()
+            mark("received")
             hwm["received"] = vm_kib("VmHWM")
             await agent.wait_applied(timeout=900)
             nursery.cancel_scope.cancel()
@@ -190,6 +209,9 @@ async def child_run(mode: str, port: int, netns: str | None) -> dict[str, Any]:
         def ms(a: str, b: str) -> float:
             return round((marks[b] - marks[a]) * 1000, 1)
 
+        def cpu_ms(a: str, b: str) -> float:
+            return round((cpu[b] - cpu[a]) * 1000, 1)
+
         done = "written" if mode == "dryrun" else "applied"
         out: dict[str, Any] = {
             "connect_to_first_kvs_ms": ms("connect", "first_kvs"),
@@ -198,6 +220,10 @@ async def child_run(mode: str, port: int, netns: str | None) -> dict[str, Any]:
             "calc_ms": round(agent.last_calc_seconds * 1000, 1),
             f"computed_to_{done}_ms": ms("computed", "done"),
             f"received_to_{done}_ms": ms("received", "done"),
+            "first_kvs_to_received_cpu_ms": cpu_ms("first_kvs", "received"),
+            "received_to_computed_cpu_ms": cpu_ms("received", "computed"),
+            f"computed_to_{done}_cpu_ms": cpu_ms("computed", "done"),
+            f"received_to_{done}_cpu_ms": cpu_ms("received", "done"),
             "baseline_rss_mib": round(baseline_kib / 1024, 1),
             "hwm_at_received_mib": round(hwm["received"] / 1024, 1),
             "hwm_at_computed_mib": round(hwm["computed"] / 1024, 1),
@@ -226,10 +252,14 @@ async def child_run(mode: str, port: int, netns: str | None) -> dict[str, Any]:
 # --- the parent: the cluster, the Typha, the runs ----------------------------------------------
 
 
-async def one_run(mode: str, port: int, local: list[tuple[str, Any]]) -> dict[str, Any]:
+async def one_run(
+    mode: str, port: int, local: list[tuple[str, Any]], profile: str | None = None
+) -> dict[str, Any]:
     load = os.getloadavg()
     pool = None
     args = [sys.executable, "-m", "load.bench_dataplane", "--child", mode, "--port", str(port)]
+    if profile:
+        args += ["--profile", profile]
     if mode == "netns":
         from tests.dataplane.nstools import NetnsPool, can_use_netns
 
@@ -240,7 +270,11 @@ async def one_run(mode: str, port: int, local: list[tuple[str, Any]]) -> dict[st
     try:
         if pool is not None:
             args += ["--netns", node_namespace(pool, local)]
-        proc = await trio.run_process(args, capture_stdout=True, stderr=None, check=False)
+        # A session of its own: with autogroup scheduling the child then gets a fair share of
+        # the shared machine instead of splitting one with this process.
+        proc = await trio.run_process(
+            args, capture_stdout=True, stderr=None, check=False, start_new_session=True
+        )
     finally:
         if pool is not None:
             pool.cleanup()
@@ -305,6 +339,9 @@ def table(result: dict[str, Any]) -> str:
         ("dryrun", "received_to_computed_ms", "received → computed (flush: rules + ipsets)"),
         ("dryrun", "computed_to_written_ms", "computed → written (dry-run restore input files)"),
         ("dryrun", "received_to_written_ms", "**received → written**"),
+        ("dryrun", "first_kvs_to_received_cpu_ms", "  CPU: first KVs → received"),
+        ("dryrun", "received_to_computed_cpu_ms", "  CPU: received → computed"),
+        ("dryrun", "computed_to_written_cpu_ms", "  CPU: computed → written"),
         ("dryrun", "peak_rss_mib", "peak RSS, dry-run (MiB)"),
         ("netns", "computed_to_applied_ms", "computed → applied in a namespace"),
         ("netns", "apply_ipset_restore_ms", "  of which ipset restore"),
@@ -313,6 +350,7 @@ def table(result: dict[str, Any]) -> str:
         ("netns", "apply_checks_ms", "  of which checks (ipset list, iptables -C)"),
         ("netns", "apply_routes_netlink_ms", "  of which routes (netlink)"),
         ("netns", "apply_render_and_other_ms", "  of which rendering and the rest"),
+        ("netns", "computed_to_applied_cpu_ms", "  CPU: computed → applied (with the commands)"),
         ("netns", "received_to_applied_ms", "**received → applied**"),
         ("netns", "peak_rss_mib", "peak RSS, kernel dataplane (MiB)"),
     ]
@@ -455,7 +493,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             port = await nursery.start(typha.run)
             for r in range(args.runs):
                 for mode in MODES:
-                    run = await one_run(mode, port, local)
+                    profile = None
+                    if args.profile:
+                        Path(args.profile).mkdir(parents=True, exist_ok=True)
+                        profile = str(Path(args.profile) / f"{n}-{mode}-{r}.prof")
+                    run = await one_run(mode, port, local, profile)
                     print(f"{n} run {r} {json.dumps(run)}", file=sys.stderr, flush=True)
                     runs.append(run)
             nursery.cancel_scope.cancel()
@@ -482,6 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", type=int, default=100, help="endpoints on the local node")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--label-changes", action="store_true")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="cProfile each node agent child into DIR/<size>-<mode>-<run>.prof",
+    )
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--netns", help=argparse.SUPPRESS)
@@ -492,7 +539,14 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.configure_logging(screen="WARNING")
     if args.child:
-        out = trio.run(child_run, args.child, args.port, args.netns)
+        if args.profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                out = trio.run(child_run, args.child, args.port, args.netns)
+            prof.dump_stats(args.profile)
+        else:
+            out = trio.run(child_run, args.child, args.port, args.netns)
         print(json.dumps(out), flush=True)
         return 0
     result = trio.run(bench, args)
