@@ -166,4 +166,4 @@ def test_docs_configuration_table_is_current() -> None:
     from typha.config import markdown_table
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
-    assert markdown_table() in doc, "regenerate the table with typha.config.markdown_table()"
+    assert markdown_table() in doc, "regenerate it: python scripts/gen_docs.py"
