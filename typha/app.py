@@ -137,6 +137,7 @@ def server_settings(cfg: Config) -> ServerSettings:
             write_timeout=cfg.server_write_timeout_secs,
             ping_interval=cfg.server_ping_interval_secs,
             pong_timeout=cfg.pong_timeout,
+            new_client_grace=cfg.server_new_client_fall_behind_grace_period,
         ),
         max_connections=cfg.max_connections_upper_limit,
         connection_drop_interval=cfg.connection_drop_interval_secs,
@@ -244,6 +245,8 @@ class Typha:
         if settings.tls is not None:
             tls = settings.tls
             ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file)
+        # Typha's typha_breadcrumb_size: the KVs of every breadcrumb minted.
+        self.feed.on_crumbs = _observe_breadcrumb_sizes
         self.server = SyncServer(
             settings.server,
             self.feed,
@@ -448,6 +451,12 @@ class Typha:
         await self.server.drain()
         with trio.move_on_after(10):
             await self._save_or_log(clean=True)
+
+
+def _observe_breadcrumb_sizes(syncer: Any, crumbs: list[Any]) -> None:
+    size = metrics.breadcrumb_size.labels(str(syncer))
+    for crumb in crumbs:
+        size.observe(crumb.n_kvs)
 
 
 async def _any_event(events: list[trio.Event]) -> None:

@@ -94,7 +94,9 @@ PARAMS: tuple[Param, ...] = (
         "ServerNewClientFallBehindGracePeriod",
         "float",
         300.0,
-        "Grace after a snapshot before fall-behind applies.",
+        "After its snapshot, a new client's position stays in the history however old it "
+        "gets (ServerMaxFallBehindSecs does not apply; HistoryMaxUpdates still does) for this "
+        "long, or until it first catches up.",
         minimum=0,
         positive=True,
     ),
