@@ -8,7 +8,9 @@ import pytest
 
 from felix_client.calc import synthetic as s
 from felix_client.calc.engine import CalcEngine, render_files
-from felix_client.calc.model import Action, ClusterModel, parse_update
+from felix_client.calc.model.cluster import ClusterModel
+from felix_client.calc.model.objects import Action
+from felix_client.calc.model.updates import parse_update
 from tests.calc.iptsim import IpsetSim, IptablesSim, SimPacket
 from tests.calc.randcluster import LOCAL, rand_cluster, rand_packet
 from tests.calc.verdict import EGRESS, INGRESS, Packet, verdict

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from felix_client.sync_client import SyncClient
-from tests.typha_harness import make_config, run_typha
+from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha.protocol import (
     ClientProtocol,
     ClientSession,
@@ -27,8 +27,6 @@ from typha.protocol import (
 )
 from typha.protocol.messages import ClientHello, ResumeToken
 from typha.sync.memory import MemoryDatastore
-
-from ..core.test_core_integration import wait_until, wep
 
 BUDGET = int(os.environ.get("TYPHA_FUZZ_EXAMPLES", "3000"))
 FUZZ = settings(
