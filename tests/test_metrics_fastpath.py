@@ -8,8 +8,7 @@ import trio
 from prometheus_client import CollectorRegistry, Summary
 
 from felix_client.sync_client import SyncClient
-from tests.core.test_core_integration import wait_until, wep
-from tests.typha_harness import run_typha
+from tests.typha_harness import run_typha, wait_until, wep
 from typha import metrics
 from typha.sync.memory import MemoryDatastore
 

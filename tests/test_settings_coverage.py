@@ -47,30 +47,30 @@ BEHAVIOUR_TESTS: dict[str, str] = {
         f"{_EFFECTS}::test_new_client_grace_period_reaches_every_connection"
     ),
     "ServerPingIntervalSecs": (
-        "tests/core/test_core_integration.py::test_pong_timeout_drops_only_the_silent_client"
+        "tests/server/test_core_integration.py::test_pong_timeout_drops_only_the_silent_client"
     ),
     "ServerPongTimeoutSecs": (
-        "tests/core/test_core_integration.py::test_pong_timeout_drops_only_the_silent_client"
+        "tests/server/test_core_integration.py::test_pong_timeout_drops_only_the_silent_client"
     ),
     "ServerHandshakeTimeoutSecs": (
-        "tests/test_hostile_clients.py::test_slowloris_handshake_is_cut_at_the_handshake_timeout"
+        "tests/server/test_hostile_clients.py::test_slowloris_handshake_is_cut_at_the_handshake_timeout"
     ),
     "ServerWriteTimeoutSecs": (
-        "tests/test_hostile_clients.py::"
+        "tests/server/test_hostile_clients.py::"
         "test_client_that_never_reads_is_dropped_by_the_write_timeout"
     ),
     "SnapshotCacheMaxBatchSize": (
         f"{_EFFECTS}::test_snapshot_cache_max_batch_size_splits_breadcrumbs"
     ),
     "MaxConnectionsUpperLimit": (
-        "tests/test_hostile_clients.py::test_connection_flood_past_the_limit"
+        "tests/server/test_hostile_clients.py::test_connection_flood_past_the_limit"
     ),
     "MaxConnectionsLowerLimit": _REBALANCE,
     "ConnectionRebalancingMode": (
         "tests/test_k8s_rebalance.py::test_lookup_errors_mean_the_upper_limit"
     ),
     "ConnectionDropIntervalSecs": (
-        "tests/core/test_replicas.py::"
+        "tests/server/test_replicas.py::"
         "test_connection_limit_sheds_excess_with_goodbye_suggesting_other_replica"
     ),
     "K8sServicePollIntervalSecs": _REBALANCE,
@@ -78,7 +78,7 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "K8sServiceName": _REBALANCE,
     "K8sPortName": _REBALANCE,
     "ShutdownTimeoutSecs": (
-        "tests/core/test_core_integration.py::test_drain_says_goodbye_to_everyone_spread_over_time"
+        "tests/server/test_core_integration.py::test_drain_says_goodbye_to_everyone_spread_over_time"
     ),
     "ShutdownConnectionDropIntervalMaxSecs": (
         f"{_EFFECTS}::test_shutdown_drop_interval_max_caps_the_gap_between_drops"
@@ -126,16 +126,16 @@ BEHAVIOUR_TESTS: dict[str, str] = {
         f"{_EFFECTS}::test_tombstone_retention_secs_bounds_how_long_deletions_are_remembered"
     ),
     "HistoryMaxUpdates": (
-        "tests/core/test_core_integration.py::test_stalled_client_catches_up_by_conflation"
+        "tests/server/test_core_integration.py::test_stalled_client_catches_up_by_conflation"
     ),
     "RedirectAddrs": (
-        "tests/core/test_core_integration.py::test_drain_says_goodbye_to_everyone_spread_over_time"
+        "tests/server/test_core_integration.py::test_drain_says_goodbye_to_everyone_spread_over_time"
     ),
     "CacheFilePath": (
-        "tests/core/test_warm_restart.py::test_restart_resumes_clients_without_snapshots"
+        "tests/cache/test_warm_restart.py::test_restart_resumes_clients_without_snapshots"
     ),
     "CacheSaveIntervalSecs": (
-        "tests/core/test_warm_restart.py::"
+        "tests/cache/test_warm_restart.py::"
         "test_sigterm_during_a_periodic_save_still_drains_and_ends_with_a_clean_save"
     ),
     "DatastoreInMemory": f"{_CLI}::test_sigterm_drains_clients_with_goodbyes",

@@ -13,8 +13,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from structlog.testing import capture_logs
 
 from felix_client.sync_client import SyncClient
-from tests.core.test_core_integration import wait_until, wep
-from tests.typha_harness import make_config, run_typha
+from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha import logs, metrics
 from typha.app import Typha, cache_settings, metrics_routes, metrics_settings, server_settings
 from typha.cache.feed import CacheFeed, encode_update
@@ -136,7 +135,7 @@ def test_a_setting_with_no_effect_is_warned_about_at_start() -> None:
 async def test_shutdown_drop_interval_max_caps_the_gap_between_drops() -> None:
     # With a 100 s shutdown timeout, ten clients would be dropped 9.5 s apart; the cap makes
     # it 50 ms. (Spread over the timeout without the cap: test_drain_says_goodbye_to_everyone_
-    # spread_over_time in tests/core/test_core_integration.py.)
+    # spread_over_time in tests/server/test_core_integration.py.)
     ds = MemoryDatastore(dict(wep(i) for i in range(5)))
     cfg = make_config(ShutdownTimeoutSecs=100, ShutdownConnectionDropIntervalMaxSecs=0.05)
     async with run_typha(ds, cfg) as typha, trio.open_nursery() as nursery:
