@@ -105,10 +105,11 @@ class FanOut:
         oldest_seq = view.oldest_seq
         n = 0
         written = 0
-        run_kvs = sum(c.n_kvs for c in crumbs)
-        # KVs of the catch-up writes by position; the count of writes by KVs carried.
-        behind_kvs: dict[int, int] = {}
+        # Counted per kind of write, not per client (this loop is the hot path): writes of the
+        # whole run, and catch-up writes by the KVs they carried.
+        run_writes = 0
         writes_by_kvs: dict[int, int] = {}
+        behind_kvs: dict[int, int] = {}  # KVs from a position to ``last``
         for conn in list(self.clients):
             codec = conn.codec
             pos = conn.next_seq
@@ -117,7 +118,8 @@ class FanOut:
                 if data is None:
                     data = shared[codec] = b"".join([codec.crumb_bytes(c) for c in crumbs])
                 wrote = conn.try_fast_write(first, last, data)
-                kvs = run_kvs
+                if wrote >= 0:
+                    run_writes += 1
             elif oldest_seq <= pos < first and last - pos < MAX_CATCH_UP:
                 parts = behind.get((pos, codec))
                 if parts is None:
@@ -125,16 +127,20 @@ class FanOut:
                         codec.crumb_bytes(c) for c in view.crumbs_after(pos - 1)
                     ]
                 wrote = conn.try_fast_catch_up(last, parts)
-                kvs = behind_kvs.get(pos, -1)
-                if kvs < 0:
-                    kvs = behind_kvs[pos] = sum(c.n_kvs for c in view.crumbs_after(pos - 1))
+                if wrote >= 0:
+                    kvs = behind_kvs.get(pos)
+                    if kvs is None:
+                        kvs = behind_kvs[pos] = sum(c.n_kvs for c in view.crumbs_after(pos - 1))
+                    writes_by_kvs[kvs] = writes_by_kvs.get(kvs, 0) + 1
             else:
-                wrote = kvs = -1
+                wrote = -1
             if wrote >= 0:
                 n += 1
                 written += wrote
-                writes_by_kvs[kvs] = writes_by_kvs.get(kvs, 0) + 1
             else:
                 conn.wake()
                 slow.inc()
+        if run_writes:
+            run_kvs = sum(c.n_kvs for c in crumbs)
+            writes_by_kvs[run_kvs] = writes_by_kvs.get(run_kvs, 0) + run_writes
         return n, written, writes_by_kvs
