@@ -105,9 +105,9 @@ class FanOut:
         oldest_seq = view.oldest_seq
         n = 0
         written = 0
-        # Counted per kind of write, not per client (this loop is the hot path): writes of the
-        # whole run, and catch-up writes by the KVs they carried.
-        run_writes = 0
+        # Counted per kind of write, not per client (this loop is the hot path): catch-up
+        # writes by the KVs they carried; every other direct write carried the whole run.
+        catch_up_writes = 0
         writes_by_kvs: dict[int, int] = {}
         behind_kvs: dict[int, int] = {}  # KVs from a position to ``last``
         for conn in list(self.clients):
@@ -118,8 +118,6 @@ class FanOut:
                 if data is None:
                     data = shared[codec] = b"".join([codec.crumb_bytes(c) for c in crumbs])
                 wrote = conn.try_fast_write(first, last, data)
-                if wrote >= 0:
-                    run_writes += 1
             elif oldest_seq <= pos < first and last - pos < MAX_CATCH_UP:
                 parts = behind.get((pos, codec))
                 if parts is None:
@@ -132,6 +130,7 @@ class FanOut:
                     if kvs is None:
                         kvs = behind_kvs[pos] = sum(c.n_kvs for c in view.crumbs_after(pos - 1))
                     writes_by_kvs[kvs] = writes_by_kvs.get(kvs, 0) + 1
+                    catch_up_writes += 1
             else:
                 wrote = -1
             if wrote >= 0:
@@ -140,6 +139,7 @@ class FanOut:
             else:
                 conn.wake()
                 slow.inc()
+        run_writes = n - catch_up_writes
         if run_writes:
             run_kvs = sum(c.n_kvs for c in crumbs)
             writes_by_kvs[run_kvs] = writes_by_kvs.get(run_kvs, 0) + run_writes
