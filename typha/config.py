@@ -422,8 +422,10 @@ class Config:
     """Effective configuration: every parameter's value and where it came from (``settings``).
 
     Read a value by its snake_case name (``cfg.server_ping_interval_secs``) or its parameter
-    name (``cfg.value("ServerPingIntervalSecs")``). Components never see this object: ``app.py``
-    builds each one its own typed settings from it."""
+    name (``cfg.value("ServerPingIntervalSecs")``). The running components (server, cache,
+    datastores, rebalancer, HTTP endpoints) never see this object: ``app.py`` builds each one
+    its own typed settings from it. Start-up code reads it directly (``preflight.py``,
+    ``logs.py``, ``cli.py``, ``writer.py``)."""
 
     settings: Mapping[str, Setting]
     warnings: tuple[str, ...] = ()
@@ -467,11 +469,6 @@ class Config:
     def tls_enabled(self) -> bool:
         names = ("ServerCertFile", "ServerKeyFile", "CAFile", "ClientCN", "ClientURISAN")
         return any(self.value(n) for n in names)
-
-    def etcd_urls(self) -> list[str]:
-        if self.value("EtcdEndpoints"):
-            return list(self.value("EtcdEndpoints"))
-        return [f"{self.value('EtcdScheme')}://{self.value('EtcdAddr')}"]
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(name, value, source) rows with sensitive values redacted."""
