@@ -44,7 +44,8 @@ BEHAVIOUR_TESTS: dict[str, str] = {
         f"{_EFFECTS}::test_server_max_fall_behind_secs_bounds_the_history_by_age"
     ),
     "ServerNewClientFallBehindGracePeriod": (
-        f"{_EFFECTS}::test_new_client_grace_period_reaches_every_connection"
+        "tests/server/test_grace_period.py::"
+        "test_a_slow_new_client_keeps_its_place_for_the_grace_period"
     ),
     "ServerPingIntervalSecs": (
         "tests/server/test_core_integration.py::test_pong_timeout_drops_only_the_silent_client"
