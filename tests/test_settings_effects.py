@@ -195,3 +195,13 @@ def test_datastore_type_chooses_the_datastore_and_the_gob_resource_versions() ->
     assert datastore_settings(kube).kind == "kubernetes" and datastore_settings(kube).etcd is None
     assert not server_settings(etcd).v3_resource_versions
     assert server_settings(kube).v3_resource_versions
+
+
+def test_check_config_names_the_settings_without_effect() -> None:
+    from tests.test_cli import run
+
+    quiet = run("typha.cli", "check-config")
+    assert quiet.returncode == 0 and "has no effect" not in quiet.stderr
+    out = run("typha.cli", "check-config", env={"TYPHA_DEBUGPORT": "6060"})
+    assert out.returncode == 0
+    assert f"DebugPort has no effect: {NO_EFFECT['DebugPort']}" in out.stderr
