@@ -211,9 +211,11 @@ class SyncerView:
     # Clients at a revision >= this can be replayed from the history (None: not yet known,
     # i.e. before the first complete list).
     _base_revision: int | None = field(default=None, init=False)
-    # (head_seq, seq, limit) of the last count that found more than ``limit`` changes: a flood
-    # of resumes from the same old position is refused without counting again.
-    _too_many: tuple[int, int, int] | None = field(default=None, init=False)
+    # (seq, limit) of the last count that found more than ``limit`` changes since ``seq``: a
+    # flood of resumes from old positions is refused without counting again. It stays true as
+    # the view moves on: the changes since a position only grow (a tombstone that expires was
+    # older than every position still allowed a catch-up, ``tombstone_floor``).
+    _too_many: tuple[int, int] | None = field(default=None, init=False)
 
     # --- Queries --------------------------------------------------------------------------------
 
@@ -440,8 +442,8 @@ class SyncerView:
         """How many KVs ``changed_since(seq)`` would return, counting at most ``limit + 1``
         (so the answer to "more than ``limit``?" costs at most ``limit`` steps)."""
         memo = self._too_many
-        if memo is not None and memo[0] == self.head_seq and seq <= memo[1] and limit <= memo[2]:
-            return limit + 1  # fewer steps yet: an older position changed at least as many
+        if memo is not None and seq <= memo[0] and limit <= memo[1]:
+            return limit + 1  # no steps: an older position has at least as many changes
         n = 0
         for _ in _newer_than(self.state.values(), seq, lambda e: e.changed_seq):
             n += 1
@@ -453,7 +455,7 @@ class SyncerView:
                 if n > limit:
                     break
         if n > limit:
-            self._too_many = (self.head_seq, seq, limit)
+            self._too_many = (seq, limit)
         return n
 
     def all_kvs(self) -> list[bytes]:
