@@ -15,7 +15,9 @@ updates and sample their write → receipt latency. Then, each for ``--window`` 
 2. **attack**: ``load.catchup_attack`` opens ``--attack-rate`` connections a second, each a
    hello with ``resume: [epoch, 1, nil]`` (the epoch read from ``/status``), ``catchup`` and
    zstd, reading the answer up to its BatchDone. The window lasts until the last of them is
-   answered (or times out after 30 s), so it can be longer than ``--window``.
+   answered (or times out after 30 s), so it can be longer than ``--window``;
+3. with ``--storm``, **storm**: the same flood of plain hellos without a resume token (each
+   gets the shared snapshot): what any connect storm costs, the floor for a refused resume.
 
 Figures per run: the normal clients' latency p50/p99 in each window, Typha's CPU seconds in
 each (the attack's cost is the difference), the attacker's counts (how the server answered)
@@ -116,6 +118,7 @@ def window(
         # 2 ms: the server's side of the latency, apart from the clients' CPU.
         "loop_lag_ms": {k: loop.get(k) for k in ("lag_p50_ms", "lag_p99_ms", "lag_max_ms")},
         "slow_steps": loop.get("slow_steps"),
+        "gc_pauses": loop.get("gc"),
         "attacker": attacker,
     }
 
@@ -164,12 +167,20 @@ def one_run(args: argparse.Namespace, label: str, tree: str | None) -> dict[str,
         base = window(typha, pool, args.window, None)
         log(f"{label}: attack {args.attack_rate:g}/s for {args.window:g}s")
         hit = window(typha, pool, args.window, attack)
+        storm = None
+        if args.storm:
+            # The same flood of plain hellos (no resume token): what any connect storm costs,
+            # the floor for what a refused resume can cost.
+            log(f"{label}: plain-hello storm {args.attack_rate:g}/s for {args.window:g}s")
+            cmd = [a if not a.startswith("--seq=") else "--seq=-1" for a in attack]
+            storm = window(typha, pool, args.window, cmd)
         out = {
             "label": label,
             "tree": tree or "this tree",
             "pinned": pin,
             "baseline": base,
             "attack": hit,
+            "storm": storm,
             # Typha's CPU in the attack window beyond its baseline rate (the attack window lasts
             # until the last hostile connection is answered, so it can be longer).
             "attack_cpu_s": round(
@@ -179,6 +190,13 @@ def one_run(args: argparse.Namespace, label: str, tree: str | None) -> dict[str,
         b, a = base["latency_ms"], hit["latency_ms"]
         out["p50_ratio"] = round(a["p50"] / b["p50"], 2) if b["p50"] else None
         out["p99_ratio"] = round(a["p99"] / b["p99"], 2) if b["p99"] else None
+        if storm is not None:
+            st = storm["latency_ms"]
+            out["storm_p50_ratio"] = round(st["p50"] / b["p50"], 2) if b["p50"] else None
+            out["storm_p99_ratio"] = round(st["p99"] / b["p99"], 2) if b["p99"] else None
+            out["storm_cpu_s"] = round(
+                storm["typha_cpu_s"] - base["typha_cpu_s"] * storm["wall_s"] / base["wall_s"], 2
+            )
         log(
             f"{label}: p50 {b['p50']} → {a['p50']} ms (x{out['p50_ratio']}), "
             f"p99 {b['p99']} → {a['p99']} ms (x{out['p99_ratio']}); Typha CPU "
@@ -213,17 +231,27 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "attack_connections": med(lambda r: r["attack"]["attacker"]["completed"]),
             "loadavg_1m": [r["attack"]["loadavg_1m"] for r in rs],
         }
+        if all(r.get("storm") for r in rs):
+            out[label]["storm_p50_ratio"] = med(lambda r: r["storm_p50_ratio"])
+            out[label]["storm_p99_ratio"] = med(lambda r: r["storm_p99_ratio"])
+            out[label]["storm_cpu_s"] = med(lambda r: r["storm_cpu_s"])
         ok = out[label]["p50_ratio"] <= 1.2 and out[label]["p99_ratio"] <= 1.2
         out[label]["within_1.2x"] = ok
     return out
+
+
+def storm_cell(r: dict[str, Any]) -> str:
+    if not r.get("storm"):
+        return "-"
+    return f"{r['storm_p50_ratio']} / {r['storm_p99_ratio']}, {r['storm_cpu_s']}"
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| server | run | load avg | baseline p50 / p99 (ms) | under attack p50 / p99 (ms) | "
         "ratio p50 / p99 | attack: connections answered (catch-ups / snapshots) | "
-        "attack's Typha CPU-s |",
-        "|---|---|---|---|---|---|---|---|",
+        "attack's Typha CPU-s | plain-hello storm: ratio p50 / p99, Typha CPU-s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(results["runs"]):
         b, a = r["baseline"]["latency_ms"], r["attack"]["latency_ms"]
@@ -232,7 +260,7 @@ def table(results: dict[str, Any]) -> str:
             f"| {r['label']} | {i + 1} | {r['attack']['loadavg_1m']} | {b['p50']} / {b['p99']} | "
             f"{a['p50']} / {a['p99']} | {r['p50_ratio']} / {r['p99_ratio']} | "
             f"{att['completed']} of {att['opened']} ({att['catchups']} / {att['snapshots']}) | "
-            f"{r['attack_cpu_s']} |"
+            f"{r['attack_cpu_s']} | {storm_cell(r)} |"
         )
     return "\n".join(lines)
 
@@ -278,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--attack-rate", type=float, default=30.0, help="hostile hellos per second")
     p.add_argument("--window", type=float, default=20.0, help="seconds per window")
     p.add_argument("--history-secs", type=float, default=10.0, help="ServerMaxFallBehindSecs")
+    p.add_argument(
+        "--storm",
+        action="store_true",
+        help="a third window: the same flood of plain hellos (no resume token), to compare",
+    )
     p.add_argument("--no-pin", action="store_true")
     p.add_argument(
         "--nice",

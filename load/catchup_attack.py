@@ -4,7 +4,8 @@ asking to resume from an old position with the ``catchup`` feature and zstd.
     python -m load.catchup_attack --addr 127.0.0.1:5473 --epoch 123 --rate 30 --duration 20
 
 The epoch needs no credentials: it is in every ServerHello and on ``/status``. Each connection
-sends ``resume: [epoch, seq, nil]`` (``--seq``, 1 by default), reads what the server sends up to
+sends ``resume: [epoch, seq, nil]`` (``--seq``, 1 by default; -1 sends a plain hello, the
+connect storm to compare with), reads what the server sends up to
 the end of the first snapshot or catch-up (its BatchDone), and closes. Connections are opened
 at ``--rate`` per second (at most ``--max-open`` at once) for ``--duration`` seconds.
 
@@ -45,7 +46,8 @@ class Attack:
     def __init__(self, args: argparse.Namespace) -> None:
         host, _, port = args.addr.rpartition(":")
         self.host, self.port = host, int(port)
-        self.token = ResumeToken(args.epoch, args.seq, None)
+        # --seq -1: a plain hello without a resume token (a connect storm, for comparison).
+        self.token = ResumeToken(args.epoch, args.seq, None) if args.seq >= 0 else None
         self.args = args
         self.counts = {
             "opened": 0,
@@ -147,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--addr", required=True, help="Typha host:port")
     p.add_argument("--epoch", type=int, required=True, help="the server's epoch (/status)")
-    p.add_argument("--seq", type=int, default=1, help="the position to resume from")
+    p.add_argument(
+        "--seq", type=int, default=1, help="the position to resume from (-1: no resume token)"
+    )
     p.add_argument("--rate", type=float, default=30.0, help="connections per second")
     p.add_argument("--duration", type=float, default=20.0, help="seconds")
     p.add_argument("--max-open", type=int, default=256, help="connections open at once")

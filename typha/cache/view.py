@@ -445,17 +445,18 @@ class SyncerView:
         if memo is not None and seq <= memo[0] and limit <= memo[1]:
             return limit + 1  # no steps: an older position has at least as many changes
         n = 0
-        for _ in _newer_than(self.state.values(), seq, lambda e: e.changed_seq):
+        for e in _newer_than(self.state.values(), seq, lambda e: e.changed_seq):
             n += 1
             if n > limit:
-                break
-        if n <= limit:
-            for _ in _newer_than(self._tombstones.values(), seq, lambda t: t[0]):
-                n += 1
-                if n > limit:
-                    break
-        if n > limit:
-            self._too_many = (seq, limit)
+                # These limit + 1 keys all changed after every position before this one's
+                # change: remember the newest such position, not just ``seq``.
+                self._too_many = (e.changed_seq - 1, limit)
+                return n
+        for _ in _newer_than(self._tombstones.values(), seq, lambda t: t[0]):
+            n += 1
+            if n > limit:
+                self._too_many = (seq, limit)
+                return n
         return n
 
     def all_kvs(self) -> list[bytes]:
