@@ -279,8 +279,10 @@ def plot(results: dict[str, Any], path: str) -> None:
             x = i * 3 + j
             base = [r["baseline"]["latency_ms"][q] for r in rs]
             hit = [r["attack"]["latency_ms"][q] for r in rs]
-            ax.scatter([x - 0.15] * len(base), base, color="tab:green", marker="o")
-            ax.scatter([x + 0.15] * len(hit), hit, color="tab:red", marker="x")
+            storm = [r["storm"]["latency_ms"][q] for r in rs if r.get("storm")]
+            ax.scatter([x - 0.2] * len(base), base, color="tab:green", marker="o")
+            ax.scatter([x] * len(hit), hit, color="tab:red", marker="x")
+            ax.scatter([x + 0.2] * len(storm), storm, color="tab:blue", marker="^")
     ax.set_xticks(
         [i * 3 + j for i in range(len(labels)) for j in range(2)],
         [f"{label}\n{q}" for label in labels for q in ("p50", "p99")],
@@ -288,7 +290,8 @@ def plot(results: dict[str, Any], path: str) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("normal client's write → receipt latency (ms)")
     ax.scatter([], [], color="tab:green", marker="o", label="baseline")
-    ax.scatter([], [], color="tab:red", marker="x", label="under attack")
+    ax.scatter([], [], color="tab:red", marker="x", label="resume-from-1 flood")
+    ax.scatter([], [], color="tab:blue", marker="^", label="plain-hello flood")
     ax.legend()
     ax.set_title("resume-from-seq-1 flood: normal client latency")
     fig.tight_layout()
