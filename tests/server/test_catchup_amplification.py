@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import trio
 
+from felix_client.sync_client import SyncClient
 from tests.typha_harness import make_config, run_typha
 from typha.model.keys import SyncerType
 from typha.protocol import BatchDone, KVKind, KVs, ResumeToken, ServerHello
@@ -192,3 +193,37 @@ async def test_distinct_old_positions_are_bounded_by_the_build_budget() -> None:
         ]
         assert catchups.built_kvs == 2500 <= N_KEYS
         assert typha.server.snapshots[FELIX].generated == 1
+
+
+async def test_joiners_of_one_snapshot_share_the_breadcrumbs_after_it() -> None:
+    """What a refused resume (and any new client) costs: the shared snapshot, then the
+    breadcrumbs since it was built. Those are joined once and extended by each later joiner
+    (``Snapshot.tails``), and every joiner still ends up exact."""
+    ds = MemoryDatastore(dict(wep(i) for i in range(N_KEYS)))
+    async with (
+        run_typha(ds, _config(HistoryMaxUpdates=100_000)) as typha,
+        trio.open_nursery() as nursery,
+    ):
+        clients = [SyncClient([typha.address], "joiner-0")]
+        nursery.start_soon(clients[0].run)
+        await clients[0].in_sync.wait()
+        cache = typha.server.snapshots[FELIX]
+        snap = cache._current
+        assert snap is not None
+        for r in range(1, 6):
+            await _churn(typha, range(0, 50), rev=r)  # one breadcrumb each
+            client = SyncClient([typha.address], f"joiner-{r}")
+            clients.append(client)
+            nursery.start_soon(client.run)
+            await client.in_sync.wait()
+        await wait_until(lambda: all(c.state == ds.data for c in clients))
+        assert cache.generated == 1 and cache._current is snap
+        # The last joiner found the four breadcrumbs before it joined and added the fifth.
+        [(key, (last, joined, kvs))] = snap.tails.items()
+        assert last == snap.seq + 5 and kvs == 5 * 50
+        view = typha.feed.views[FELIX]
+        zstd = key == "msgpack+zstd"
+        assert joined == b"".join(c.frames_for(zstd) for c in view.crumbs_after(snap.seq))
+        # Positive control: an exact client, same server, that joined before any of it.
+        assert clients[0].stats.snapshots == 1 and clients[0].state == ds.data
+        nursery.cancel_scope.cancel()

@@ -19,6 +19,7 @@ import structlog
 import trio
 
 from typha import metrics
+from typha.cache.snapshot import Snapshot
 from typha.cache.view import SyncerView
 from typha.model.keys import SyncerType
 from typha.protocol import (
@@ -114,6 +115,8 @@ class Connection:
         self._cancel: trio.CancelScope | None = None
         self._last_pong = time.monotonic()
         self._send_status_after_gather = False
+        # The shared snapshot just sent, for the first gather after it.
+        self._after_snapshot: Snapshot | None = None
 
     # --- Lifecycle -------------------------------------------------------------------------------
 
@@ -308,6 +311,7 @@ class Connection:
             # Two buffers, one writev: the shared snapshot is never copied per client.
             await self._write([initial, await self.codec.snapshot_bytes(snap)])
             self.next_seq = snap.seq + 1
+            self._after_snapshot = snap
             metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
             self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
         else:
@@ -361,19 +365,37 @@ class Connection:
         view = self.view
         assert view is not None and self.syncer is not None
         last = self.next_seq - 1
+        snap, self._after_snapshot = self._after_snapshot, None
         if view.can_resume_from_seq(last):
             started = time.monotonic()
             parts: list[bytes] = []
             size = 0
             kvs = 0
+            # Right after the shared snapshot, every joiner of that snapshot needs the same
+            # breadcrumbs: joined once, then extended by each later joiner (``Snapshot.tails``),
+            # instead of each one gathering hundreds of them (a connect storm's largest cost).
+            sharing = snap is not None and snap.seq == last
+            if snap is not None and sharing:
+                tail = snap.tails.get(self.codec.key)
+                # (Its end must still be in the history, for the breadcrumbs after it.)
+                if tail is not None and view.can_resume_from_seq(tail[0]):
+                    last, joined, kvs = tail
+                    parts.append(joined)
+                    size = len(joined)
+                    self.next_seq = last + 1
+            crumb_bytes = self.codec.crumb_bytes
             for crumb in view.crumbs_after(last):
-                part = self.codec.crumb_bytes(crumb)
+                part = crumb_bytes(crumb)
                 parts.append(part)
                 size += len(part)
-                kvs += crumb.n_kvs
+                kvs += len(crumb.kv_bytes)
                 self.next_seq = crumb.seq + 1
                 if size >= _GATHER_LIMIT:
+                    sharing = False
                     break
+            if snap is not None and sharing and len(parts) > 1:
+                parts = [b"".join(parts)]
+                snap.tails[self.codec.key] = (self.next_seq - 1, parts[0], kvs)
             self._m_next_latency.observe(time.monotonic() - started)
             self._m_kvs_per_msg.observe(kvs)
             return parts
