@@ -96,6 +96,10 @@ class Typha:
         path = self.cfg.cache_file_path
         try:
             saved = persist.read_cache_file(path)
+        except persist.CacheFileOutdated as exc:
+            log.warning("cache file has an older format; starting cold", path=path, error=str(exc))
+            metrics.warm_restart_loads.labels("outdated").inc()
+            return None
         except persist.CacheFileError as exc:
             log.warning("ignoring unusable cache file", path=path, error=str(exc))
             metrics.warm_restart_loads.labels("corrupt").inc()
