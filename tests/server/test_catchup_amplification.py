@@ -227,3 +227,26 @@ async def test_joiners_of_one_snapshot_share_the_breadcrumbs_after_it() -> None:
         # Positive control: an exact client, same server, that joined before any of it.
         assert clients[0].stats.snapshots == 1 and clients[0].state == ds.data
         nursery.cancel_scope.cancel()
+
+
+async def test_catch_up_max_share_sets_the_largest_catch_up_a_resume_gets() -> None:
+    """2,000 of 3,000 keys changed since a position: over the default share (0.5: 1,500 keys),
+    so the shared snapshot; with ``CatchUpMaxShare=0.9`` (2,700 keys) a catch-up."""
+    for share, resumed in ((0.9, True), (None, False)):
+        extra = {} if share is None else {"CatchUpMaxShare": share}
+        ds = MemoryDatastore(dict(wep(i) for i in range(N_KEYS)))
+        async with run_typha(ds, _config(**extra)) as typha:
+            view = typha.feed.views[FELIX]
+            position = view.head_seq
+            await _churn(typha, range(0, 2000), rev=1)
+            await wait_until(lambda: not view.can_resume_from_seq(position))  # noqa: B023
+            token = ResumeToken(typha.server.epoch, position, None)
+            hello, done, n = await _resume(typha.port, token)
+            assert hello.resumed is resumed, share
+            if resumed:
+                assert done.kind is KVKind.CATCHUP and n == 2000
+            else:
+                assert done.kind is KVKind.SNAPSHOT and n == N_KEYS
+            # Either way, seq 1 (every key changed) gets the snapshot.
+            hello, done, n = await _resume(typha.port, ResumeToken(typha.server.epoch, 1, None))
+            assert not hello.resumed and done.kind is KVKind.SNAPSHOT
