@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup system peers venv demo test test-fast lint docs fuzz load soak bench bench-vs-go clean
+.PHONY: setup system peers venv demo test test-fast lint docs fuzz load soak bench bench-vs-go bench-catchup clean
 
 setup: system venv peers
 
@@ -72,6 +72,12 @@ bench: setup
 BENCH_ARGS ?=
 bench-vs-go: setup
 	$(BIN)/python -m load.bench_vs_go $(BENCH_ARGS)
+
+# A normal client's latency with and without a flood of resume-from-seq-1 hellos (issue 12,
+# item 3); CATCHUP_ARGS e.g. "--before <commit>" to alternate with an older server.
+CATCHUP_ARGS ?=
+bench-catchup: venv
+	$(BIN)/python -m load.bench_catchup $(CATCHUP_ARGS)
 
 clean:
 	rm -rf .demo .load-results .pytest_cache .hypothesis

@@ -122,6 +122,10 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "ServerFanoutIntervalSecs": (
         f"{_EFFECTS}::test_fanout_interval_coalesces_a_burst_into_one_write"
     ),
+    "CatchUpMaxShare": (
+        "tests/server/test_catchup_amplification.py::"
+        "test_catch_up_max_share_sets_the_largest_catch_up_a_resume_gets"
+    ),
     "SnapshotReuseSecs": "tests/faults/test_mass_reconnect.py::test_1000_clients_reconnect_at_once",
     "TombstoneRetentionSecs": (
         f"{_EFFECTS}::test_tombstone_retention_secs_bounds_how_long_deletions_are_remembered"

@@ -149,6 +149,7 @@ def server_settings(cfg: Config) -> ServerSettings:
         shutdown_drop_interval_max=cfg.shutdown_connection_drop_interval_max_secs,
         fanout_interval=cfg.server_fanout_interval_secs,
         snapshot_reuse_secs=cfg.snapshot_reuse_secs,
+        catch_up_max_share=cfg.catch_up_max_share,
         redirect_addrs=tuple(cfg.redirect_addrs),
         client_cn=cfg.client_cn,
         client_urisan=cfg.client_urisan,

@@ -247,6 +247,14 @@ PARAMS: tuple[Param, ...] = (
         minimum=0,
     ),
     Param(
+        "CatchUpMaxShare",
+        "float",
+        0.5,
+        "A resume whose conflated catch-up would carry more than this share of the state "
+        "(and over 1,000 keys) gets the shared snapshot instead.",
+        minimum=0,
+    ),
+    Param(
         "HistoryMaxUpdates", "int", 200000, "Max updates kept in the breadcrumb history.", minimum=1
     ),
     Param(

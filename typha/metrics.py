@@ -86,6 +86,20 @@ resumes_served = Counter(
 catchups_served = Counter(
     "typha_catchups_served", "Conflated catch-ups sent to clients that fell out of history.", _S
 )
+catchups_built = Counter(
+    "typha_catchups_built",
+    "Conflated catch-ups encoded (each is shared by every client it covers).",
+    _S,
+)
+catchup_kvs_built = Counter(
+    "typha_catchup_kvs_built", "KVs encoded into conflated catch-ups (the build work).", _S
+)
+catchups_refused = Counter(
+    "typha_catchups_refused",
+    "Resumes that could have had a conflated catch-up but got the shared snapshot instead "
+    "(too many keys changed, or the catch-up build budget was spent).",
+    _S,
+)
 fanout_direct_writes = Counter(
     "typha_fanout_direct_writes", "Delta writes done on the shared fast path.", _S
 )
@@ -146,6 +160,9 @@ def precreate() -> None:
             snapshot_raw_bytes,
             snapshot_compressed_bytes,
             catchups_served,
+            catchups_built,
+            catchup_kvs_built,
+            catchups_refused,
             fanout_direct_writes,
             fanout_slow_wakeups,
             bytes_sent,

@@ -1,8 +1,8 @@
 """What a connection may see of the server: a narrow context, not the server itself.
 
 A :class:`~typha.server.connection.Connection` needs the epoch and version it announces, the
-syncer views and their snapshot caches, a way to wait for the next breadcrumb, the registry
-it joins once its handshake is done, and its own timeouts. The server builds one
+syncer views and their snapshot and catch-up caches, a way to wait for the next breadcrumb,
+the registry it joins once its handshake is done, and its own timeouts. The server builds one
 :class:`ConnectionContext` and hands it to every connection.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from typha.cache.catchup import CatchUpCache
 from typha.cache.snapshot import SnapshotCache
 from typha.cache.view import SyncerView
 from typha.model.keys import SyncerType
@@ -57,3 +58,5 @@ class ConnectionContext:
     v3_resource_versions: bool = False
     # Input buffered by connections that have not completed their hello, server-wide.
     input_budget: InputBudget = field(default_factory=InputBudget)
+    # Shared conflated catch-ups, per syncer view (``typha/cache/catchup.py``).
+    catchups: Mapping[SyncerType, CatchUpCache] = field(default_factory=dict)

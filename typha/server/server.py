@@ -19,6 +19,7 @@ import structlog
 import trio
 
 from typha import __version__, metrics
+from typha.cache.catchup import CatchUp, CatchUpCache
 from typha.cache.feed import CacheFeed
 from typha.cache.snapshot import Snapshot, SnapshotCache
 from typha.model.keys import SyncerType
@@ -65,6 +66,19 @@ class SyncServer:
             )
             for s, view in feed.views.items()
         }
+        # One catch-up build at a time, server-wide: a flood of resumes cannot take more than
+        # one worker thread's worth of encoding (typha/cache/catchup.py).
+        catchup_builds = trio.CapacityLimiter(1)
+        self.catchups: dict[SyncerType, CatchUpCache] = {
+            s: CatchUpCache(
+                view,
+                max_share=settings.catch_up_max_share,
+                reuse_secs=settings.snapshot_reuse_secs,
+                limiter=catchup_builds,
+                on_built=self._catchup_built(s),
+            )
+            for s, view in feed.views.items()
+        }
         self.max_connections = settings.max_connections
         self.redirect_addrs: list[str] = list(settings.redirect_addrs)
         self.port: int | None = None
@@ -81,6 +95,7 @@ class SyncServer:
             settings=settings.connection,
             max_kvs_per_message=settings.max_kvs_per_message,
             v3_resource_versions=settings.v3_resource_versions,
+            catchups=self.catchups,
         )
         self.nursery: trio.Nursery
         self.stopped = trio.Event()
@@ -93,6 +108,16 @@ class SyncServer:
             metrics.snapshots_generated.labels(s).inc()
             metrics.snapshot_raw_bytes.labels(s).set(snap.raw_bytes)
             metrics.snapshot_compressed_bytes.labels(s).set(snap.compressed_bytes)
+
+        return record
+
+    @staticmethod
+    def _catchup_built(syncer: SyncerType) -> Callable[[CatchUp], None]:
+        s = str(syncer)
+
+        def record(c: CatchUp) -> None:
+            metrics.catchups_built.labels(s).inc()
+            metrics.catchup_kvs_built.labels(s).inc(c.n_kvs)
 
         return record
 

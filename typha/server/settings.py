@@ -23,6 +23,7 @@ class ServerSettings:
     shutdown_drop_interval_max: float = 1.0  # ShutdownConnectionDropIntervalMaxSecs
     fanout_interval: float = 0.005  # ServerFanoutIntervalSecs
     snapshot_reuse_secs: float = 10.0  # SnapshotReuseSecs
+    catch_up_max_share: float = 0.5  # CatchUpMaxShare
     redirect_addrs: tuple[str, ...] = ()  # RedirectAddrs
     client_cn: str = ""  # ClientCN (with TLS)
     client_urisan: str = ""  # ClientURISAN (with TLS)
