@@ -24,27 +24,12 @@ import yaml
 
 from tests.dataplane.nstools import can_use_netns, nsrun, run
 from tests.felix import datasets, snapshot
+from tests.felix.controls import assert_programmed, selector_members
 from tests.felix.lab import FelixLab
 from tests.felix.netns import PREFIX, FelixNetns, entered, reap_leftovers
 from tests.peers.felix import Felix
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-
-def assert_programmed(felix: Felix, snap: snapshot.Snapshot) -> None:
-    """The positive controls: what the examples must make Felix program on node1."""
-    assert felix.first_update_seconds() is not None, felix.log_tail()
-    chains = snap.chains()
-    for iface, ip in datasets.NODE1_ENDPOINTS.items():
-        assert {f"cali-tw-{iface}", f"cali-fw-{iface}"} <= chains, sorted(chains)
-        assert any(r.startswith(f"{ip} dev {iface} ") for r in snap.routes), sorted(snap.routes)
-    selector_sets = {n: m for n, (_, m) in snap.ipsets.items() if n.startswith("cali40s:")}
-    assert frozenset({"192.168.162.147"}) in selector_sets.values(), snap.ipsets
-    # The policy's inbound chain, reached from nginx's to-workload chain.
-    policy_chains = {c for c in chains if c.startswith("cali-pi-")}
-    assert policy_chains, sorted(chains)
-    tw = snap.iptables["filter"]["cali-tw-calia53571dc704"]
-    assert any(c in rule for c in policy_chains for rule in tw), tw
 
 
 def program(lab: FelixLab, typha_kind: str) -> tuple[Felix, snapshot.Snapshot]:
@@ -104,10 +89,6 @@ def test_felix_programs_the_same_from_typha_py_as_from_calico_typha(felix_lab: F
     assert snapshot.diff(from_go, from_py) == []
 
 
-def _selector_members(snap: snapshot.Snapshot) -> set[str]:
-    return {m for n, (_, ms) in snap.ipsets.items() if n.startswith("cali40s:") for m in ms}
-
-
 @pytest.mark.parametrize("typha_kind", ["typha-py", "calico"])
 def test_felix_follows_a_relabel(felix_lab: FelixLab, typha_kind: str) -> None:
     """A label change in etcd reaches Felix's ipsets through the Typha (polled up to 10 s; the
@@ -117,7 +98,7 @@ def test_felix_follows_a_relabel(felix_lab: FelixLab, typha_kind: str) -> None:
     etcd = felix_lab.etcd_peer
     assert etcd is not None
     assert_programmed(felix, before)
-    assert "192.168.162.147" in _selector_members(before)  # positive control
+    assert "192.168.162.147" in selector_members(before)  # positive control
     frontend = next(
         r
         for r in resources
@@ -127,7 +108,7 @@ def test_felix_follows_a_relabel(felix_lab: FelixLab, typha_kind: str) -> None:
     relabelled["metadata"]["labels"]["app"] = "not-frontend"
     t0 = time.monotonic()
     felix_lab.load(etcd, [relabelled])
-    while "192.168.162.147" in _selector_members(felix_lab.snapshot()):
+    while "192.168.162.147" in selector_members(felix_lab.snapshot()):
         assert time.monotonic() - t0 < 10, "Felix did not drop the relabelled member within 10 s"
         time.sleep(0.05)
     print(f"\nrelabel -> Felix ipset through {typha_kind}: {time.monotonic() - t0:.3f}s")
@@ -148,7 +129,7 @@ def test_felix_converges_after_typha_py_sigkill_with_churn(felix_lab: FelixLab) 
     typha.start()
     restarts = 0
     deadline = time.monotonic() + 20
-    while "192.168.162.147" in _selector_members(felix_lab.snapshot()):
+    while "192.168.162.147" in selector_members(felix_lab.snapshot()):
         assert time.monotonic() < deadline, felix.log_tail()
         if not felix.running:  # Felix gives up on a lone Typha address after a few tries
             felix.start()
@@ -161,7 +142,7 @@ def test_felix_converges_after_typha_py_sigkill_with_churn(felix_lab: FelixLab) 
     fresh = felix_lab.felix(etcd, typha)
     assert fresh.first_update_seconds() is not None
     fresh_snap = felix_lab.snapshot()
-    assert "192.168.162.147" not in _selector_members(fresh_snap)
+    assert "192.168.162.147" not in selector_members(fresh_snap)
     assert {"cali-tw-calia53571dc704", "cali-fw-cali8b75868d7bb"} <= fresh_snap.chains()
     assert snapshot.diff(after, fresh_snap) == []
 
