@@ -3,8 +3,15 @@ node1, whichever Typha and datastore it synced from."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from tests.felix import datasets, snapshot
+from tests.felix.netns import entered
 from tests.peers.felix import Felix
+
+NETPROBE = Path(__file__).parent.parent / "dataplane" / "netprobe.py"
+FRONTEND_IP = "192.168.162.147"
 
 
 def assert_programmed(felix: Felix, snap: snapshot.Snapshot) -> None:
@@ -27,3 +34,14 @@ def assert_programmed(felix: Felix, snap: snapshot.Snapshot) -> None:
 
 def selector_members(snap: snapshot.Snapshot) -> set[str]:
     return {m for n, (_, ms) in snap.ipsets.items() if n.startswith("cali40s:") for m in ms}
+
+
+def tcp_banner_ok(ns: str, host: str, port: int, timeout: float = 0.5) -> bool:
+    """From namespace `ns`, connect to netprobe's TCP server and read its banner (the peer's
+    address as the server saw it: the frontend pod's)."""
+    with entered(ns):
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as conn:
+                return conn.recv(64).startswith(FRONTEND_IP.encode())
+        except OSError:
+            return False

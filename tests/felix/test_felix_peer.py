@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +23,9 @@ import yaml
 
 from tests.dataplane.nstools import can_use_netns, nsrun, run
 from tests.felix import datasets, snapshot
-from tests.felix.controls import assert_programmed, selector_members
+from tests.felix.controls import NETPROBE, assert_programmed, selector_members, tcp_banner_ok
 from tests.felix.lab import FelixLab
-from tests.felix.netns import PREFIX, FelixNetns, entered, reap_leftovers
+from tests.felix.netns import PREFIX, FelixNetns, reap_leftovers
 from tests.peers.felix import Felix
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -177,7 +176,6 @@ def test_reaper_deletes_only_namespaces_of_dead_runs() -> None:
         live.cleanup()
 
 
-NETPROBE = Path(__file__).parent.parent / "dataplane" / "netprobe.py"
 EXPECTED_CLIENT_DIFF = Path(__file__).with_name("expected_felix_client_diff.yaml")
 
 
@@ -222,15 +220,6 @@ def test_felix_judges_felix_client(felix_lab: FelixLab) -> None:
     assert unexplained(changes, [*entries, {"pattern": "^never$", "reason": "-"}])[1]
 
 
-def _tcp_ok(ns: str, host: str, port: int) -> bool:
-    with entered(ns):
-        try:
-            with socket.create_connection((host, port), timeout=0.5) as conn:
-                return conn.recv(64).startswith(b"192.168.162.147")
-        except OSError:
-            return False
-
-
 def test_packets_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
     """Real packets between two pods on node1, policed by Felix programmed from typha-py: the
     frontend reaches nginx on port 80 (allowed by nginx-from-frontend), not on 81 (end of tier);
@@ -248,11 +237,11 @@ def test_packets_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
     )
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
-        assert _tcp_ok(frontend, "192.168.162.146", 80)
-        assert not _tcp_ok(frontend, "192.168.162.146", 81)
+        assert tcp_banner_ok(frontend, "192.168.162.146", 80)
+        assert not tcp_banner_ok(frontend, "192.168.162.146", 81)
         t0 = time.monotonic()
         felix_lab.load(etcd, [_relabelled_frontend(resources)])
-        while _tcp_ok(frontend, "192.168.162.146", 80):
+        while tcp_banner_ok(frontend, "192.168.162.146", 80):
             assert time.monotonic() - t0 < 10, "verdict did not flip within 10 s"
             time.sleep(0.05)
         print(f"\nrelabel -> denied verdict through typha-py: {time.monotonic() - t0:.3f}s")
