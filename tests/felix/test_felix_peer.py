@@ -139,7 +139,7 @@ def test_felix_converges_after_typha_py_sigkill_with_churn(felix_lab: FelixLab) 
     felix_lab.fresh_node(felix)
     felix_lab.add_workload_interfaces(resources)
     fresh = felix_lab.felix(etcd, typha)
-    assert fresh.first_update_seconds() is not None
+    fresh.wait_until(lambda: fresh.first_update_seconds() is not None, 10, "first-update line")
     fresh_snap = felix_lab.snapshot()
     assert "192.168.162.147" not in selector_members(fresh_snap)
     assert {"cali-tw-calia53571dc704", "cali-fw-cali8b75868d7bb"} <= fresh_snap.chains()
