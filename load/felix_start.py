@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import re
 import statistics
@@ -82,6 +83,12 @@ def policies(n: int) -> list[dict[str, Any]]:
     ]
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process `pid` (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def vm_hwm_mb(pid: int | None) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -95,19 +102,38 @@ def vm_hwm_mb(pid: int | None) -> float | None:
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)")
 
 
-def in_sync_secs(log: str, first_update_secs: float | None) -> float | None:
-    """Felix's "Datastore now in sync." as seconds since its start: the first update's own
-    secsSinceStart minus the gap between the two lines' timestamps."""
+CONNECTED = "Successfully connected to Typha at"
+IN_SYNC = "Datastore now in sync."
+FIRST_UPDATE = "Completed first update to dataplane."
+
+
+def log_stamps(log: str) -> dict[str, dt.datetime]:
+    """The time of the first line holding each marker of Felix's start-up."""
     stamps = {}
     for line in log.splitlines():
         m = _LOG_TIME.match(line)
-        for marker in ("Datastore now in sync.", "Completed first update to dataplane."):
+        for marker in (CONNECTED, IN_SYNC, FIRST_UPDATE):
             if m and marker in line and marker not in stamps:
                 stamps[marker] = dt.datetime.fromisoformat(m.group(1))
-    if first_update_secs is None or len(stamps) < 2:
+    return stamps
+
+
+def in_sync_secs(log: str, first_update_secs: float | None) -> float | None:
+    """Felix's "Datastore now in sync." as seconds since its start: the first update's own
+    secsSinceStart minus the gap between the two lines' timestamps."""
+    stamps = log_stamps(log)
+    if first_update_secs is None or IN_SYNC not in stamps or FIRST_UPDATE not in stamps:
         return None
-    gap = stamps["Completed first update to dataplane."] - stamps["Datastore now in sync."]
-    return round(first_update_secs - gap.total_seconds(), 3)
+    return round(first_update_secs - (stamps[FIRST_UPDATE] - stamps[IN_SYNC]).total_seconds(), 3)
+
+
+def connected_to_in_sync_secs(log: str) -> float | None:
+    """From Felix's connection to its Typha to its datastore in sync: the snapshot's delivery
+    (and Felix's reading of it), the part a Typha can change."""
+    stamps = log_stamps(log)
+    if CONNECTED not in stamps or IN_SYNC not in stamps:
+        return None
+    return round((stamps[IN_SYNC] - stamps[CONNECTED]).total_seconds(), 3)
 
 
 def check_programmed(snap: Any, local_ifaces: list[str], policy_count: int) -> dict[str, int]:
@@ -142,22 +168,27 @@ def one_run(lab: Any, kind: str, resources: list[dict[str, Any]], args: Any) -> 
     lab.load(etcd, resources)
     t_loaded = time.monotonic()
     typha = lab.calico_typha(etcd) if kind == "calico" else lab.typha_py(etcd)
+    typha_cpu = cpu_seconds(typha.pid)
     felix = lab.felix(etcd, typha, startup_timeout=300.0)
     ready = felix.startup_seconds
     # Felix reports ready and logs its first update from two goroutines: wait for the line.
     felix.wait_until(lambda: felix.first_update_seconds() is not None, 30, "first-update line")
     first_update = felix.first_update_seconds()
+    typha_cpu = cpu_seconds(typha.pid) - typha_cpu
     rss = vm_hwm_mb(felix.pid)
-    in_sync = in_sync_secs(felix.log_path.read_text(errors="replace"), first_update)
+    log = felix.log_path.read_text(errors="replace")
+    in_sync = in_sync_secs(log, first_update)
     snap = lab.snapshot()
     programmed = check_programmed(snap, local_ifaces, args.policies)
     run = {
         "typha": kind,
         "felix_exec_to_ready_s": round(ready or 0.0, 3),
         "felix_in_sync_secs_since_start": in_sync,
+        "felix_connected_to_in_sync_s": connected_to_in_sync_secs(log),
         "felix_first_update_secs_since_start": first_update,
         "felix_vmhwm_mb": rss,
         "typha_start_to_ready_s": round(typha.startup_seconds or 0.0, 3),
+        "typha_cpu_s_during_felix_start": round(typha_cpu, 2),
         "etcd_load_s": round(t_loaded - t0, 1),
         **programmed,
     }
@@ -180,8 +211,10 @@ def summarize(runs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     fields = (
         "felix_exec_to_ready_s",
         "felix_in_sync_secs_since_start",
+        "felix_connected_to_in_sync_s",
         "felix_first_update_secs_since_start",
         "felix_vmhwm_mb",
+        "typha_cpu_s_during_felix_start",
     )
     for field in fields:
         values = [r[field] for r in mine if r[field] is not None]

@@ -150,6 +150,9 @@ class FelixLab:
 
     def fresh_node_without_felix(self) -> None:
         """Replace the node namespace by an empty one (after a program other than Felix ran)."""
+        # Delete the veth pair first: the kernel tears a deleted namespace down asynchronously,
+        # and until then the control namespace's end would still hold the name eth0.
+        run(["ip", "-n", self.ctl, "link", "del", "eth0"], check=False)
         self.namespaces.delete(self.node)
         self._new_node()
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from load.felix_start import check_programmed, in_sync_secs
+from load.felix_start import check_programmed, connected_to_in_sync_secs, in_sync_secs
 from tests.felix import snapshot
 
 LOG = (
+    "2026-12-03 13:59:59.900 [INFO][1] sync_client.go 240: "
+    "Successfully connected to Typha at 10.0.0.1:5473 after 2ms.\n"
     "2026-12-03 14:00:00.100 [INFO][1] felix/daemon.go 1453: Datastore now in sync.\n"
     "2026-12-03 14:00:01.350 [INFO][1] felix/int_dataplane.go 2001: "
     "Completed first update to dataplane. secsSinceStart=2.5\n"
@@ -18,6 +20,8 @@ def test_in_sync_is_the_first_update_minus_the_gap_between_the_lines() -> None:
     assert in_sync_secs(LOG, 2.5) == pytest.approx(1.25)
     assert in_sync_secs(LOG.splitlines()[1], 2.5) is None  # no in-sync line
     assert in_sync_secs(LOG, None) is None
+    assert connected_to_in_sync_secs(LOG) == pytest.approx(0.2)
+    assert connected_to_in_sync_secs(LOG.splitlines()[0]) is None
 
 
 def _snap(with_route: bool) -> snapshot.Snapshot:
