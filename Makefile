@@ -33,7 +33,7 @@ test: setup
 
 # Only the pure and in-process tests (no peers, no namespaces): for quick iterations.
 test-fast: venv
-	$(BIN)/python -m pytest -q tests/protocol tests/cache tests/core tests/calc tests/sync/convert $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q tests/protocol tests/cache tests/server tests/client tests/calc tests/sync/convert $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

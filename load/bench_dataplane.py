@@ -13,7 +13,6 @@ otherwise, and said so in the JSON).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -26,12 +25,12 @@ from felix_client.agent import NodeAgent
 from felix_client.calc.synthetic import build_cluster
 from felix_client.dataplane.dryrun import FILES
 from felix_client.sync_client import SyncClient
+from load.harness import write_result
 from typha.app import Typha
 from typha.config import load_config
 from typha.protocol import SyncStatus
 from typha.sync.memory import MemoryDatastore
 
-RESULTS = Path(".load-results")
 LOCAL = "node-0"
 
 
@@ -176,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.configure_logging(screen="WARNING")
     result = trio.run(bench, args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_dataplane.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    write_result("bench_dataplane", result)
     logs.flush()
     return 0
 

@@ -13,7 +13,6 @@ clients run in this process. Results go to .load-results/bench_etcd.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -27,13 +26,12 @@ import httpx
 import trio
 
 from felix_client.sync_client import SyncClient
+from load.harness import write_result
 from load.local_etcd import LocalEtcd, find_etcd, free_port
 from load.stack import typha_env
 from typha.resources import workload_endpoint_for_pod
 from typha.sync.etcd_client import EtcdClient
 from typha.sync.etcd_writer import apply_resources
-
-RESULTS = Path(".load-results")
 
 
 def etcd_watchers(metrics_text: str) -> dict[str, float]:
@@ -184,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.configure_logging(screen="WARNING")
     result = trio.run(bench, args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_etcd.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    write_result("bench_etcd", result)
     logs.flush()
     return 0
 

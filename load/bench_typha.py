@@ -37,9 +37,9 @@ import trio
 
 from typha.app import Typha
 from typha.config import load_config
-from typha.logs import configure_logging
 
 from .gen_datastore import GenDatastore
+from .harness import control_channel
 
 
 def bench_config(overrides: dict[str, Any] | None = None) -> Any:
@@ -230,12 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     p.add_argument("--lag-monitor", action="store_true", help="measure event-loop lag")
     args = p.parse_args(argv)
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    # stdout carries the control replies; Typha's screen log goes to stderr.
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    configure_logging(screen="WARNING", file_level="", sys_level="")
+    out = control_channel(args.cpu)
     trio.run(main_async, args, out)
 
 

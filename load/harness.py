@@ -13,9 +13,12 @@ import time
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import psutil
+
+from typha.logs import configure_logging
 
 from .worker import WorkerProcess
 
@@ -420,3 +423,26 @@ class WorkerPool:
             w.send({"cmd": "stop"})
         for w in self.workers:
             w.stop()
+
+
+RESULTS = Path(".load-results")
+
+
+def write_result(name: str, result: dict[str, Any]) -> None:
+    """Write a benchmark's result to ``.load-results/<name>.json`` and show it."""
+    RESULTS.mkdir(exist_ok=True)
+    text = json.dumps(result, indent=1)
+    (RESULTS / f"{name}.json").write_text(text)
+    print(text)
+
+
+def control_channel(cpu: int | None) -> TextIO:
+    """Set up a child process a benchmark drives over stdin/stdout: pin it to ``cpu`` (if
+    given), keep fd 1 for the control replies (returned) and send everything else that prints,
+    Typha's screen log included, to stderr."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    configure_logging(screen="WARNING", file_level="", sys_level="")
+    return out

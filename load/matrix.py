@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from load.stack import local_stack
+from load.stack import local_stack, typha_load_command
 
 RESULTS = Path(".load-results") / "matrix"
 
@@ -23,31 +22,16 @@ def run_cell(clients: int, rate: int, duration: float, processes: int) -> dict[s
     name = f"c{clients}-r{rate}"
     with local_stack(results=RESULTS) as stack:
         typha = stack.typhas[0]
-        cmd = [
-            sys.executable,
-            "-m",
-            "load.typha_load",
-            "--typha",
-            typha.address,
-            "--etcd",
-            stack.etcd_url,
-            "--clients",
-            str(clients),
-            "--rate",
-            str(rate),
-            "--duration",
-            str(duration),
-            "--processes",
-            str(processes),
-            "--full-clients",
-            str(min(10, clients)),
-            "--typha-pid",
-            str(typha.proc.pid),
-            "--json",
-            str(RESULTS / f"{name}.json"),
-            "--plot",
-            str(RESULTS / f"{name}.png"),
-        ]
+        cmd = typha_load_command(
+            stack,
+            typha,
+            clients=clients,
+            rate=rate,
+            duration=duration,
+            full_clients=min(10, clients),
+            out=RESULTS / name,
+            processes=processes,
+        )
         print(f"== {name}: {' '.join(cmd[3:])}", flush=True)
         subprocess.run(cmd, check=False)
     try:

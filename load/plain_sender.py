@@ -24,12 +24,12 @@ import time
 
 from typha.cache.feed import CacheFeed
 from typha.cache.snapshot import encode_snapshot
-from typha.logs import configure_logging
 from typha.model.keys import SyncerType
 from typha.protocol import ServerHello, encode_payload, frame
 from typha.sync.base import ResyncFinished, ResyncStarted, Updates
 
 from .gen_datastore import LIST_CHUNK, GenDatastore
+from .harness import control_channel
 
 
 def snapshot_bytes(n_endpoints: int) -> bytes:
@@ -149,12 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--endpoints", type=int, default=20000)
     p.add_argument("--cpu", type=int, default=None)
     args = p.parse_args(argv)
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    # fd 1 carries the control replies; anything else that prints (logs) goes to stderr.
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    configure_logging(screen="WARNING", file_level="", sys_level="")
+    out = control_channel(args.cpu)
     blob = snapshot_bytes(args.endpoints)
     serve(blob, out)
 

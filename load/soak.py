@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from load.stack import local_stack
+from load.stack import local_stack, typha_load_command
 
 RESULTS = Path(".load-results")
 
@@ -87,29 +86,15 @@ def main(argv: list[str] | None = None) -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        cmd = [
-            sys.executable,
-            "-m",
-            "load.typha_load",
-            "--typha",
-            typha.address,
-            "--etcd",
-            stack.etcd_url,
-            "--clients",
-            str(args.clients),
-            "--rate",
-            str(args.rate),
-            "--duration",
-            str(args.duration),
-            "--full-clients",
-            "10",
-            "--typha-pid",
-            str(typha.proc.pid),
-            "--json",
-            str(RESULTS / f"{args.name}-load.json"),
-            "--plot",
-            str(RESULTS / f"{args.name}-load.png"),
-        ]
+        cmd = typha_load_command(
+            stack,
+            typha,
+            clients=args.clients,
+            rate=args.rate,
+            duration=args.duration,
+            full_clients=10,
+            out=RESULTS / f"{args.name}-load",
+        )
         subprocess.run(cmd, check=False)
         stop.set()
         sampler.join()

@@ -122,3 +122,46 @@ def local_stack(
                 except subprocess.TimeoutExpired:
                     t.proc.kill()
             etcd.stop()
+
+
+def typha_load_command(
+    stack: Stack,
+    typha: TyphaProc,
+    *,
+    clients: int,
+    rate: float,
+    duration: float,
+    full_clients: int,
+    out: Path,
+    processes: int | None = None,
+) -> list[str]:
+    """The ``load.typha_load`` command that drives ``typha`` of ``stack``, writing its JSON and
+    plot to ``out`` plus ``.json`` and ``.png``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "load.typha_load",
+        "--typha",
+        typha.address,
+        "--etcd",
+        stack.etcd_url,
+        "--clients",
+        str(clients),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+    ]
+    if processes is not None:
+        cmd += ["--processes", str(processes)]
+    cmd += [
+        "--full-clients",
+        str(full_clients),
+        "--typha-pid",
+        str(typha.proc.pid),
+        "--json",
+        str(out.parent / f"{out.name}.json"),
+        "--plot",
+        str(out.parent / f"{out.name}.png"),
+    ]
+    return cmd

@@ -32,3 +32,21 @@ def db_network_policy(namespace: str = "np-demo", **metadata: Any) -> dict[str, 
             ],
         },
     }
+
+
+def allow_tcp_6379_spec() -> dict[str, Any]:
+    """The spec of the seed's Calico NetworkPolicy `allow-tcp-6379`: TCP 6379 from frontends to
+    the database (a fresh copy each call)."""
+    return {
+        "selector": "app == 'database'",
+        "types": ["Ingress", "Egress"],
+        "ingress": [
+            {
+                "action": "Allow",
+                "protocol": "TCP",
+                "source": {"selector": "app == 'frontend'"},
+                "destination": {"ports": [6379]},
+            }
+        ],
+        "egress": [{"action": "Allow"}],
+    }

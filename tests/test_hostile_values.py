@@ -218,6 +218,7 @@ async def test_deeply_nested_kubernetes_object_is_invalid_not_fatal(
 ) -> None:
     path = calico("globalnetworksets")
     deep_at_list, good, deep_at_watch = unique("deep"), unique("good"), unique("later")
+    mid_deep = unique("mid")
     key = keys.network_set_key
     async with cleanup(kube) as created:
         # Written as raw JSON: the apiserver accepts 2,000 levels (Go's decoder allows 10,000).
@@ -228,6 +229,14 @@ async def test_deeply_nested_kubernetes_object_is_invalid_not_fatal(
             headers={"Content-Type": "application/json"},
         )
         created.append(f"{path}/{deep_at_list}")
+        # Past the bound but within the C decoder's reach: the converter's copy recurses.
+        await kube.request(
+            "POST",
+            path,
+            content=_raw_crd("GlobalNetworkSet", mid_deep, 600),
+            headers={"Content-Type": "application/json"},
+        )
+        created.append(f"{path}/{mid_deep}")
         await kube.create(path, crd_body("GlobalNetworkSet", good, {"nets": ["10.2.0.0/16"]}))
         created.append(f"{path}/{good}")
         before = invalid_counter()
@@ -237,8 +246,8 @@ async def test_deeply_nested_kubernetes_object_is_invalid_not_fatal(
             nursery.start_soon(client.run)
             # Control: the good set of the same list page arrives; the deep one does not.
             await wait_until(lambda: key(good) in client.state, what="good network set")
-            assert key(deep_at_list) not in client.state
-            assert ds.invalid_values == 1 and invalid_counter() - before == 1
+            assert key(deep_at_list) not in client.state and key(mid_deep) not in client.state
+            assert ds.invalid_values == 2 and invalid_counter() - before == 2
             # Watch path: a deep object arriving later is invalid too; the watch goes on.
             await kube.create(path, crd_body("GlobalNetworkSet", deep_at_watch, {"nets": []}))
             created.append(f"{path}/{deep_at_watch}")
@@ -251,14 +260,14 @@ async def test_deeply_nested_kubernetes_object_is_invalid_not_fatal(
                 headers={"Content-Type": "application/json"},
             )
             await wait_until(lambda: key(deep_at_watch) not in client.state, what="deleted")
-            assert ds.invalid_values == 2
+            assert ds.invalid_values == 3
             # Positive control: fixing the object brings it back.
             fixed = crd_body("GlobalNetworkSet", deep_at_list, {"nets": ["10.3.0.0/16"]})
             rv = (await kube.get(f"{path}/{deep_at_list}"))["metadata"]["resourceVersion"]
             fixed["metadata"]["resourceVersion"] = rv
             await kube.request("PUT", f"{path}/{deep_at_list}", json_body=fixed)
             await wait_until(lambda: key(deep_at_list) in client.state, what="fixed set")
-            assert ds.invalid_values == 2
+            assert ds.invalid_values == 3
             nursery.cancel_scope.cancel()
 
 

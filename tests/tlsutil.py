@@ -27,8 +27,10 @@ class TLSFiles:
         cn: str | None = None,
         uri: str | None = None,
         hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+        cns: tuple[str, ...] = (),
     ) -> tuple[str, str]:
-        """Write a cert+key pair usable as server and client; returns (cert, key) paths."""
+        """Write a cert+key pair usable as server and client; returns (cert, key) paths.
+        ``cns``: several subject CNs, in this order, each its own RDN (instead of ``cn``)."""
         ca_key = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())
         key = ec.generate_private_key(ec.SECP256R1())
@@ -39,7 +41,9 @@ class TLSFiles:
         if uri:
             sans.append(x509.UniformResourceIdentifier(uri))
         now = datetime.datetime.now(datetime.UTC)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or name)])
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, c) for c in (cns or (cn or name,))]
+        )
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)

@@ -11,6 +11,7 @@ import trio
 
 from typha.cache.feed import CacheFeed
 from typha.config import Config, load_config
+from typha.model.keys import workload_endpoint_key
 from typha.server.server import SyncServer
 from typha.sync.base import Datastore
 from typha.tls import server_ssl_context
@@ -67,3 +68,25 @@ async def run_typha(
                     await trio.sleep(0.01)
         yield RunningTypha(cfg, feed, server, datastore, port, nursery.cancel_scope)
         nursery.cancel_scope.cancel()
+
+
+# --- Shared by the server, cache, sync and fuzz tests -----------------------------------------
+
+
+def wep(i: int, *, rev: int = 0, pad: int = 0) -> tuple[str, dict[str, Any]]:
+    key = workload_endpoint_key(f"node{i % 7}", "k8s", f"ns/pod{i}", "eth0")
+    value = {
+        "name": f"cali{i:011d}",
+        "ipv4_nets": [f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}/32"],
+        "labels": {"app": f"a{i % 5}", "rev": str(rev)},
+        "profile_ids": ["kns.ns"],
+    }
+    if pad:
+        value["annotations"] = {"pad": "x" * pad}
+    return key, value
+
+
+async def wait_until(pred, timeout: float = 20.0) -> None:
+    with trio.fail_after(timeout):
+        while not pred():
+            await trio.sleep(0.02)

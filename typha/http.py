@@ -20,6 +20,8 @@ import h11
 import structlog
 import trio
 
+from typha.tls import tls_error_text
+
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[], tuple[int, str, bytes]]
@@ -65,7 +67,7 @@ async def _serve_one(
                     return
                 return
     except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
-        log.debug("http client error", error=str(exc) or type(exc).__name__)
+        log.debug("http client error", error=tls_error_text(exc))
     finally:
         with trio.move_on_after(1):
             await stream.aclose()

@@ -33,13 +33,32 @@ def client_ssl_context(
 
 
 def common_name(cert: dict[str, Any] | None) -> str | None:
+    """The subject's CN; with several, the last one, as Go's x509 (and so Calico's Typha and
+    Felix) reads it: a certificate must not pass one side's CN check and fail the other's."""
     if not cert:
         return None
+    found = None
     for rdn in cert.get("subject", ()):
         for key, value in rdn:
             if key == "commonName":
-                return str(value)
-    return None
+                found = str(value)
+    return found
+
+
+def tls_error_text(exc: BaseException) -> str:
+    """What went wrong in a TLS handshake, for the log: each exception's type and message
+    along the chain. trio reports a failed handshake as a ``BrokenResourceError`` whose
+    message is empty; the reason (e.g. ``[SSL: TLSV1_ALERT_UNKNOWN_CA] ...``) is in the
+    ``ssl.SSLError`` behind it."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and len(parts) < 4:
+        seen.add(id(cur))
+        text = str(cur)
+        parts.append(f"{type(cur).__name__}: {text}" if text else type(cur).__name__)
+        cur = cur.__cause__ or cur.__context__
+    return " <- ".join(parts)
 
 
 def uri_sans(cert: dict[str, Any] | None) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from felix_client.calc import selector as sel
 from felix_client.calc.labelindex import LabelIndex
-from felix_client.calc.model import Policy, PolicyId
+from felix_client.calc.model.objects import Policy, PolicyId
 from felix_client.calc.policy import applies_to_workloads
 
 PolicyCallback = Callable[[PolicyId, bool], None]

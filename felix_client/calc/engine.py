@@ -35,16 +35,10 @@ from felix_client.calc.ipsetspec import (
     IPSetSpec,
     ipset_name,
 )
-from felix_client.calc.model import (
-    ClusterModel,
-    EncapMode,
-    Kind,
-    ParsedUpdate,
-    PolicyId,
-    WorkloadEndpoint,
-    parse_error,
-    parse_update,
-)
+from felix_client.calc.model.cluster import ClusterModel
+from felix_client.calc.model.keys import Kind
+from felix_client.calc.model.objects import EncapMode, PolicyId, WorkloadEndpoint
+from felix_client.calc.model.updates import ParsedUpdate, parse_error, parse_update
 from felix_client.calc.policy import EGRESS, INGRESS, resolve_tiers
 from felix_client.calc.render.chains import (
     ChainOptions,

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from felix_client.calc.ipsetspec import IPSetSpec
 from felix_client.calc.labelindex import LabelIndex
-from felix_client.calc.model import NamedPort
+from felix_client.calc.model.objects import NamedPort
 
 _ANY_PROTOCOLS = ("tcp", "udp")
 

@@ -11,12 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from felix_client.calc.model import (
-    Action,
-    Policy,
-    PolicyId,
-    Tier,
-)
+from felix_client.calc.model.objects import Action, Policy, PolicyId, Tier
 
 INGRESS = "ingress"
 EGRESS = "egress"

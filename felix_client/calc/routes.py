@@ -13,13 +13,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from felix_client.calc.model import (
-    Block,
-    ClusterModel,
-    EncapMode,
-    IPPool,
-    WorkloadEndpoint,
-)
+from felix_client.calc.model.cluster import ClusterModel
+from felix_client.calc.model.objects import Block, EncapMode, IPPool, WorkloadEndpoint
 from felix_client.calc.render.chains import IPIP_DEVICE, VXLAN_DEVICE
 from felix_client.calc.state import FdbEntry, Neighbour, Route
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from felix_client.calc import selector as sel
 from felix_client.calc.ipsetspec import IPSetSpec, named_port_set, selector_set
-from felix_client.calc.model import PORT_PROTOCOLS, PROTOCOL_NAMES, Action, PortRange, Rule
+from felix_client.calc.model.objects import PORT_PROTOCOLS, PROTOCOL_NAMES, Action, PortRange, Rule
 
 NAMED_PORT_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
 

@@ -1,7 +1,7 @@
 """Builders for model (key, value) pairs and a synthetic large cluster.
 
 Used by the tests and by load tooling (``build_cluster`` / ``benchmark``). Values use the same
-field names as Typha's model values (see ``model.py``).
+field names as Typha's model values (see ``model/values.py``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from felix_client.calc.model import ClusterModel, EncapMode
+from felix_client.calc.model.cluster import ClusterModel
+from felix_client.calc.model.objects import EncapMode
 from felix_client.calc.render.chains import VXLAN_DEVICE, VXLAN_PORT
 from felix_client.calc.state import DataplaneDelta, DataplaneState
 

@@ -8,7 +8,9 @@ import pytest
 
 from felix_client.calc import synthetic as s
 from felix_client.calc.engine import CalcEngine, render_files
-from felix_client.calc.model import Action, ClusterModel, parse_update
+from felix_client.calc.model.cluster import ClusterModel
+from felix_client.calc.model.objects import Action
+from felix_client.calc.model.updates import parse_update
 from tests.calc.iptsim import IpsetSim, IptablesSim, SimPacket
 from tests.calc.randcluster import LOCAL, rand_cluster, rand_packet
 from tests.calc.verdict import EGRESS, INGRESS, Packet, verdict
@@ -22,8 +24,9 @@ def model_of(kvs) -> ClusterModel:
     return model
 
 
-def simulate(sim: IptablesSim, iface: str, direction: str, packet: Packet) -> Action:
-    pkt = SimPacket(
+def sim_packet(packet: Packet, **where: str) -> SimPacket:
+    """``packet`` as the iptables simulator takes it (``iif``/``oif`` for forwarded ones)."""
+    return SimPacket(
         packet.src_ip,
         packet.dst_ip,
         packet.protocol,
@@ -31,7 +34,12 @@ def simulate(sim: IptablesSim, iface: str, direction: str, packet: Packet) -> Ac
         packet.dst_port,
         packet.icmp_type,
         packet.icmp_code,
+        **where,
     )
+
+
+def simulate(sim: IptablesSim, iface: str, direction: str, packet: Packet) -> Action:
+    pkt = sim_packet(packet)
     chain = ("cali-tw-" if direction == INGRESS else "cali-fw-") + iface
     result = sim.run(chain, pkt)
     if result == "DROP":
@@ -42,17 +50,7 @@ def simulate(sim: IptablesSim, iface: str, direction: str, packet: Packet) -> Ac
 
 
 def simulate_forward(sim: IptablesSim, packet: Packet, iif: str, oif: str) -> Action:
-    pkt = SimPacket(
-        packet.src_ip,
-        packet.dst_ip,
-        packet.protocol,
-        packet.src_port,
-        packet.dst_port,
-        packet.icmp_type,
-        packet.icmp_code,
-        iif=iif,
-        oif=oif,
-    )
+    pkt = sim_packet(packet, iif=iif, oif=oif)
     result = sim.run("cali-FORWARD", pkt)
     assert result in ("ACCEPT", "DROP"), result
     return Action.ALLOW if result == "ACCEPT" else Action.DENY

@@ -16,7 +16,8 @@ import pytest
 
 import felix_client.calc.engine as engine_module
 from felix_client.calc.engine import CalcEngine, render_files
-from felix_client.calc.model import Kind, parse_error, parse_update
+from felix_client.calc.model.keys import Kind
+from felix_client.calc.model.updates import parse_error, parse_update
 from tests.calc.test_model import GOOD_WEP
 from typha.model import keys
 

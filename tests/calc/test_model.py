@@ -7,15 +7,9 @@ import random
 import pytest
 
 from felix_client.calc.engine import CalcEngine, render_files
-from felix_client.calc.model import (
-    Action,
-    EncapMode,
-    Kind,
-    PolicyId,
-    PortRange,
-    parse_key,
-    parse_update,
-)
+from felix_client.calc.model.keys import Kind, parse_key
+from felix_client.calc.model.objects import Action, EncapMode, PolicyId, PortRange
+from felix_client.calc.model.updates import parse_update
 from tests.calc.iptsim import IpsetSim, IptablesSim
 from tests.calc.test_crosscheck import simulate
 from tests.calc.verdict import INGRESS, Packet, verdict
@@ -312,7 +306,7 @@ def test_k8s_network_policy_example_through_the_converter() -> None:
 def test_rules_with_libcalico_go_negation_names_from_the_converter() -> None:
     """typha's converter writes libcalico-go's `!`-prefixed names (what a Go client reads); the
     node client parses them into the same negations as the older `not_*` spelling."""
-    from felix_client.calc.model import parse_rule
+    from felix_client.calc.model.values import parse_rule
     from typha.sync.convert.rules import convert_rule
 
     v3 = {

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from felix_client.calc import synthetic as s
-from felix_client.calc.model import (
-    Action,
-    ClusterModel,
-    PolicyId,
-    api_default_types,
-    parse_policy,
-    parse_tier,
-    parse_update,
-)
+from felix_client.calc.model.cluster import ClusterModel
+from felix_client.calc.model.objects import Action, PolicyId
+from felix_client.calc.model.updates import parse_update
+from felix_client.calc.model.values import api_default_types, parse_policy, parse_tier
 from felix_client.calc.policy import EGRESS, INGRESS, resolve_tiers
 from tests.calc.verdict import Packet, verdict
 

@@ -8,7 +8,8 @@ import hashlib
 from felix_client.calc import synthetic as s
 from felix_client.calc.engine import CalcEngine, render_files
 from felix_client.calc.ipsetspec import ipset_name, named_port_set_id
-from felix_client.calc.model import Action, PolicyId, PortRange, parse_rule
+from felix_client.calc.model.objects import Action, PolicyId, PortRange
+from felix_client.calc.model.values import parse_rule
 from felix_client.calc.render.chains import HOOKS
 from felix_client.calc.render.names import length_limited_id, policy_chain, profile_chain
 from felix_client.calc.render.rules import render_rule

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from felix_client.calc import selector as sel
-from felix_client.calc.model import (
+from felix_client.calc.model.cluster import ClusterModel
+from felix_client.calc.model.objects import (
     PORT_PROTOCOLS,
     Action,
-    ClusterModel,
     Policy,
     PortRange,
     Rule,

@@ -8,7 +8,6 @@ the set our node client holds once in sync and shapes it like syncdump's output
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -17,13 +16,12 @@ import trio
 
 from felix_client.sync_client import SyncClient
 from tests.calico.compare import dump_from_state
+from tests.peers.calico_typha import TyphaProcess, typha_env
 from tests.peers.etcd import EtcdServer
 from tests.peers.kube_apiserver import KubeApiServer
-from tests.peers.ports import LOOPBACK, free_port
-from tests.peers.process import PeerProcess, loopback_client
 
 
-class TyphaPy(PeerProcess):
+class TyphaPy(TyphaProcess):
     """typha-py on a random loopback port against an etcd or a kube-apiserver."""
 
     name = "typha-py"
@@ -37,49 +35,15 @@ class TyphaPy(PeerProcess):
         extra_env: Mapping[str, str] | None = None,
         startup_timeout: float | None = None,
     ):
-        super().__init__(startup_timeout=startup_timeout)
-        if (etcd is None) == (kube is None):
-            raise ValueError("give exactly one of etcd= or kube=")
-        self.etcd = etcd
-        self.kube = kube
-        self.extra_env = dict(extra_env or {})
-        self.port = free_port()
-        self.health_port = free_port()
-
-    @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        super().__init__(etcd=etcd, kube=kube, extra_env=extra_env, startup_timeout=startup_timeout)
 
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "typha.cli", "serve"]
 
     def _env(self) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.tmpdir),
-            "TYPHA_SERVERHOST": LOOPBACK,
-            "TYPHA_SERVERPORT": str(self.port),
-            "TYPHA_LOGFILEPATH": "none",
-            "TYPHA_LOGSEVERITYSCREEN": "INFO",
-            "TYPHA_HEALTHENABLED": "true",
-            "TYPHA_HEALTHHOST": LOOPBACK,
-            "TYPHA_HEALTHPORT": str(self.health_port),
-            "TYPHA_PROMETHEUSMETRICSENABLED": "false",
-        }
-        if self.etcd is not None:
-            env["TYPHA_DATASTORETYPE"] = "etcdv3"
-            env["TYPHA_ETCDENDPOINTS"] = self.etcd.client_url
-        else:
-            assert self.kube is not None
-            env["TYPHA_DATASTORETYPE"] = "kubernetes"
-            env["KUBECONFIG"] = self.kube.kubeconfig_path
+        env = typha_env(self.tmpdir, self.port, self.health_port, etcd=self.etcd, kube=self.kube)
         env.update(self.extra_env)
         return env
-
-    def _is_healthy(self) -> bool:
-        with loopback_client(timeout=2.0) as c:
-            r = c.get(f"http://{LOOPBACK}:{self.health_port}/readiness")
-        return r.status_code == 200
 
 
 async def msgpack_state(address: str, syncer_type: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from tests.dataplane.nstools import NetnsPool, nsrun, run, veth
-from tests.seed_examples import db_network_policy
+from tests.seed_examples import allow_tcp_6379_spec, db_network_policy
 from typha.resources import validate_resource, workload_endpoint_for_pod
 from typha.sync.convert.k8s import (
     namespace_to_profile,
@@ -166,19 +166,7 @@ def resources() -> list[dict[str, Any]]:
         _v3(
             "NetworkPolicy",
             "allow-tcp-6379",
-            {
-                "selector": "app == 'database'",
-                "types": ["Ingress", "Egress"],
-                "ingress": [
-                    {
-                        "action": "Allow",
-                        "protocol": "TCP",
-                        "source": {"selector": "app == 'frontend'"},
-                        "destination": {"ports": [6379]},
-                    }
-                ],
-                "egress": [{"action": "Allow"}],
-            },
+            allow_tcp_6379_spec(),
             "myproject",
         )
     )

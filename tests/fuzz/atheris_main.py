@@ -39,7 +39,7 @@ import atheris
 
 with atheris.instrument_imports(include=["typha", "felix_client"]):
     from felix_client.calc import CalcEngine, render_files
-    from felix_client.calc.model import parse_update
+    from felix_client.calc.model.updates import parse_update
     from felix_client.calc.selector import SelectorParseError, parse
     from typha.protocol import (
         ClientProtocol,

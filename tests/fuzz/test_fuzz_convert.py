@@ -15,46 +15,26 @@ import json
 import random
 from typing import Any
 
-import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felix_client.calc import CalcEngine, render_files
 from felix_client.calc.selector import SelectorParseError, parse
-from typha.sync.base import Update
 from typha.sync.convert.errors import InvalidResource
 from typha.sync.convert.etcd import convert_etcd_kv
 from typha.sync.convert.k8s import k8s_to_updates
 
+from .budget import BUDGET, FUZZ
+from .common import (
+    BASE,
+    BASE_KEYS,
+    ETCD,
+    K8S,
+    check_updates,
+    etcd_value_reaches_clients,
+    render_with,
+)
 from .deepselectors import deep_selector, random_labels
 from .jsonmutate import mutate
-from .seeds import base_model, etcd_seeds, k8s_seeds
-from .test_fuzz_protocol import BUDGET, FUZZ
-
-ETCD = etcd_seeds()
-K8S = k8s_seeds()
-NODE = "node1"  # has workloads in config/examples, so its endpoints are rendered
-
-
-BASE = base_model()
-BASE_KEYS = sorted(BASE)
-
-
-def check_updates(updates: list[Update]) -> None:
-    """What a converter produced can go on the wire: string keys, msgpack-able values."""
-    for update in updates:
-        assert isinstance(update.key, str) and update.key.startswith("/calico/"), update
-        msgpack.packb(update.value, use_bin_type=True)
-
-
-def render_with(updates: list[tuple[str, Any]]) -> dict[str, str]:
-    engine = CalcEngine(NODE)
-    engine.apply_updates(BASE.items())
-    engine.snapshot_done()
-    engine.flush()
-    engine.apply_updates(updates)
-    engine.flush()
-    return render_files(engine.state())
 
 
 def test_seeds_convert_and_render() -> None:
@@ -74,14 +54,7 @@ def test_mutated_etcd_values_convert_or_raise_invalid_resource(
     index: int, seed: int, n: int
 ) -> None:
     key, raw = ETCD[index]
-    obj = mutate(json.loads(raw), random.Random(seed), n)
-    try:
-        updates = convert_etcd_kv(key, obj)
-    except InvalidResource:
-        return
-    check_updates(updates)
-    # ... and the node client takes them.
-    render_with([(u.key, u.value) for u in updates])
+    etcd_value_reaches_clients(key, mutate(json.loads(raw), random.Random(seed), n))
 
 
 @FUZZ

@@ -8,14 +8,14 @@ coverage-guided counterpart is the ``gob-server-stream`` atheris target.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fuzz.budget import BUDGET, FUZZ
 from typha.protocol import ProtocolError
 from typha.protocol.gob import (
     ClientHello,
@@ -30,14 +30,6 @@ from ..protocol.gob.golike import gob_client_streams
 from ..protocol.gob.oracle import Oracle
 from ..protocol.gob.oracle import oracle as oracle  # the Go oracle fixture
 
-BUDGET = int(os.environ.get("TYPHA_FUZZ_EXAMPLES", "3000"))
-FUZZ = settings(
-    max_examples=BUDGET,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
 # Each differential case is a round trip to the Go process: a smaller share of the budget.
 FUZZ_DIFF = settings(FUZZ, max_examples=max(BUDGET // 6, 100))
 SEEDS = gob_client_streams()

@@ -5,18 +5,18 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from felix_client.sync_client import SyncClient
-from tests.typha_harness import make_config, run_typha
+from tests.fuzz.budget import BUDGET, FUZZ
+from tests.fuzz.common import session_after_hello
+from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha.protocol import (
     ClientProtocol,
-    ClientSession,
     FrameDecoder,
     ProtocolError,
     ServerProtocol,
@@ -27,17 +27,6 @@ from typha.protocol import (
 )
 from typha.protocol.messages import ClientHello, ResumeToken
 from typha.sync.memory import MemoryDatastore
-
-from ..core.test_core_integration import wait_until, wep
-
-BUDGET = int(os.environ.get("TYPHA_FUZZ_EXAMPLES", "3000"))
-FUZZ = settings(
-    max_examples=BUDGET,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
 
 valid_hello = frame(encode_payload(ClientHello(node="n", resume=ResumeToken(1, 2, 3))))
 
@@ -59,13 +48,15 @@ def mutate(data: bytes, rng: random.Random, n: int) -> bytes:
 @FUZZ
 @given(st.binary(max_size=512))
 def test_decoder_raises_only_protocol_errors(data: bytes) -> None:
-    dec = FrameDecoder(1 << 16)
-    dec.feed(data)
-    try:
-        while (p := dec.next_payload()) is not None:
-            decode_payload(p)
-    except ProtocolError:
-        pass
+    """With and without compressed frames allowed (the server refuses them from clients)."""
+    for allow in (True, False):
+        dec = FrameDecoder(1 << 16, allow_compressed=allow)
+        dec.feed(data)
+        try:
+            while (p := dec.next_payload()) is not None:
+                decode_payload(p)
+        except ProtocolError:
+            pass
 
 
 @FUZZ
@@ -107,15 +98,7 @@ def test_client_side_garbage_after_handshake(chunks: list[bytes]) -> None:
 @given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
 def test_client_session_garbage_after_handshake(chunks: list[bytes], header_only: bool) -> None:
     """Both session modes: garbage after a valid ServerHello raises only ProtocolError."""
-    session = ClientSession("n", header_only=header_only, sampler=lambda count: 1)
-    server = ServerProtocol()
-    server.receive_data(session.connect())
-    hello = server.next_event()
-    assert isinstance(hello, ClientHello)
-    session.receive_data(
-        server.accept(hello, server_version="f", epoch=1, conn_id=1, resumed=False)
-    )
-    assert session.next_event() is not None
+    session = session_after_hello(header_only)
     try:
         for chunk in chunks:
             session.receive_data(chunk)

@@ -43,6 +43,38 @@ def calico_crd_dir() -> Path:
     return peers_dir() / "work" / "calico-src" / "libcalico-go" / "config" / "crd"
 
 
+def typha_env(
+    home: Path,
+    port: int,
+    health_port: int,
+    *,
+    etcd: EtcdServer | None,
+    kube: KubeApiServer | None,
+) -> dict[str, str]:
+    """The environment both Typhas (Calico's and typha-py, a drop-in) read to serve on loopback
+    ``port`` from ``etcd`` or ``kube``, with readiness on ``health_port`` and logs on stdout."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TYPHA_SERVERHOST": LOOPBACK,
+        "TYPHA_SERVERPORT": str(port),
+        "TYPHA_LOGFILEPATH": "none",
+        "TYPHA_LOGSEVERITYSCREEN": "info",
+        "TYPHA_HEALTHENABLED": "true",
+        "TYPHA_HEALTHHOST": LOOPBACK,
+        "TYPHA_HEALTHPORT": str(health_port),
+        "TYPHA_PROMETHEUSMETRICSENABLED": "false",
+    }
+    if etcd is not None:
+        env["TYPHA_DATASTORETYPE"] = "etcdv3"
+        env["TYPHA_ETCDENDPOINTS"] = etcd.client_url
+    else:
+        assert kube is not None
+        env["TYPHA_DATASTORETYPE"] = "kubernetes"
+        env["KUBECONFIG"] = kube.kubeconfig_path
+    return env
+
+
 @dataclass(frozen=True)
 class TyphaTLS:
     """Server-side TLS settings of Calico Typha (the files must exist)."""
@@ -54,7 +86,39 @@ class TyphaTLS:
     client_uri_san: str = ""
 
 
-class CalicoTypha(PeerProcess):
+class TyphaProcess(PeerProcess):
+    """A Typha (Calico's or typha-py) on random loopback ports against an etcd (`etcd=`) or a
+    kube-apiserver (`kube=`), never both; ready when its `/readiness` says so. `address` is
+    what clients dial."""
+
+    def __init__(
+        self,
+        *,
+        etcd: EtcdServer | None,
+        kube: KubeApiServer | None,
+        extra_env: Mapping[str, str] | None,
+        startup_timeout: float | None,
+    ):
+        super().__init__(startup_timeout=startup_timeout)
+        if (etcd is None) == (kube is None):
+            raise ValueError("give exactly one of etcd= or kube=")
+        self.etcd = etcd
+        self.kube = kube
+        self.extra_env = dict(extra_env or {})
+        self.port = free_port()
+        self.health_port = free_port()
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def _is_healthy(self) -> bool:
+        with loopback_client(timeout=2.0) as c:
+            r = c.get(f"http://{LOOPBACK}:{self.health_port}/readiness")
+        return r.status_code == 200
+
+
+class CalicoTypha(TyphaProcess):
     """calico-typha against an etcd (`etcd=`) or a kube-apiserver (`kube=`), never both.
 
     Configured only through the environment (the process gets no other variables), so the host's
@@ -75,23 +139,12 @@ class CalicoTypha(PeerProcess):
         extra_env: Mapping[str, str] | None = None,
         startup_timeout: float | None = None,
     ):
-        super().__init__(startup_timeout=startup_timeout)
-        if (etcd is None) == (kube is None):
-            raise ValueError("give exactly one of etcd= or kube=")
+        super().__init__(etcd=etcd, kube=kube, extra_env=extra_env, startup_timeout=startup_timeout)
         found = binary or find_calico_typha()
         if not found:
             raise PeerError("no calico-typha binary: run scripts/build-peers.sh calico")
         self.binary = found
-        self.etcd = etcd
-        self.kube = kube
         self.tls = tls
-        self.extra_env = dict(extra_env or {})
-        self.port = free_port()
-        self.health_port = free_port()
-
-    @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -105,28 +158,11 @@ class CalicoTypha(PeerProcess):
         return [self.binary, "--config-file", str(self.config_path)]
 
     def _env(self) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.tmpdir),
-            "TYPHA_SERVERHOST": LOOPBACK,
-            "TYPHA_SERVERPORT": str(self.port),
-            "TYPHA_LOGFILEPATH": "none",
-            "TYPHA_LOGSEVERITYSYS": "none",
-            "TYPHA_LOGSEVERITYSCREEN": "info",
-            "TYPHA_HEALTHENABLED": "true",
-            "TYPHA_HEALTHHOST": LOOPBACK,
-            "TYPHA_HEALTHPORT": str(self.health_port),
-            "TYPHA_PROMETHEUSMETRICSENABLED": "false",
-        }
-        if self.etcd is not None:
-            env["TYPHA_DATASTORETYPE"] = "etcdv3"
-            env["TYPHA_ETCDENDPOINTS"] = self.etcd.client_url
-        else:
-            assert self.kube is not None
-            env["TYPHA_DATASTORETYPE"] = "kubernetes"
+        env = typha_env(self.tmpdir, self.port, self.health_port, etcd=self.etcd, kube=self.kube)
+        env["TYPHA_LOGSEVERITYSYS"] = "none"
+        if self.kube is not None:
             # libcalico-go's own variables choose the Kubernetes client config.
             env["DATASTORE_TYPE"] = "kubernetes"
-            env["KUBECONFIG"] = self.kube.kubeconfig_path
         if self.tls is not None:
             env["TYPHA_SERVERCERTFILE"] = self.tls.cert_file
             env["TYPHA_SERVERKEYFILE"] = self.tls.key_file
@@ -137,11 +173,6 @@ class CalicoTypha(PeerProcess):
                 env["TYPHA_CLIENTURISAN"] = self.tls.client_uri_san
         env.update(self.extra_env)
         return env
-
-    def _is_healthy(self) -> bool:
-        with loopback_client(timeout=2.0) as c:
-            r = c.get(f"http://{LOOPBACK}:{self.health_port}/readiness")
-        return r.status_code == 200
 
 
 # -- syncdump ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +54,14 @@ EtcdFactory = Callable[..., EtcdServer]
 PrometheusFactory = Callable[..., PrometheusServer]
 
 
-@pytest.fixture
-def etcd_factory() -> Iterator[EtcdFactory]:
-    """Start extra etcd servers: `etcd_factory(tls=EtcdTLS.generate(tmp_path), tmpfs=True)`.
+@contextmanager
+def _closing_factory(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A factory that builds a peer with ``make``, starts it and returns it; every peer it
+    started is closed, last first, when the ``with`` ends."""
+    started: list[Any] = []
 
-    Every server started here is closed (process stopped, data removed) after the test.
-    """
-    binary = _etcd_binary()
-    started: list[EtcdServer] = []
-
-    def factory(**kwargs: Any) -> EtcdServer:
-        kwargs.setdefault("binary", binary)
-        server = EtcdServer(**kwargs)
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        server = make(*args, **kwargs)
         started.append(server)
         return server.start()
 
@@ -73,6 +70,17 @@ def etcd_factory() -> Iterator[EtcdFactory]:
     finally:
         for server in reversed(started):
             server.close()
+
+
+@pytest.fixture
+def etcd_factory() -> Iterator[EtcdFactory]:
+    """Start extra etcd servers: `etcd_factory(tls=EtcdTLS.generate(tmp_path), tmpfs=True)`.
+
+    Every server started here is closed (process stopped, data removed) after the test.
+    """
+    binary = _etcd_binary()
+    with _closing_factory(lambda **kw: EtcdServer(**{"binary": binary, **kw})) as factory:
+        yield factory
 
 
 @pytest.fixture
@@ -115,18 +123,11 @@ def prometheus_factory() -> Iterator[PrometheusFactory]:
     Accepts a list of host:port targets or {job: [targets]}, plus PrometheusServer kwargs.
     """
     binary = require_binary(find_prometheus, "prometheus", "scripts/setup-system.sh")
-    started: list[PrometheusServer] = []
 
-    def factory(
+    def make(
         targets: Sequence[str] | Mapping[str, Sequence[str]], **kwargs: Any
     ) -> PrometheusServer:
-        kwargs.setdefault("binary", binary)
-        server = PrometheusServer(targets, **kwargs)
-        started.append(server)
-        return server.start()
+        return PrometheusServer(targets, **{"binary": binary, **kwargs})
 
-    try:
+    with _closing_factory(make) as factory:
         yield factory
-    finally:
-        for server in reversed(started):
-            server.close()

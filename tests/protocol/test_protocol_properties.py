@@ -133,19 +133,6 @@ def test_byte_at_a_time(msgs) -> None:
     assert dec.buffered == 0
 
 
-@settings(max_examples=1000, derandomize=True, deadline=None)
-@given(st.binary(max_size=300))
-def test_garbage_only_raises_protocol_error(data) -> None:
-    for allow in (True, False):
-        dec = FrameDecoder(4096, allow_compressed=allow)
-        dec.feed(data)
-        try:
-            while (p := dec.next_payload()) is not None:
-                decode_payload(p)
-        except ProtocolError:
-            pass
-
-
 @settings(max_examples=500, derandomize=True, deadline=None)
 @given(st.binary(max_size=200))
 def test_garbage_payload_in_valid_frame_only_raises_protocol_error(data) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import trio
 
 from felix_client.sync_client import SyncClient
-from tests.core.test_core_integration import wait_until
 from tests.peers.ports import free_ports
+from tests.typha_harness import wait_until
 from typha.app import Typha
 from typha.config import load_config
 from typha.resources import workload_endpoint_for_pod

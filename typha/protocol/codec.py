@@ -12,6 +12,7 @@ from typing import Any
 import msgpack
 
 from .errors import MalformedFrame
+from .hello_limits import check_hello_strings
 from .messages import (
     BatchDone,
     ClientHello,
@@ -178,7 +179,7 @@ def _decode_client_hello(arr: list[Any]) -> ClientHello:
             _int(resume[1], "resume seq"),
             _opt_int(resume[2], "resume revision"),
         )
-    return ClientHello(
+    hello = ClientHello(
         node=_str(m.get("node", ""), "node"),
         syncer=_str(m.get("syncer") or "felix", "syncer"),
         client_version=_str(m.get("version", ""), "version"),
@@ -189,6 +190,17 @@ def _decode_client_hello(arr: list[Any]) -> ClientHello:
         conn_id=_int(m.get("conn_id", 0), "conn_id"),
         protocol=_int(m.get("protocol", 1), "protocol"),
     )
+    check_hello_strings(
+        (
+            ("node", hello.node),
+            ("syncer", hello.syncer),
+            ("version", hello.client_version),
+            ("info", hello.info),
+        ),
+        (("compression", hello.compressions), ("features", hello.features)),
+        error=MalformedFrame,
+    )
+    return hello
 
 
 def _decode_server_hello(arr: list[Any]) -> ServerHello:

@@ -68,6 +68,10 @@ class _Endpoint:
             return
         self._decoder.feed(data)
 
+    def discard_input(self) -> None:
+        """The connection is over: free the unread input (up to a whole frame) at once."""
+        self._decoder.discard()
+
     @property
     def buffered(self) -> int:
         """Input bytes held (not yet a whole frame): for the server's memory budget."""

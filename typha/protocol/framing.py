@@ -80,6 +80,11 @@ class FrameDecoder:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def discard(self) -> None:
+        """Drop whatever is buffered (the connection is over): its memory is freed now."""
+        self._buf = bytearray()
+        self._pos = 0
+
     @property
     def buffered(self) -> int:
         return len(self._buf) - self._pos

@@ -35,6 +35,7 @@ from typha.protocol import (
     ProtocolError,
     ServerProtocol,
     SyncStatusMsg,
+    UnexpectedMessage,
     best_frame,
     encode_kvs_payload,
     encode_payload,
@@ -135,7 +136,6 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
-            self.ctx.input_budget.release(self)
             self.streaming = False
             self._stop_fast_path()
             with (
@@ -144,6 +144,10 @@ class Connection:
                 contextlib.suppress(Exception),
             ):
                 await self.transport.aclose()
+            # Free the unread input before the budget counts it as gone: the heap is trimmed
+            # by that count (budget.py).
+            self.proto.discard_input()
+            self.ctx.input_budget.release(self)
 
     async def _guarded(self, task, *args) -> None:  # type: ignore[no-untyped-def]
         """Run one of the connection's tasks; turn its ending into closing the connection."""
@@ -174,6 +178,9 @@ class Connection:
                     raise ConnectionClosed(f"{held} bytes before the hello (limit 64 KiB)")
                 if not budget.charge(self, held):
                     raise ConnectionClosed("server-wide unauthenticated input budget exhausted")
+                # The decoder keeps its own copy: holding this one too while waiting for more
+                # would double what a stalled hello costs.
+                data = b""
             event = self.proto.next_event()
             if event is not None:
                 assert isinstance(event, ClientHello)
@@ -464,21 +471,34 @@ class Connection:
 
     async def _reader(self) -> None:
         syncer = str(self.syncer)
+        proto = self.proto
         while True:
+            # Frames that came in the same read as the hello are already buffered: handle
+            # them first, not once more bytes happen to arrive.
+            while (event := proto.next_event()) is not None:
+                assert isinstance(event, Pong)
+                self._on_pong(event, syncer)
             data = await self.transport.receive_some(65536)
             if not data:
                 raise ConnectionClosed("client closed the connection")
-            self.proto.receive_data(data)
-            while (event := self.proto.next_event()) is not None:
-                assert isinstance(event, Pong)
-                now = time.monotonic()
-                self._last_pong = now
-                if event.seq > self.info.acked_seq:
-                    self.info.acked_seq = event.seq
-                self.info.acked_at = time.time()
-                rtt = now - event.ping_timestamp / 1e9
-                if 0 <= rtt < 3600:
-                    metrics.ping_latency.labels(syncer).observe(rtt)
+            proto.receive_data(data)
+
+    def _on_pong(self, pong: Pong, syncer: str) -> None:
+        # A client can only have applied what was sent to it; a higher seq would show it as
+        # caught up (lag 0) whatever it really holds.
+        sent = self.next_seq - 1
+        if not -1 <= pong.seq <= sent:
+            raise UnexpectedMessage(
+                f"Pong acknowledges seq {pong.seq}, but the last seq sent is {sent}"
+            )
+        now = time.monotonic()
+        self._last_pong = now
+        if pong.seq > self.info.acked_seq:
+            self.info.acked_seq = pong.seq
+        self.info.acked_at = time.time()
+        rtt = now - pong.ping_timestamp / 1e9
+        if 0 <= rtt < 3600:
+            metrics.ping_latency.labels(syncer).observe(rtt)
 
     async def _pinger(self) -> None:
         interval = self.settings.ping_interval

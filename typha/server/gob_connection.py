@@ -76,12 +76,12 @@ class GobConnection(Connection):
         try:
             with trio.move_on_at(self._handshake_deadline()) as hs_scope:
                 accepted = await self._read_until(HelloAccepted)
-            budget.release(self)
             if hs_scope.cancelled_caught:
                 self.log.info("handshake timed out")
                 return
             if accepted is not None:
                 assert isinstance(accepted, HelloAccepted)
+                budget.release(self)  # no longer unauthenticated
                 await self._serve_gob(accepted)
         except ProtocolError as exc:
             # Go Typha closes without a ServerHello (there is no way to say why).
@@ -92,7 +92,6 @@ class GobConnection(Connection):
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
-            budget.release(self)
             self.streaming = False
             self._stop_fast_path()
             with (
@@ -101,6 +100,8 @@ class GobConnection(Connection):
                 contextlib.suppress(Exception),
             ):
                 await self.transport.aclose()
+            self.session.discard_input()  # freed before the budget counts it as gone
+            budget.release(self)
 
     async def _read_until(self, kind: type) -> object | None:
         """Read until the session yields an event of ``kind`` (None on EOF). While the hello
@@ -113,6 +114,7 @@ class GobConnection(Connection):
                 session.receive_data(data)
                 if self.syncer is None and not budget.charge(self, session.buffered):
                     raise ConnectionClosed("server-wide unauthenticated input budget exhausted")
+                data = b""  # the decoder keeps its own copy (see Connection._read_hello)
             event = session.next_event()
             if event is not None:
                 if not isinstance(event, kind):
@@ -129,8 +131,9 @@ class GobConnection(Connection):
         self.view = ctx.views[syncer]
         self._bind_metrics(str(syncer))
         hello = accepted.hello
-        self.info.node, self.info.syncer = hello.hostname[:256], str(syncer)
-        self.info.client_version = f"gob {hello.version[:64]}"
+        # The session refused hello strings over 1 KiB (hello_limits.py).
+        self.info.node, self.info.syncer = hello.hostname, str(syncer)
+        self.info.client_version = f"gob {hello.version}"
         self.info.compression = accepted.compression or None
         self._snappy = bool(accepted.compression)
         self.codec = gob_codec(self._snappy, ctx.max_kvs_per_message, ctx.v3_resource_versions)
@@ -224,10 +227,8 @@ class GobConnection(Connection):
         syncer = str(self.syncer)
         session = self.session
         while True:
-            data = await self.transport.receive_some(65536)
-            if not data:
-                raise ConnectionClosed("client closed the connection")
-            session.receive_data(data)
+            # Messages that came in the same read as the hello (or an ACK) are already
+            # buffered: handle them first, not once more bytes happen to arrive.
             while (event := session.next_event()) is not None:
                 if not isinstance(event, PongReceived):
                     raise ConnectionClosed(f"unexpected {type(event).__name__}")
@@ -243,6 +244,10 @@ class GobConnection(Connection):
                 rtt = time.time() - sent.unix_nanos / 1e9
                 if 0 <= rtt < 3600:
                     metrics.ping_latency.labels(syncer).observe(rtt)
+            data = await self.transport.receive_some(65536)
+            if not data:
+                raise ConnectionClosed("client closed the connection")
+            session.receive_data(data)
 
     async def _pinger(self) -> None:
         interval = self.settings.ping_interval

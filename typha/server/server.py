@@ -24,7 +24,7 @@ from typha.cache.snapshot import Snapshot, SnapshotCache
 from typha.config import Config
 from typha.model.keys import SyncerType
 from typha.protocol.gob import sniff
-from typha.tls import check_peer_identity
+from typha.tls import check_peer_identity, tls_error_text
 
 from .connection import Connection
 from .context import ConnectionContext, ConnectionSettings
@@ -206,7 +206,9 @@ class SyncServer:
             try:
                 await tls.do_handshake()
             except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                log.info("TLS handshake failed", conn_id=conn_id, peer=peer, error=str(exc))
+                log.info(
+                    "TLS handshake failed", conn_id=conn_id, peer=peer, error=tls_error_text(exc)
+                )
                 await _close_quietly(stream)
                 return None
         if scope.cancelled_caught:
@@ -230,6 +232,7 @@ class SyncServer:
             if self.on_liveness:
                 self.on_liveness()
             metrics.connections_active.set(self.active_connections)
+            self.context.input_budget.trim()
             if self.shutting_down:
                 continue
             excess = len(self.connections) - self.max_connections

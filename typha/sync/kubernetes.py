@@ -529,6 +529,12 @@ class KubernetesDatastore:
         except (InvalidResource, jsonlimit.TooDeep) as exc:
             self._invalid(rt, source, obj, str(exc))
             produced = None
+        except RecursionError:
+            # Deeper than the bound but within the C decoder's reach (~100-1,000 levels), a
+            # converter that copies the object recurses too deep: an ordinary invalid object,
+            # not a converter bug worth a traceback.
+            self._invalid(rt, source, obj, f"nested deeper than {jsonlimit.MAX_DEPTH} levels")
+            produced = None
         except Exception as exc:
             # A converter bug must not stop the sync of everything else; make it loud (one
             # record, with the traceback).

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from felix_client.calc.ipsetspec import ALL_HOSTS_ID, MASQ_POOLS_ID, NETWORK_POOLS_ID, ipset_name
-from felix_client.calc.model import Action, PolicyId, WorkloadEndpoint
+from felix_client.calc.model.objects import Action, PolicyId, WorkloadEndpoint
 from felix_client.calc.policy import EGRESS, INGRESS, TierInfo
 from felix_client.calc.render.names import (
     FILTER_FORWARD,

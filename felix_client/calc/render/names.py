@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from felix_client.calc.model import PolicyId
+from felix_client.calc.model.objects import PolicyId
 
 MAX_CHAIN_NAME = 28
 

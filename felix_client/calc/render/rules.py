@@ -16,7 +16,7 @@ This is exactly the rule's semantics (an AND of ORs and NOTs), whatever the numb
 
 from __future__ import annotations
 
-from felix_client.calc.model import Action, PortRange
+from felix_client.calc.model.objects import Action, PortRange
 from felix_client.calc.render.names import (
     MARK_ACCEPT,
     MARK_DROP,

@@ -15,10 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.peers.plugin import require_binary
 
 DEFAULT_PATH = Path("/opt/typha-peers/bin/gobcheck")
+
+
+# Hypothesis settings for tests that round-trip through the oracle (a Go process per call).
+ORACLE = settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
 
 
 def gobcheck_path() -> Path | None:

@@ -4,7 +4,7 @@ cleanly (only ``ProtocolError``), with each bound shown to bite and not to bite.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from typha.protocol.errors import FrameTooLarge, MalformedFrame, UnexpectedMessage
@@ -14,16 +14,8 @@ from typha.protocol.gob.types import INTERFACE, STRING, UINT, Kind, WireType, en
 from typha.protocol.gob.wire import message, sint, string, uint
 
 from .golike import GoLikeClientEncoder
-from .oracle import Oracle
+from .oracle import ORACLE, Oracle
 from .streams import hello
-
-ORACLE = settings(
-    max_examples=60,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
 
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
 _nanos = st.none() | st.integers(-(2**62), 2**62)

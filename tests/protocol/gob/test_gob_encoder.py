@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from typha.protocol.gob import (
@@ -32,7 +32,7 @@ from typha.protocol.gob.encoder import (
     message_part,
 )
 
-from .oracle import Oracle
+from .oracle import ORACLE, Oracle
 from .streams import (
     expect_kvs,
     expect_ping,
@@ -42,14 +42,6 @@ from .streams import (
     go_times,
     streaming_session,
     updates,
-)
-
-ORACLE = settings(
-    max_examples=60,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
 )
 
 # One item of a segment: (part, what Go should print for it).

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgpack
 
+from tests.seed_examples import allow_tcp_6379_spec
 from typha.sync.base import Update
 from typha.sync.convert import v3_to_updates
 
@@ -42,24 +43,7 @@ def packed(updates: list[Update]) -> list[tuple[str, bytes]]:
 
 
 # Sample resources that tests of several kinds use.
-ALLOW_6379 = res(
-    "NetworkPolicy",
-    "allow-tcp-6379",
-    {
-        "selector": "app == 'database'",
-        "types": ["Ingress", "Egress"],
-        "ingress": [
-            {
-                "action": "Allow",
-                "protocol": "TCP",
-                "source": {"selector": "app == 'frontend'"},
-                "destination": {"ports": [6379]},
-            }
-        ],
-        "egress": [{"action": "Allow"}],
-    },
-    namespace="myproject",
-)
+ALLOW_6379 = res("NetworkPolicy", "allow-tcp-6379", allow_tcp_6379_spec(), namespace="myproject")
 
 
 WEP = res(

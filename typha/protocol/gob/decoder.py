@@ -130,6 +130,11 @@ class GobDecoder:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def discard(self) -> None:
+        """Drop whatever is buffered (the connection is over): its memory is freed now."""
+        self._buf = bytearray()
+        self._need = 0
+
     def next_message(self) -> ClientMessage | None:
         if not self._buf or len(self._buf) < self._need:
             return None

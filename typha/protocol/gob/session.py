@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from ..errors import HandshakeRejected, UnexpectedMessage
+from ..hello_limits import check_hello_strings
 from .decoder import DEFAULT_MAX_MESSAGE, GobDecoder
 from .encoder import (
     PREAMBLE,
@@ -123,6 +124,10 @@ class GobServerSession:
         """Buffer bytes from the client; ``next_event`` decodes them."""
         self._decoder.feed(data)
 
+    def discard_input(self) -> None:
+        """The connection is over: free the unread input (up to 1 MiB) at once."""
+        self._decoder.discard()
+
     def next_event(self) -> Event | None:
         """The next event, or None until more bytes arrive. Handle each event (e.g. write the
         snapshot on ``SnapshotReady``) before asking for the next: a message is judged in the
@@ -165,6 +170,17 @@ class GobServerSession:
         raise UnexpectedMessage(f"gob: unexpected {type(msg).__name__} from the client")
 
     def _hello(self, hello: ClientHello) -> list[Event]:
+        # The same caps as our msgpack hello's (Go Typha has none below its 1 MiB message).
+        check_hello_strings(
+            (
+                ("Hostname", hello.hostname),
+                ("SyncerType", hello.syncer_type),
+                ("Version", hello.version),
+                ("Info", hello.info),
+            ),
+            (("SupportedCompressionAlgorithms", hello.supported_compression),),
+            error=HandshakeRejected,
+        )
         # An empty SyncerType is an old Felix.
         syncer = hello.syncer_type or "felix"
         if syncer not in self._syncer_types:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from felix_client.sync_client import SyncClient
-from tests.typha_harness import make_config, run_typha
+from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha import metrics
 from typha.cache.feed import CacheFeed
 from typha.cache.snapshot import Snapshot, encode_snapshot
@@ -24,7 +24,6 @@ from typha.sync.memory import MemoryDatastore
 from typha.tls import client_ssl_context
 
 from ..tlsutil import TLSFiles
-from .test_core_integration import wait_until, wep
 
 # --- The token ---------------------------------------------------------------------------------
 

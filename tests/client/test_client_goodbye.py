@@ -9,12 +9,10 @@ import struct
 import trio
 
 from felix_client.sync_client import SyncClient
-from tests.typha_harness import run_typha
+from tests.typha_harness import run_typha, wait_until, wep
 from typha.protocol import ServerProtocol
 from typha.protocol.messages import ClientHello, Goodbye, Ping, SyncStatus, SyncStatusMsg
 from typha.sync.memory import MemoryDatastore
-
-from .test_core_integration import wait_until, wep
 
 
 async def serve_once(listener: trio.socket.SocketType, *, reset: bool) -> None:

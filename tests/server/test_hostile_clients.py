@@ -7,14 +7,13 @@ import socket
 import trio
 
 from felix_client.sync_client import SyncClient
-from tests.typha_harness import make_config, run_typha
+from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha.protocol import encode_payload, frame
 from typha.protocol.messages import ClientHello
 from typha.sync.base import Update
 from typha.sync.memory import MemoryDatastore
 
-from .core.rawclient import RawClient
-from .core.test_core_integration import wait_until, wep
+from .rawclient import RawClient
 
 
 async def neighbour_of(typha, nursery) -> SyncClient:  # type: ignore[no-untyped-def]

@@ -14,9 +14,8 @@ import msgpack
 import trio
 
 from felix_client.sync_client import SyncClient
-from tests.typha_harness import make_config, run_typha
+from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha import metrics
-from typha.model.keys import workload_endpoint_key
 from typha.protocol import (
     BatchDone,
     Goodbye,
@@ -34,31 +33,12 @@ from typha.sync.memory import MemoryDatastore
 from .rawclient import RawClient
 
 
-def wep(i: int, *, rev: int = 0, pad: int = 0) -> tuple[str, dict[str, Any]]:
-    key = workload_endpoint_key(f"node{i % 7}", "k8s", f"ns/pod{i}", "eth0")
-    value = {
-        "name": f"cali{i:011d}",
-        "ipv4_nets": [f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}/32"],
-        "labels": {"app": f"a{i % 5}", "rev": str(rev)},
-        "profile_ids": ["kns.ns"],
-    }
-    if pad:
-        value["annotations"] = {"pad": "x" * pad}
-    return key, value
-
-
 def digest(state: dict[str, Any]) -> str:
     h = hashlib.sha256()
     for key in sorted(state):
         h.update(key.encode())
         h.update(msgpack.packb(state[key], use_bin_type=True))
     return h.hexdigest()
-
-
-async def wait_until(pred, timeout: float = 20.0) -> None:
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.02)
 
 
 def apply_events(state: dict[str, Any], events: list[Any]) -> None:

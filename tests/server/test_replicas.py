@@ -6,11 +6,10 @@ from __future__ import annotations
 import trio
 
 from felix_client.sync_client import SyncClient
-from tests.typha_harness import make_config, run_typha
+from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha.sync.memory import MemoryDatastore
 
 from ..peers.ports import free_ports
-from .test_core_integration import wait_until, wep
 
 
 async def test_drain_one_of_two_replicas_under_200_clients() -> None:

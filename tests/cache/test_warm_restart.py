@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from felix_client.sync_client import SyncClient
+from tests.typha_harness import wait_until, wep
 from typha import app, metrics
 from typha.app import Typha, build_feed
 from typha.cache import persist
@@ -25,7 +26,6 @@ from typha.model.keys import SyncerType
 from typha.sync.memory import MemoryDatastore
 
 from ..peers.ports import free_ports
-from .test_core_integration import wait_until, wep
 
 
 def config(port: int, path: Path):  # type: ignore[no-untyped-def]

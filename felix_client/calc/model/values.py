@@ -1,10 +1,10 @@
-"""Adapter from Typha's (key, value) pairs to typed model objects.
+"""Value parsing: one parser per kind, from a decoded value to a model object.
 
-This is the only module that knows the model's field names (docs/model.md: the key table and
-the value schemas written by ``typha/sync/convert``). Everything downstream works on the frozen
-dataclasses defined here, so a change in the wire schema is absorbed in this file. Parsing is
-tolerant: snake_case and camelCase spellings are both accepted, unknown fields are ignored, and
-values that cannot be understood are treated as deletions (as Felix's validation filter does).
+This is the only module that knows the values' field names (docs/model.md: the value schemas
+written by ``typha/sync/convert``), so a change in the wire schema is absorbed here. Parsing is
+tolerant: snake_case and camelCase spellings are both accepted and unknown fields are ignored;
+a value of the wrong type or form raises ValueError/TypeError, which :mod:`.updates` turns into a
+deletion of that one key (as Felix's validation filter does).
 """
 
 from __future__ import annotations
@@ -12,25 +12,29 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
+from felix_client.calc.model.objects import (
+    PROTOCOL_NAMES,
+    PROTOCOL_NUMBERS,
+    Action,
+    Block,
+    EncapMode,
+    HostEndpoint,
+    IPPool,
+    NamedPort,
+    NetworkSet,
+    NodeInfo,
+    Policy,
+    PolicyId,
+    PortRange,
+    ProfileRules,
+    Rule,
+    RulePort,
+    Tier,
+    WorkloadEndpoint,
+)
 from typha.model.keys import unescape
-
-# --- Protocols and ports -------------------------------------------------------------------------
-
-PROTOCOL_NUMBERS: dict[str, int] = {
-    "icmp": 1,
-    "tcp": 6,
-    "udp": 17,
-    "icmpv6": 58,
-    "sctp": 132,
-    "udplite": 136,
-}
-PROTOCOL_NAMES: dict[int, str] = {v: k for k, v in PROTOCOL_NUMBERS.items()}
-# Protocols for which iptables' multiport match (and hence numeric port matching) works.
-PORT_PROTOCOLS = frozenset({6, 17, 132, 136})
 
 
 def parse_protocol(raw: Any) -> int | None:
@@ -49,20 +53,6 @@ def parse_protocol(raw: Any) -> int | None:
     if text in PROTOCOL_NUMBERS:
         return PROTOCOL_NUMBERS[text]
     raise ValueError(f"bad protocol {_shown(raw)}")
-
-
-@dataclass(frozen=True, slots=True)
-class PortRange:
-    """An inclusive numeric port range (a single port has ``lo == hi``)."""
-
-    lo: int
-    hi: int
-
-    def render(self) -> str:
-        return str(self.lo) if self.lo == self.hi else f"{self.lo}:{self.hi}"
-
-
-RulePort = PortRange | str  # a str is a named port
 
 
 def parse_port(raw: Any) -> RulePort:
@@ -94,205 +84,7 @@ def _port_range(lo: int, hi: int) -> PortRange:
     return PortRange(lo, hi)
 
 
-# --- Endpoints -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NamedPort:
-    """A named port on an endpoint: ``protocol`` is ``tcp``, ``udp`` or ``sctp``."""
-
-    name: str
-    protocol: str
-    port: int
-
-
-@dataclass(slots=True, eq=False)
-class WorkloadEndpoint:
-    """A workload endpoint. Treat as immutable (not frozen only because frozen dataclasses are
-    several times slower to construct, and snapshots build tens of thousands)."""
-
-    key: str
-    host: str
-    state: str
-    iface: str
-    mac: str | None
-    profile_ids: tuple[str, ...]
-    ipv4_nets: tuple[str, ...]  # always "a.b.c.d/32"
-    ipv6_nets: tuple[str, ...]
-    labels: Mapping[str, str]
-    ports: tuple[NamedPort, ...]
-
-    @property
-    def active(self) -> bool:
-        return self.state == "active"
-
-    # The identity fields are derived from the key on demand: nothing on the hot path needs them.
-    @property
-    def orchestrator(self) -> str:
-        return unescape(self.key.split("/")[6])
-
-    @property
-    def workload(self) -> str:
-        return unescape(self.key.split("/")[7])
-
-    @property
-    def endpoint(self) -> str:
-        return unescape(self.key.split("/")[9])
-
-    @property
-    def ipv4_addrs(self) -> tuple[str, ...]:
-        return tuple(n.partition("/")[0] for n in self.ipv4_nets)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class HostEndpoint:
-    key: str
-    host: str
-    endpoint_id: str
-    iface: str
-    ipv4_nets: tuple[str, ...]  # the expected IPv4 addresses as /32s
-    labels: Mapping[str, str]
-    profile_ids: tuple[str, ...]
-    ports: tuple[NamedPort, ...]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class NetworkSet:
-    key: str
-    name: str
-    ipv4_nets: tuple[str, ...]  # CIDRs; a /0 is split into two /1s (ipsets cannot hold /0)
-    labels: Mapping[str, str]
-    # A namespaced set inherits its namespace profile's labels (``kns.<ns>``), like a pod.
-    profile_ids: tuple[str, ...] = ()
-    ports: tuple[NamedPort, ...] = ()  # network sets have no ports
-
-
-Endpoint = WorkloadEndpoint | HostEndpoint | NetworkSet
-
-
-# --- Policy --------------------------------------------------------------------------------------
-
-
-class Action(StrEnum):
-    ALLOW = "allow"
-    DENY = "deny"
-    PASS = "pass"
-    LOG = "log"
-
-
 _ACTION_ALIASES = {"next-tier": Action.PASS, "nexttier": Action.PASS}
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    action: Action
-    ip_version: int | None = None
-    protocol: int | None = None
-    not_protocol: int | None = None
-    src_nets: tuple[str, ...] = ()
-    not_src_nets: tuple[str, ...] = ()
-    src_selector: str | None = None
-    not_src_selector: str | None = None
-    src_ports: tuple[RulePort, ...] = ()
-    not_src_ports: tuple[RulePort, ...] = ()
-    dst_nets: tuple[str, ...] = ()
-    not_dst_nets: tuple[str, ...] = ()
-    dst_selector: str | None = None
-    not_dst_selector: str | None = None
-    dst_ports: tuple[RulePort, ...] = ()
-    not_dst_ports: tuple[RulePort, ...] = ()
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-    not_icmp_type: int | None = None
-    not_icmp_code: int | None = None
-
-
-# Short kinds used in chain-name suffixes (docs/felix-calc.md, "Naming rules").
-KIND_SHORT: dict[str, str] = {
-    "NetworkPolicy": "np",
-    "GlobalNetworkPolicy": "gnp",
-    "KubernetesNetworkPolicy": "knp",
-    "KubernetesClusterNetworkPolicy": "kcnp",
-    "ClusterNetworkPolicy": "kcnp",
-    "StagedNetworkPolicy": "snp",
-    "StagedGlobalNetworkPolicy": "sgnp",
-    "StagedKubernetesNetworkPolicy": "sknp",
-}
-STAGED_KINDS = frozenset(
-    {"StagedNetworkPolicy", "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy"}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyId:
-    """Identity of a policy: HEAD keys carry kind/namespace/name; legacy keys carry tier/name."""
-
-    kind: str
-    namespace: str
-    name: str
-    legacy_tier: str = ""
-
-    @property
-    def sort_name(self) -> str:
-        """Tie-break string within a tier: ``<name>/<namespace>/<kind>`` (HEAD)."""
-        if self.legacy_tier:
-            return self.name
-        return f"{self.name}/{self.namespace}/{self.kind}"
-
-    @property
-    def chain_suffix(self) -> str:
-        """The suffix of this policy's ``cali-pi-``/``cali-po-`` chain names."""
-        if self.legacy_tier:
-            return f"{self.legacy_tier}/{self.name}"
-        short = KIND_SHORT.get(self.kind, self.kind.lower())
-        if self.namespace:
-            return f"{short}/{self.namespace}/{self.name}"
-        return f"{short}/{self.name}"
-
-    @property
-    def staged(self) -> bool:
-        return self.kind in STAGED_KINDS or self.name.startswith("staged:")
-
-    def __str__(self) -> str:
-        return self.chain_suffix
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Policy:
-    id: PolicyId
-    tier: str
-    order: float | None
-    selector: str
-    inbound_rules: tuple[Rule, ...]
-    outbound_rules: tuple[Rule, ...]
-    ingress: bool  # policy governs ingress (Types filtering, empty types ⇒ both)
-    egress: bool
-    untracked: bool = False
-    pre_dnat: bool = False
-    apply_on_forward: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Tier:
-    name: str
-    order: float | None
-    default_action: Action  # DENY or PASS
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileRules:
-    name: str
-    inbound_rules: tuple[Rule, ...]
-    outbound_rules: tuple[Rule, ...]
-
-
-# --- IPAM, nodes ---------------------------------------------------------------------------------
-
-
-class EncapMode(StrEnum):
-    NEVER = "Never"
-    ALWAYS = "Always"
-    CROSS_SUBNET = "CrossSubnet"
 
 
 def _encap_mode(raw: Any) -> EncapMode:
@@ -302,145 +94,6 @@ def _encap_mode(raw: Any) -> EncapMode:
     if text in ("crosssubnet", "cross-subnet", "cross_subnet"):
         return EncapMode.CROSS_SUBNET
     return EncapMode.NEVER
-
-
-@dataclass(frozen=True, slots=True)
-class IPPool:
-    cidr: str
-    ipip_mode: EncapMode
-    vxlan_mode: EncapMode
-    masquerade: bool
-    disabled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    cidr: str
-    affinity_host: str | None  # node name for "host:<node>" affinities
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """What the routing calculation needs from a v3 Node resource."""
-
-    name: str
-    ipv4_address: str | None  # "10.0.0.11"
-    ipv4_cidr: str | None  # "10.0.0.11/24" (the node's subnet, for CrossSubnet)
-    ipip_tunnel_addr: str | None = None
-    vxlan_tunnel_addr: str | None = None
-    vxlan_tunnel_mac: str | None = None
-
-
-# --- Keys ----------------------------------------------------------------------------------------
-
-
-class Kind(StrEnum):
-    WORKLOAD_ENDPOINT = "wep"
-    HOST_ENDPOINT = "hep"
-    NETWORK_SET = "netset"
-    POLICY = "policy"
-    TIER = "tier"
-    PROFILE_RULES = "profile_rules"
-    PROFILE_LABELS = "profile_labels"
-    IP_POOL = "pool"
-    BLOCK = "block"
-    NODE = "node"
-    HOST_IP = "host_ip"
-    HOST_CONFIG = "host_config"
-    GLOBAL_CONFIG = "global_config"
-    READY = "ready"
-    IGNORED = "ignored"
-
-
-class ParsedKey(NamedTuple):
-    """A classified key: ``kind`` plus the identity the rest of the calculation uses.
-    (NamedTuples: one is built per update, and they are much cheaper than frozen dataclasses.)"""
-
-    kind: Kind
-    id: Any = None
-    host: str = ""
-
-
-_IGNORED = ParsedKey(Kind.IGNORED)
-
-
-def parse_key(key: str) -> ParsedKey:
-    """Classify a model key path (docs/model.md, "Key table"). Unknown paths give
-    ``Kind.IGNORED``."""
-    parts = key.split("/")
-    # parts[0] == "" because keys start with "/".
-    if len(parts) < 3 or parts[1] != "calico":
-        return _IGNORED
-    if parts[2] == "v1":
-        return _parse_v1_key(key, parts)
-    if parts[2] == "ipam" and len(parts) == 8 and parts[4] == "assignment" and parts[6] == "block":
-        if parts[5] == "ipv4":
-            return ParsedKey(Kind.BLOCK, _cidr(parts[7]))
-        return _IGNORED
-    if parts[2] == "resources" and len(parts) >= 7 and parts[5] == "nodes":
-        return ParsedKey(Kind.NODE, unescape(parts[6]))
-    return _IGNORED
-
-
-def _cidr(segment: str) -> str:
-    addr, _, length = segment.rpartition("-")
-    return f"{addr}/{length}"
-
-
-def _parse_v1_key(key: str, parts: list[str]) -> ParsedKey:
-    n = len(parts)
-    section = parts[3] if n > 3 else ""
-    if section == "host" and n >= 6:
-        host = _unescape_fast(parts[4])
-        sub = parts[5]
-        if sub == "workload" and n == 10 and parts[8] == "endpoint":
-            return ParsedKey(Kind.WORKLOAD_ENDPOINT, key, host)
-        if sub == "endpoint" and n == 7:
-            return ParsedKey(Kind.HOST_ENDPOINT, key, host)
-        if sub == "config" and n == 7:
-            return ParsedKey(Kind.HOST_CONFIG, unescape(parts[6]), host)
-        if sub == "bird_ip" and n == 6:
-            return ParsedKey(Kind.HOST_IP, host, host)
-        return _IGNORED
-    if section == "policy" and n >= 6:
-        if parts[4] == "tier":
-            if n == 7 and parts[6] == "metadata":
-                return ParsedKey(Kind.TIER, unescape(parts[5]))
-            if n == 8 and parts[6] == "policy":
-                return ParsedKey(Kind.POLICY, _legacy_policy_id(unescape(parts[5]), parts[7]))
-            return _IGNORED
-        if parts[4] == "profile" and n == 7:
-            name = unescape(parts[5])
-            if parts[6] == "rules":
-                return ParsedKey(Kind.PROFILE_RULES, name)
-            if parts[6] == "labels":
-                return ParsedKey(Kind.PROFILE_LABELS, name)
-            return _IGNORED
-        if n == 7:
-            return ParsedKey(
-                Kind.POLICY, PolicyId(unescape(parts[4]), unescape(parts[5]), unescape(parts[6]))
-            )
-        return _IGNORED
-    if section == "netset" and n == 5:
-        return ParsedKey(Kind.NETWORK_SET, unescape(parts[4]))
-    if section == "ipam" and n == 7 and parts[4] == "v4" and parts[5] == "pool":
-        return ParsedKey(Kind.IP_POOL, _cidr(parts[6]))
-    if section == "config" and n == 5:
-        return ParsedKey(Kind.GLOBAL_CONFIG, unescape(parts[4]))
-    if section == "Ready" and n == 4:
-        return ParsedKey(Kind.READY)
-    return _IGNORED
-
-
-def _legacy_policy_id(tier: str, escaped_name: str) -> PolicyId:
-    name = unescape(escaped_name)
-    namespace, sep, short = name.partition("/")
-    if sep:
-        return PolicyId("", namespace, short, legacy_tier=tier)
-    return PolicyId("", "", name, legacy_tier=tier)
-
-
-# --- Value parsing -------------------------------------------------------------------------------
 
 
 def _get(value: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -613,10 +266,6 @@ def parse_workload_endpoint(key: str, host: str, value: Mapping[str, Any]) -> Wo
         _labels(labels),
         _named_ports(ports) if ports else (),
     )
-
-
-def _unescape_fast(segment: str) -> str:
-    return unescape(segment) if "%" in segment else segment
 
 
 def parse_host_endpoint(key: str, host: str, value: Mapping[str, Any]) -> HostEndpoint:
@@ -860,50 +509,6 @@ def parse_node(name: str, value: Mapping[str, Any]) -> NodeInfo:
     )
 
 
-# --- The parsed update ---------------------------------------------------------------------------
-
-
-class ParsedUpdate(NamedTuple):
-    """One update after parsing: ``value is None`` means delete (or unparseable)."""
-
-    kind: Kind
-    id: Any
-    host: str
-    value: Any
-
-
-def parse_update(key: str, value: Any) -> ParsedUpdate:
-    """Parse ``(key, value)``. An unparseable value is reported as a deletion.
-
-    The parsers descend only as deep as the value schema and never stringify a container, so
-    nesting beyond the schema cannot matter; and *any* exception (not only the expected
-    ValueError/TypeError) costs this one key. Use :func:`parse_error` for the reason."""
-    pk = parse_key(key)
-    if value is None or pk.kind in (Kind.IGNORED, Kind.READY):
-        return ParsedUpdate(pk.kind, pk.id, pk.host, value if pk.kind is Kind.READY else None)
-    try:
-        parsed = _PARSERS[pk.kind](pk, value)
-    except Exception:
-        parsed = None
-    return ParsedUpdate(pk.kind, pk.id, pk.host, parsed)
-
-
-def parse_error(key: str, value: Any) -> str | None:
-    """Why ``value`` does not parse (for a log line), or None if it does. Slow path only."""
-    pk = parse_key(key)
-    if value is None or pk.kind in (Kind.IGNORED, Kind.READY):
-        return None
-    try:
-        _PARSERS[pk.kind](pk, value)
-    except Exception as exc:
-        try:
-            text = f"{type(exc).__name__}: {exc}"
-        except Exception:
-            text = type(exc).__name__
-        return text[:300]
-    return None
-
-
 def _shown(raw: Any) -> str:
     """``raw`` for an error message: a scalar's repr (cut short), a container's type only
     (``repr`` of a container nested 1,000 deep raises RecursionError)."""
@@ -919,97 +524,3 @@ def _config_value(value: Any) -> str:
     if not isinstance(value, (str, int, float)):  # bool is an int
         raise TypeError(f"config value: expected a scalar, got {type(value).__name__}")
     return str(value)
-
-
-_PARSERS: dict[Kind, Any] = {
-    Kind.WORKLOAD_ENDPOINT: lambda pk, v: parse_workload_endpoint(pk.id, pk.host, v),
-    Kind.HOST_ENDPOINT: lambda pk, v: parse_host_endpoint(pk.id, pk.host, v),
-    Kind.NETWORK_SET: lambda pk, v: parse_network_set(pk.id, v),
-    Kind.POLICY: lambda pk, v: parse_policy(pk.id, v),
-    Kind.TIER: lambda pk, v: parse_tier(pk.id, v),
-    Kind.PROFILE_RULES: lambda pk, v: parse_profile_rules(pk.id, v),
-    Kind.PROFILE_LABELS: lambda pk, v: _labels(v),
-    Kind.IP_POOL: lambda pk, v: parse_ip_pool(pk.id, v),
-    Kind.BLOCK: lambda pk, v: parse_block(pk.id, v),
-    Kind.NODE: lambda pk, v: parse_node(pk.id, v),
-    Kind.HOST_IP: lambda pk, v: _config_value(v).partition("/")[0],
-    Kind.HOST_CONFIG: lambda pk, v: _config_value(v),
-    Kind.GLOBAL_CONFIG: lambda pk, v: _config_value(v),
-}
-
-
-# --- The whole cluster ---------------------------------------------------------------------------
-
-
-@dataclass
-class ClusterModel:
-    """Every parsed object the node knows about, keyed by identity. Pure storage: indexes over it
-    live in the calculation modules."""
-
-    weps: dict[str, WorkloadEndpoint] = field(default_factory=dict)
-    heps: dict[str, HostEndpoint] = field(default_factory=dict)
-    netsets: dict[str, NetworkSet] = field(default_factory=dict)
-    policies: dict[PolicyId, Policy] = field(default_factory=dict)
-    tiers: dict[str, Tier] = field(default_factory=dict)
-    profile_rules: dict[str, ProfileRules] = field(default_factory=dict)
-    profile_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
-    pools: dict[str, IPPool] = field(default_factory=dict)
-    blocks: dict[str, Block] = field(default_factory=dict)
-    nodes: dict[str, NodeInfo] = field(default_factory=dict)
-    host_ips: dict[str, str] = field(default_factory=dict)
-    host_config: dict[str, dict[str, str]] = field(default_factory=dict)
-    global_config: dict[str, str] = field(default_factory=dict)
-    ready: bool = False
-
-    def store(self, update: ParsedUpdate) -> Any:
-        """Apply ``update``; returns the previous value (``None`` if there was none)."""
-        kind = update.kind
-        if kind is Kind.IGNORED:
-            return None
-        if kind is Kind.READY:
-            old = self.ready
-            self.ready = bool(update.value)
-            return old
-        if kind is Kind.HOST_CONFIG:
-            table = self.host_config.setdefault(update.host, {})
-        else:
-            table = getattr(self, _TABLES[kind])
-        if update.value is None:
-            return table.pop(update.id, None)
-        old = table.get(update.id)
-        table[update.id] = update.value
-        return old
-
-    def effective_labels(self, endpoint: Endpoint) -> Mapping[str, str]:
-        """Own labels over profile labels; earlier profiles win over later ones."""
-        parents = getattr(endpoint, "profile_ids", ())
-        if not parents:
-            return endpoint.labels
-        merged: dict[str, str] = {}
-        for profile in reversed(parents):
-            merged.update(self.profile_labels.get(profile, {}))
-        merged.update(endpoint.labels)
-        return merged
-
-    def config(self, host: str, name: str, default: str | None = None) -> str | None:
-        """Host config overrides global config (as Felix's config batcher does)."""
-        host_cfg = self.host_config.get(host, {})
-        if name in host_cfg:
-            return host_cfg[name]
-        return self.global_config.get(name, default)
-
-
-_TABLES: dict[Kind, str] = {
-    Kind.WORKLOAD_ENDPOINT: "weps",
-    Kind.HOST_ENDPOINT: "heps",
-    Kind.NETWORK_SET: "netsets",
-    Kind.POLICY: "policies",
-    Kind.TIER: "tiers",
-    Kind.PROFILE_RULES: "profile_rules",
-    Kind.PROFILE_LABELS: "profile_labels",
-    Kind.IP_POOL: "pools",
-    Kind.BLOCK: "blocks",
-    Kind.NODE: "nodes",
-    Kind.HOST_IP: "host_ips",
-    Kind.GLOBAL_CONFIG: "global_config",
-}
