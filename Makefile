@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup system peers venv demo test test-fast lint fuzz load soak bench bench-vs-go clean
+.PHONY: setup system peers venv demo test test-fast lint docs fuzz load soak bench bench-vs-go clean
 
 setup: system venv peers
 
@@ -38,6 +38,10 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+# The parameter table of docs/configuration.md and the README's metrics table, from the code.
+docs: venv
+	$(BIN)/python scripts/gen_docs.py
 
 FUZZ_RUNS ?= 200000
 ATHERIS_TARGETS := server-stream client-stream gob-server-stream etcd-value model-value selector

@@ -7,6 +7,11 @@ No anchor does this: Calico Typha relists everything on every restart (calico#63
 The file is msgpack, written atomically (temporary file, fsync, rename). Breadcrumb ages are
 stored relative to the save time and restored relative to the load time minus the downtime, so
 history retention keeps counting across the restart.
+
+Format versions: 2 adds the per-KV metadata Calico's protocol sends (each key's revision, and
+each breadcrumb's update types and revisions), so gob clients of a restarted Typha get the
+same Revision, V3ResourceVersion and UpdateType as before. A version-1 file lacks them: it is
+refused as outdated (logged) and Typha starts cold.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from typha.model.keys import SyncerType
 from typha.protocol import SyncStatus
 
 from .feed import CacheFeed
-from .view import Breadcrumb, SyncerView, _encode_crumb, _Entry
+from .view import Breadcrumb, Revision, SyncerView, _encode_crumb, _Entry
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Bound the history we write: older clients get a conflated catch-up or a snapshot anyway.
 MAX_SAVED_HISTORY_UPDATES = 50_000
 # A file larger than this is not loaded at all (checked before reading it). 100k keys with
@@ -37,6 +42,10 @@ MAX_CACHE_FILE_BYTES = 2 * 1024**3
 
 class CacheFileError(Exception):
     """The cache file is unusable (corrupt, wrong version, wrong layout)."""
+
+
+class CacheFileOutdated(CacheFileError):
+    """The cache file is a well-formed file of an older format version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +80,10 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
         while crumbs and not crumbs[0].batch_start and len(crumbs) > 1:
             crumbs.pop(0)
         views[str(syncer)] = {
-            "state": [(k, e.value_bytes, e.kv_bytes, e.changed_seq) for k, e in view.state.items()],
+            "state": [
+                (k, e.value_bytes, e.kv_bytes, e.changed_seq, e.revision)
+                for k, e in view.state.items()
+            ],
             "tombstones": [(k, s, now_mono - t, kv) for k, (s, t, kv) in view._tombstones.items()],
             "tombstone_floor": view.tombstone_floor,
             "head_seq": view.head_seq,
@@ -88,6 +100,8 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
                     None if c.status is None else int(c.status),
                     c.batch_start,
                     c.complete,
+                    c.kv_types,
+                    c.kv_revisions,
                 )
                 for c in crumbs
             ],
@@ -154,6 +168,11 @@ def read_cache_file(path: str, *, max_bytes: int = MAX_CACHE_FILE_BYTES) -> dict
             if entries < 1 or unpacker.unpack() != "version":
                 raise CacheFileError(f"{path}: not a cache file (no version)")
             version = unpacker.unpack()
+            if isinstance(version, int) and 0 < version < FORMAT_VERSION:
+                raise CacheFileOutdated(
+                    f"{path}: cache file format version {version}, older than this Typha's "
+                    f"({FORMAT_VERSION}: with per-KV revisions and update types)"
+                )
             if version != FORMAT_VERSION:
                 raise CacheFileError(f"{path}: unsupported cache file version {version!r}")
             obj: dict[Any, Any] = {"version": version}
@@ -198,7 +217,8 @@ def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downt
     if view.state or view.crumbs:
         raise ValueError("restore into a non-empty view")
     view.state = {
-        k: _Entry(value_bytes, kv_bytes, seq) for k, value_bytes, kv_bytes, seq in data["state"]
+        k: _Entry(value_bytes, kv_bytes, seq, _revision(rev))
+        for k, value_bytes, kv_bytes, seq, rev in data["state"]
     }
     view._tombstones = {
         k: (seq, now_mono - age - downtime, kv) for k, seq, age, kv in data["tombstones"]
@@ -207,7 +227,10 @@ def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downt
     view.head_seq = data["head_seq"]
     view.revision = data["revision"]
     view._base_revision = data["base_revision"]
-    for seq, prev_rev, rev, age, kvs, status, batch_start, complete in data["crumbs"]:
+    for row in data["crumbs"]:
+        seq, prev_rev, rev, age, kvs, status, batch_start, complete, kv_types, kv_revs = row
+        if len(kv_types) not in (0, len(kvs)) or (kv_revs is not None and len(kv_revs) != len(kvs)):
+            raise ValueError(f"breadcrumb {seq}: per-KV metadata does not match its KVs")
         crumb = Breadcrumb(
             seq=seq,
             prev_revision=prev_rev,
@@ -217,6 +240,8 @@ def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downt
             status=None if status is None else SyncStatus(status),
             batch_start=batch_start,
             complete=complete,
+            kv_types=bytes(kv_types),
+            kv_revisions=None if kv_revs is None else [_revision(r) for r in kv_revs],
         )
         crumb.frames = _encode_crumb(crumb, compress=False)
         view.crumbs.append(crumb)
@@ -229,3 +254,10 @@ def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downt
     view.status = SyncStatus(data["status"])
     if view.status is SyncStatus.IN_SYNC:
         view.set_status(SyncStatus.RESYNC)
+
+
+def _revision(rev: Any) -> Revision:
+    """A saved revision as the view keeps it (an int, a string or None)."""
+    if rev is None or isinstance(rev, str) or (isinstance(rev, int) and not isinstance(rev, bool)):
+        return rev
+    raise ValueError(f"not a revision: {type(rev).__name__}")

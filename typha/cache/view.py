@@ -9,7 +9,10 @@ reads from it.
   rest to the state and mints breadcrumbs of at most ``max_batch_size`` updates. Each breadcrumb
   carries its sequence number, the datastore revision it reached and its delta frame, encoded
   once.
-* History is bounded by age (``max_history_secs``) and size (``max_history_updates``).
+* History is bounded by age (``max_history_secs``) and size (``max_history_updates``). A
+  ``HistoryHold`` keeps the breadcrumbs after a position from ageing out (never from the size
+  bound) until its deadline: a client that has just received a snapshot gets a grace period
+  to catch up (``ServerNewClientFallBehindGracePeriod``, as in Calico Typha).
 * Each state entry remembers the sequence number that last changed it, and deletions leave
   tombstones (kept for ``tombstone_retention_secs``), so a client that fell out of the history
   can be brought up to date with the latest value of every key changed since its position,
@@ -162,6 +165,18 @@ class _Entry:
     revision: Revision = None
 
 
+@dataclass(eq=False, slots=True)
+class HistoryHold:
+    """Keeps the breadcrumbs after ``seq`` from ageing out of the history until ``until`` (the
+    view's clock; infinite until set). ``on_used`` is called once, the first time the hold
+    actually keeps a breadcrumb that has aged out."""
+
+    seq: int
+    until: float = float("inf")
+    on_used: Callable[[], None] | None = None
+    used: bool = False
+
+
 @dataclass(slots=True)
 class ViewStats:
     updates_total: int = 0
@@ -193,6 +208,7 @@ class SyncerView:
     tombstone_floor: int = field(default=0, init=False)
     _history_updates: int = field(default=0, init=False)
     _resync_seen: set[str] | None = field(default=None, init=False)
+    _holds: set[HistoryHold] = field(default_factory=set, init=False)
     # Clients at a revision >= this can be replayed from the history (None: not yet known,
     # i.e. before the first complete list).
     _base_revision: int | None = field(default=None, init=False)
@@ -242,6 +258,32 @@ class SyncerView:
 
     def __len__(self) -> int:
         return len(self.state)
+
+    # --- Holds -----------------------------------------------------------------------------------
+
+    def hold_history(self, seq: int, on_used: Callable[[], None] | None = None) -> HistoryHold:
+        """Keep the breadcrumbs after ``seq`` from ageing out until the hold's ``until`` (set
+        it when the grace period starts) or until :meth:`release`."""
+        hold = HistoryHold(seq, on_used=on_used)
+        self._holds.add(hold)
+        return hold
+
+    def release(self, hold: HistoryHold) -> None:
+        self._holds.discard(hold)
+
+    def _held(self, seq: int, now: float) -> bool:
+        """Whether a live hold needs breadcrumb ``seq`` (expired holds are dropped)."""
+        held = False
+        for hold in list(self._holds):
+            if hold.until < now:
+                self._holds.discard(hold)
+            elif hold.seq < seq:
+                held = True
+                if not hold.used:
+                    hold.used = True
+                    if hold.on_used is not None:
+                        hold.on_used()
+        return held
 
     @property
     def tombstone_count(self) -> int:
@@ -374,10 +416,12 @@ class SyncerView:
     def _trim(self, now: float) -> None:
         crumbs = self.crumbs
         # Keep at least the newest crumb so that revisions and resume positions stay anchored.
-        while len(crumbs) > 1 and (
-            now - crumbs[0].timestamp > self.max_history_secs
-            or self._history_updates > self.max_history_updates
-        ):
+        while len(crumbs) > 1:
+            if self._history_updates <= self.max_history_updates and (
+                now - crumbs[0].timestamp <= self.max_history_secs
+                or (self._holds and self._held(crumbs[0].seq, now))
+            ):
+                break
             old = crumbs.popleft()
             self._history_updates -= old.n_kvs
             if self._base_revision is not None and old.revision is not None:

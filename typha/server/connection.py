@@ -20,7 +20,7 @@ import trio
 
 from typha import metrics
 from typha.cache.snapshot import SNAPSHOT_CHUNK_KVS
-from typha.cache.view import SyncerView
+from typha.cache.view import HistoryHold, SyncerView
 from typha.model.keys import SyncerType
 from typha.protocol import (
     FEATURE_CATCHUP,
@@ -115,6 +115,7 @@ class Connection:
         self._cancel: trio.CancelScope | None = None
         self._last_pong = time.monotonic()
         self._send_status_after_gather = False
+        self._grace: HistoryHold | None = None
 
     # --- Lifecycle -------------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
+            self.end_grace()
             self.streaming = False
             self._stop_fast_path()
             with (
@@ -296,9 +298,11 @@ class Connection:
         if start_seq is None:
             started = time.monotonic()
             snap = await self.ctx.snapshots[self.syncer].get()
+            self.hold_history(snap.seq)
             # Two buffers, one writev: the shared snapshot is never copied per client.
             await self._write([initial, await self.codec.snapshot_bytes(snap)])
             self.next_seq = snap.seq + 1
+            self.start_grace()
             metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
             self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
         else:
@@ -336,6 +340,7 @@ class Connection:
                 continue
             # Idle: the shared fan-out may now write for us (plain TCP only: a TLS stream has
             # no raw fast path, so its writer keeps the token). ``wake`` takes it back.
+            self.end_grace()  # caught up
             self._m_block.inc()
             if self.transport.direct:
                 self.write_token.release(WRITER)
@@ -343,6 +348,31 @@ class Connection:
             self._wake = trio.Event()
             if self.write_token.free:  # woken before it released: nobody took it since
                 self.write_token.take(WRITER)
+
+    # --- Grace period after a snapshot (ServerNewClientFallBehindGracePeriod) --------------------
+
+    def hold_history(self, seq: int) -> None:
+        """From the snapshot at ``seq`` until the client first catches up, keep its position
+        in the history however old it gets, for the grace period once the snapshot is sent
+        (Typha: a new client may fall further behind than ServerMaxFallBehindSecs that long)."""
+        assert self.view is not None
+        self._grace = self.view.hold_history(seq, on_used=self._grace_used)
+
+    def start_grace(self) -> None:
+        if self._grace is not None and self.view is not None:
+            self._grace.until = self.view.clock() + self.settings.new_client_grace
+
+    def end_grace(self) -> None:
+        if self._grace is not None and self.view is not None:
+            self.view.release(self._grace)
+        self._grace = None
+
+    def _grace_used(self) -> None:
+        metrics.connections_grace_used.labels(str(self.syncer)).inc()
+        self.log.warning(
+            "client is far behind after its snapshot; allowing the grace period to catch up",
+            grace_secs=self.settings.new_client_grace,
+        )
 
     def _gather(self) -> list[bytes] | None:
         """Frames that bring the client from ``next_seq`` towards the head: the breadcrumbs'

@@ -21,12 +21,16 @@ from .budget import InputBudget
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    """A connection's timeouts, in seconds (from the server's config)."""
+    """A connection's timeouts, in seconds (Typha's defaults; ``typha.app`` sets them from
+    ServerHandshakeTimeoutSecs, ServerWriteTimeoutSecs, ServerPingIntervalSecs and the
+    effective pong timeout), and how long a new client's position stays in the history after
+    its snapshot, however old (ServerNewClientFallBehindGracePeriod)."""
 
-    handshake_timeout: float
-    write_timeout: float
-    ping_interval: float
-    pong_timeout: float
+    handshake_timeout: float = 10.0
+    write_timeout: float = 120.0
+    ping_interval: float = 10.0
+    pong_timeout: float = 60.0
+    new_client_grace: float = 300.0
 
 
 class Registry(Protocol):
