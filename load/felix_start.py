@@ -172,7 +172,8 @@ def one_run(lab: Any, kind: str, resources: list[dict[str, Any]], args: Any) -> 
     typha_cpu = cpu_seconds(typha.pid)
     felix = lab.felix(etcd, typha, startup_timeout=300.0)
     ready = felix.startup_seconds
-    # Felix reports ready and logs its first update from two goroutines: wait for the line.
+    # Felix logs through a queue written out by another goroutine, dropping lines when it is
+    # full ("... dropped N logs ..."): the line can trail readiness, or be lost at this size.
     with contextlib.suppress(PeerError):  # recorded as None, and the log kept
         felix.wait_until(lambda: felix.first_update_seconds() is not None, 5, "first-update line")
     first_update = felix.first_update_seconds()

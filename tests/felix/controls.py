@@ -18,7 +18,8 @@ def assert_programmed(felix: Felix, snap: snapshot.Snapshot) -> None:
     """Felix logged its first completed dataplane update, and node1's per-endpoint chains,
     workload routes, the policy's selector ipset (with the frontend's address) and the policy
     chain reached from nginx's to-workload chain are all there."""
-    # Felix reports ready and logs the line from two goroutines: under load the line may lag.
+    # Felix logs through a queue written out by another goroutine (dropping lines when it is
+    # full), so the line can trail the readiness it comes with.
     felix.wait_until(lambda: felix.first_update_seconds() is not None, 10, "first-update line")
     chains = snap.chains()
     for iface, ip in datasets.NODE1_ENDPOINTS.items():
