@@ -47,6 +47,8 @@ FUZZ_RUNS ?= 200000
 ATHERIS_TARGETS := server-stream client-stream gob-server-stream etcd-value model-value selector
 # Each deep-selector run builds and parses a selector up to 1,000 levels deep: ~20 runs/s.
 FUZZ_DEEP_RUNS ?= 5000
+# Random clusters for real Felix (~15 s each, twice: typha-py vs Calico Typha, felix_client vs Felix).
+FUZZ_FELIX_CLUSTERS ?= 20
 
 # hypothesis at 100,000 examples a test, then each atheris (libFuzzer) target for FUZZ_RUNS runs.
 fuzz: setup
@@ -56,6 +58,7 @@ fuzz: setup
 		$(BIN)/python -m tests.fuzz.atheris_main $$t -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
 	done
 	$(BIN)/python -m tests.fuzz.atheris_main deep-selector -runs=$(FUZZ_DEEP_RUNS) -print_final_stats=1
+	TYPHA_FELIX_CLUSTERS=$(FUZZ_FELIX_CLUSTERS) $(BIN)/python -m pytest -q tests/felix/test_felix_random_clusters.py $(PYTEST_ARGS)
 
 load: setup
 	$(BIN)/python -m load.matrix

@@ -19,7 +19,7 @@ from tests.server.rawclient import RawClient
 from tests.typha_harness import wait_until
 from typha.app import Typha
 from typha.config import load_config
-from typha.protocol import BatchDone, Goodbye, SyncStatusMsg
+from typha.protocol import BatchDone, Goodbye, ResumeToken, SyncStatusMsg
 from typha.protocol.framing import frame
 from typha.sync.etcd_client import EtcdClient
 from typha.sync.etcd_writer import apply_resources, delete_resources
@@ -166,6 +166,14 @@ async def test_every_metric_family_moves(etcd_server: EtcdServer, tmp_path: Path
                 await churn(etcd, 20, rev=3)
                 target[0] = address
                 await wait_until(lambda: catcher.stats.catchups >= 1, 20)
+                recorder.checkpoint()
+
+                # --- A resume from seq 1 (all the state changed since): the shared snapshot
+                # instead of a catch-up.
+                hostile = await RawClient.connect(port)
+                await hostile.hello(node="hostile", resume=ResumeToken(typha.server.epoch, 1, None))
+                await hostile.read_until(lambda e: isinstance(e, BatchDone), timeout=30)
+                await hostile.aclose()
                 recorder.checkpoint()
 
                 # --- Misbehaving clients: input held before a hello, a protocol error.

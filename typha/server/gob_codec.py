@@ -131,7 +131,10 @@ def update_body(
     kv: bytes, rev: Revision, update_type: int, v3_resource_versions: bool = False
 ) -> bytes:
     """``serialized_update``'s gob struct body, without the intermediate object."""
-    key, value, revision, v3 = _fields(kv, rev, v3_resource_versions)
+    return _body(*_fields(kv, rev, v3_resource_versions), update_type)
+
+
+def _body(key: str, value: bytes | None, revision: str | None, v3: str, update_type: int) -> bytes:
     if value is None:
         return encode_update_body(key.encode(), None, revision, "", UpdateType.DELETED)
     return encode_update_body(key.encode(), value, revision, v3, update_type)
@@ -213,25 +216,44 @@ def _compress(plain: bytes) -> bytes:
     return gob_snappy.compress_chunks(plain)
 
 
-def _snapshot_bodies(
-    snap: Snapshot, start: int, end: int, v3_resource_versions: bool
-) -> list[bytes]:
+def snapshot_updates(snap: Snapshot, v3_resource_versions: bool = False) -> list[SerializedUpdate]:
+    """Every KV of the snapshot, new to the client, in key order as Go Typha sends them (its
+    snapshot is a B-tree walk by key). The order is not cosmetic: Felix's calculation graph
+    then sees a node's endpoints (`/calico/v1/host/...`) before the policies whose selector
+    sets they fill (`/calico/v1/policy/...`), so each set arrives whole; in the datastore's
+    order (policies first) Felix got thousands of set deltas and took seconds longer to program
+    20,000 endpoints (docs/benchmarks.md)."""
     revs = snap.kv_revisions
-    kvs = snap.kvs
-    new = UpdateType.NEW  # everything in a snapshot is new to the client (as in Go Typha's)
-    if revs is None:
-        return [update_body(kvs[i], None, new, v3_resource_versions) for i in range(start, end)]
-    return [update_body(kvs[i], revs[i], new, v3_resource_versions) for i in range(start, end)]
+    updates = [
+        serialized_update(kv, revs[i] if revs else None, UpdateType.NEW, v3_resource_versions)
+        for i, kv in enumerate(snap.kvs)
+    ]
+    updates.sort(key=lambda u: u.key)
+    return updates
+
+
+def snapshot_bodies(snap: Snapshot, v3_resource_versions: bool = False) -> list[bytes]:
+    """``snapshot_updates`` as gob struct bodies (the same order), without the intermediate
+    objects: what ``_snapshot_plain`` encodes."""
+    revs = snap.kv_revisions
+    new = UpdateType.NEW
+    keyed = []
+    for i, kv in enumerate(snap.kvs):
+        key, value, revision, v3 = _fields(kv, revs[i] if revs else None, v3_resource_versions)
+        keyed.append((key, _body(key, value, revision, v3, new)))
+    keyed.sort(key=_first)
+    return [body for _, body in keyed]
+
+
+def _first(pair: tuple[str, bytes]) -> str:
+    return pair[0]
 
 
 def _snapshot_plain(snap: Snapshot, v3: bool = False) -> bytes:
     """The snapshot's MsgKVs chunks and its MsgSyncStatus (runs in a worker thread)."""
     metrics.gob_encodes.labels("snapshot").inc()
-    n = len(snap.kvs)
+    bodies = snapshot_bodies(snap, v3)
     step = SNAPSHOT_KVS_PER_MESSAGE
-    parts = [
-        kvs_part_bodies(_snapshot_bodies(snap, i, min(i + step, n), v3), step).plain
-        for i in range(0, n, step)
-    ]
+    parts = [kvs_part_bodies(bodies[i : i + step], step).plain for i in range(0, len(bodies), step)]
     parts.append(status_part(int(snap.status)).plain)
     return b"".join(parts)
