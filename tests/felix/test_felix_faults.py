@@ -1,5 +1,6 @@
 """Faults with real Felix attached to typha-py: a SIGKILL followed by a warm restart from the
-cache file, and an etcd compaction past the revision typha-py resumes from.
+cache file, and an etcd compaction past the revision typha-py resumes from (after a restart, and
+with Felix connected throughout).
 
 After each, Felix (restarted if it exited, as calico-node would: with a lone Typha address its
 syncclient gives up after a few tries) ends with the dataplane a fresh Felix programs from the same
@@ -10,12 +11,15 @@ compaction, the refused resume and its relist.
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.dataplane.nstools import nsrun
 from tests.felix import datasets, snapshot
 from tests.felix.controls import FRONTEND_IP, assert_programmed, selector_members
 from tests.felix.lab import FelixLab
@@ -134,4 +138,33 @@ def test_felix_converges_after_etcd_compaction_past_typha_py(
     felix_lab.load(etcd, [frontend_with_app(resources, "frontend")])
     restarts += follow_until(felix_lab, felix, True, 30)
     print(f"\ncompacted etcd at revision {compacted_at}; Felix restarts: {restarts}")
+    assert_fresh_start_equal(felix_lab, felix, etcd, typha, member_present=True)
+
+
+def test_felix_stays_connected_through_etcd_compaction_past_typha_py(
+    felix_lab: FelixLab, tmp_path: Path
+) -> None:
+    """Felix stays connected to typha-py while typha-py's etcd watch falls behind a compaction:
+    typha-py is paused (SIGSTOP) and its etcd connections are aborted (`ss -K`), two writes land
+    and etcd compacts at the second, then typha-py resumes: its re-opened watch from the old
+    revision is refused, it relists, and Felix, never restarted, follows and ends equal to a
+    fresh start."""
+    resources = datasets.examples()
+    felix, etcd, typha, _ = warm_typha_py(felix_lab, tmp_path)  # its cache file plays no part
+    felix_pid, log = felix.pid, typha.log_path
+    assert typha.pid is not None and COMPACTED_LINE not in log.read_text()
+    os.kill(typha.pid, signal.SIGSTOP)
+    try:
+        nsrun(felix_lab.ctl, "ss", "-K", "dst", etcd.host, "dport", "=", f":{etcd.client_port}")
+        felix_lab.load(etcd, [frontend_with_app(resources, "elsewhere")])
+        felix_lab.load(etcd, [frontend_with_app(resources, "not-frontend")])
+        with entered(felix_lab.ctl):
+            etcd.compact()
+    finally:
+        os.kill(typha.pid, signal.SIGCONT)
+    typha.wait_until(lambda: COMPACTED_LINE in log.read_text(), 20, "compaction resync")
+    assert follow_until(felix_lab, felix, False, 30) == 0
+    felix_lab.load(etcd, [frontend_with_app(resources, "frontend")])
+    assert follow_until(felix_lab, felix, True, 30) == 0
+    assert felix.pid == felix_pid  # Felix stayed connected: same process, no restart
     assert_fresh_start_equal(felix_lab, felix, etcd, typha, member_present=True)
