@@ -1,9 +1,10 @@
 """Real packets through tiers, policed by real Felix programmed from typha-py: the tier Pass
-case the felix_client packet suite runs, with the same verdicts.
+case the felix_client packet suite runs, with the same verdicts, plus Log before Deny.
 
 On node1 the frontend pod talks TCP to nginx.  A "security" tier, ahead of the default tier,
-denies port 8080 to every pod and passes everything else on; the default tier allows the
-frontend to nginx on 80 (the examples' own policy), 8080 and 9090, and ends there.
+logs and denies port 8080 to every pod (the log checked by rule counters) and passes everything
+else on; the default tier allows the frontend to nginx on 80 (the examples' own policy), 8080 and
+9090, and ends there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.dataplane.nstools import nsrun
 from tests.felix import datasets
 from tests.felix.controls import NETPROBE, assert_programmed, tcp_banner_ok
 from tests.felix.lab import FelixLab
@@ -45,11 +47,22 @@ def security_guard(denied_port: int) -> dict[str, Any]:
             "selector": "all()",
             "types": ["Ingress"],
             "ingress": [
+                {"action": "Log", "protocol": "TCP", "destination": {"ports": [denied_port]}},
                 {"action": "Deny", "protocol": "TCP", "destination": {"ports": [denied_port]}},
                 {"action": "Pass"},
             ],
         },
     )
+
+
+def log_packets(node: str) -> int:
+    """Packets counted by Felix's LOG rules on the node (LOG reaches no log in a namespace here,
+    so its rule counters are the evidence)."""
+    total = 0
+    for line in nsrun(node, "iptables-nft-save", "-c").stdout.splitlines():
+        if " -j LOG " in line:
+            total += int(line[1 : line.index(":")])
+    return total
 
 
 def tiered() -> list[dict[str, Any]]:
@@ -84,7 +97,11 @@ def test_tier_pass_and_deny_through_felix_on_typha_py(felix_lab: FelixLab) -> No
     )  # fmt: skip
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
-        verdicts = {port: tcp_banner_ok(frontend, NGINX_IP, port) for port in (80, 81, 8080, 9090)}
+        logged = log_packets(felix_lab.node)
+        verdicts = {port: tcp_banner_ok(frontend, NGINX_IP, port) for port in (80, 81, 9090)}
+        assert log_packets(felix_lab.node) == logged  # control: other ports are not logged
+        verdicts[8080] = tcp_banner_ok(frontend, NGINX_IP, 8080)
+        assert log_packets(felix_lab.node) > logged  # Log, then Deny: the dropped SYN counted
         assert verdicts == {
             80: True,  # security Pass -> default tier allow (the examples' policy)
             81: False,  # security Pass -> default tier ends: denied
