@@ -1,5 +1,6 @@
-"""Real packets through NAT outgoing, programmed by real Felix from typha-py: the natOutgoing
-case the felix_client packet suite runs, with the same verdicts.
+"""Real packets through NAT outgoing, programmed by real Felix from typha-py (and from Calico
+Typha, to the same verdicts): the natOutgoing case the felix_client packet suite runs, with the
+same verdicts.
 
 The frontend pod on node1 (192.168.162.147, in the examples' pool 192.168.0.0/16, natOutgoing)
 connects to a server in the control namespace, which has no route back to the pool.  With NAT the
@@ -45,14 +46,17 @@ def pool_with_nat(resources: list[dict[str, Any]], nat: bool) -> dict[str, Any]:
     return pool
 
 
-def test_nat_outgoing_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
+@pytest.mark.parametrize("typha_kind", ["typha-py", "calico"])
+def test_nat_outgoing_through_felix(felix_lab: FelixLab, typha_kind: str) -> None:
+    """The same verdicts whether Felix syncs from typha-py or from Calico Typha."""
     resources = datasets.examples()
     assert pool_with_nat(resources, True) in resources  # the examples' pool does NAT outgoing
     pods = felix_lab.add_workload_namespaces(resources)
     frontend = pods["cali8b75868d7bb"]
     etcd = felix_lab.etcd()
     felix_lab.load(etcd, resources)
-    felix = felix_lab.felix(etcd, felix_lab.typha_py(etcd))
+    typha = felix_lab.calico_typha(etcd) if typha_kind == "calico" else felix_lab.typha_py(etcd)
+    felix = felix_lab.felix(etcd, typha)
     assert_programmed(felix, felix_lab.snapshot())
     server = subprocess.Popen(
         ["ip", "netns", "exec", felix_lab.ctl, sys.executable, str(NETPROBE), "server",
@@ -69,7 +73,7 @@ def test_nat_outgoing_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
         while banner(frontend, CTL_IP, OUTSIDE_PORT) is not None:
             assert time.monotonic() - t0 < 10, "NAT was not withdrawn within 10 s"
             time.sleep(0.05)
-        print(f"\nnatOutgoing off -> no way back via typha-py: {time.monotonic() - t0:.3f}s")
+        print(f"\nnatOutgoing off -> no way back via {typha_kind}: {time.monotonic() - t0:.3f}s")
         # Control: the same path works again once the pool NATs again.
         felix_lab.load(etcd, [pool_with_nat(resources, True)])
         deadline = time.monotonic() + 10

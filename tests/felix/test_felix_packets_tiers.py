@@ -1,5 +1,6 @@
-"""Real packets through tiers, policed by real Felix programmed from typha-py: the tier Pass
-case the felix_client packet suite runs, with the same verdicts, plus Log before Deny.
+"""Real packets through tiers, policed by real Felix programmed from typha-py (and from Calico
+Typha, to the same verdicts): the tier Pass case the felix_client packet suite runs, with the
+same verdicts, plus Log before Deny.
 
 On node1 the frontend pod talks TCP to nginx.  A "security" tier, ahead of the default tier,
 logs and denies port 8080 to every pod (the log checked by rule counters) and passes everything
@@ -78,13 +79,16 @@ def tiered() -> list[dict[str, Any]]:
     ]
 
 
-def test_tier_pass_and_deny_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
+@pytest.mark.parametrize("typha_kind", ["typha-py", "calico"])
+def test_tier_pass_and_deny_through_felix(felix_lab: FelixLab, typha_kind: str) -> None:
+    """The same verdicts whether Felix syncs from typha-py or from Calico Typha."""
     resources = tiered()
     pods = felix_lab.add_workload_namespaces(resources)
     nginx, frontend = pods["calia53571dc704"], pods["cali8b75868d7bb"]
     etcd = felix_lab.etcd()
     felix_lab.load(etcd, resources)
-    felix = felix_lab.felix(etcd, felix_lab.typha_py(etcd))
+    typha = felix_lab.calico_typha(etcd) if typha_kind == "calico" else felix_lab.typha_py(etcd)
+    felix = felix_lab.felix(etcd, typha)
     snap = felix_lab.snapshot()
     assert_programmed(felix, snap)
     # Felix programmed the security tier's policy (its inbound chain names the policy).
@@ -115,9 +119,8 @@ def test_tier_pass_and_deny_through_felix_on_typha_py(felix_lab: FelixLab) -> No
         while not tcp_banner_ok(frontend, NGINX_IP, 8080):
             assert time.monotonic() - t0 < 10, "8080 did not flip to allowed within 10 s"
             time.sleep(0.05)
-        print(
-            f"\nsecurity tier change -> allowed verdict via typha-py: {time.monotonic() - t0:.3f}s"
-        )
+        took = time.monotonic() - t0
+        print(f"\nsecurity tier change -> allowed verdict via {typha_kind}: {took:.3f}s")
         assert not tcp_banner_ok(frontend, NGINX_IP, 81)  # the default tier still ends in deny
     finally:
         server.kill()
