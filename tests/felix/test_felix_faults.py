@@ -1,6 +1,6 @@
 """Faults with real Felix attached to typha-py: a SIGKILL followed by a warm restart from the
 cache file, and an etcd compaction past the revision typha-py resumes from (after a restart, and
-with Felix connected throughout).
+with Felix connected throughout), and churn while Felix itself is down.
 
 After each, Felix (restarted if it exited, as calico-node would: with a lone Typha address its
 syncclient gives up after a few tries) ends with the dataplane a fresh Felix programs from the same
@@ -167,4 +167,38 @@ def test_felix_stays_connected_through_etcd_compaction_past_typha_py(
     felix_lab.load(etcd, [frontend_with_app(resources, "frontend")])
     assert follow_until(felix_lab, felix, True, 30) == 0
     assert felix.pid == felix_pid  # Felix stayed connected: same process, no restart
+    assert_fresh_start_equal(felix_lab, felix, etcd, typha, member_present=True)
+
+
+def test_felix_converges_after_churn_while_it_was_down(felix_lab: FelixLab) -> None:
+    """Felix is SIGKILLed, leaving its dataplane behind; a relabel and a new policy land while it
+    is down; Felix restarted on the same node (stale dataplane) ends equal to a fresh start."""
+    resources = datasets.examples()
+    felix_lab.add_workload_interfaces(resources)
+    etcd = felix_lab.etcd()
+    felix_lab.load(etcd, resources)
+    typha = felix_lab.typha_py(etcd)
+    felix = felix_lab.felix(etcd, typha)
+    assert_programmed(felix, felix_lab.snapshot())
+    felix.kill()
+    extra = copy.deepcopy(datasets.NGINX_FROM_FRONTEND)
+    extra["metadata"]["name"] = "nginx-from-not-frontend"
+    extra["spec"]["ingress"][0]["source"]["selector"] = "app == 'not-frontend'"
+    felix_lab.load(etcd, [frontend_with_app(resources, "not-frontend"), extra])
+    stale = felix_lab.snapshot()
+    assert FRONTEND_IP in selector_members(
+        stale
+    )  # control: nothing changed it while Felix was down
+    felix.start()
+    # The frontend leaves the first selector's set and joins the new policy's.
+    deadline = time.monotonic() + 30
+    while True:
+        sets = {
+            n: m for n, (_, m) in felix_lab.snapshot().ipsets.items() if n.startswith("cali40s:")
+        }
+        holding = [n for n, m in sets.items() if FRONTEND_IP in m]
+        if len(sets) == 2 and len(holding) == 1 and holding[0] not in stale.ipsets:
+            break
+        assert time.monotonic() < deadline, (sets, felix.log_tail())
+        time.sleep(0.1)
     assert_fresh_start_equal(felix_lab, felix, etcd, typha, member_present=True)
