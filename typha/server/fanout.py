@@ -24,6 +24,15 @@ from .fastpath import FastPathClient, FastPathCodec
 # behind (one writev; IOV_MAX is 1024); further behind, their own writer follows the history.
 MAX_CATCH_UP = 512
 
+# The coalescing window is at least this many times as long as the previous run over all
+# clients, so that the runs take at most a third of the wall clock. A run's cost grows with
+# clients x runs, not with updates (one loopback write is 10-40 us of kernel time): with
+# 500 clients and one KV per breadcrumb a window of just one run left the fan-out at half of
+# a contended core, with no room for the watch and the clients' own writers
+# (docs/benchmarks.md, "500 gob clients"). Go Typha batches the same way once a client is
+# behind (ServerMinBatchingAgeThresholdSecs).
+WINDOW_PER_RUN = 2.0
+
 
 class FanOut:
     def __init__(
@@ -57,10 +66,10 @@ class FanOut:
             await self.wait_for_crumb(syncer, last)
             # Coalesce a burst into one write per client. The window runs from the birth of
             # the oldest unsent breadcrumb, not from now: breadcrumbs that arrived while the
-            # previous run was writing have waited long enough already. It is at least as long
-            # as the previous run, so that with many clients the runs (whose cost grows with
-            # clients x runs, not with updates) take at most about half of the loop.
-            window = max(interval, run_secs)
+            # previous run was writing have waited long enough already. It grows with the
+            # previous run's duration (WINDOW_PER_RUN), which is wall time: on a loaded machine
+            # the runs stretch and coalesce more, as Go Typha batches once behind.
+            window = max(interval, WINDOW_PER_RUN * run_secs)
             if window:
                 oldest = next(view.crumbs_after(last), None)
                 wait = window if oldest is None else window - (view.clock() - oldest.timestamp)
