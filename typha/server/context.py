@@ -53,3 +53,7 @@ class ConnectionContext:
     v3_resource_versions: bool = False
     # Input buffered by connections that have not completed their hello, server-wide.
     input_budget: InputBudget = field(default_factory=InputBudget)
+    # Each view's fan-out mark (``fanout.FanOutMark``, anything with a ``seq``): a writer on
+    # plain TCP that is behind writes up to it and leaves the rest to the fan-out's next run.
+    # Without one (no fan-out) a writer writes up to the head.
+    fanout_marks: Mapping[SyncerType, Any] = field(default_factory=dict)

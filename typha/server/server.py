@@ -28,7 +28,7 @@ from typha.tls import check_peer_identity, tls_error_text
 
 from .connection import Connection
 from .context import ConnectionContext, ConnectionSettings
-from .fanout import FanOut
+from .fanout import FanOut, FanOutMark
 from .gob_connection import GobConnection
 from .registry import ConnectionRegistry
 from .transport import SocketTransport, StreamTransport, Transport
@@ -71,6 +71,7 @@ class SyncServer:
         self.shutting_down = False
         self._next_conn_id = (random.getrandbits(31) << 32) | 1
         self._listeners: list[trio.SocketListener] = []
+        self.fanout_marks = {syncer: FanOutMark() for syncer in feed.views}
         self.context = ConnectionContext(
             epoch=self.epoch,
             server_version=self.version,
@@ -86,6 +87,7 @@ class SyncServer:
             ),
             max_kvs_per_message=cfg.server_max_message_size,
             v3_resource_versions=cfg.datastore_type == "kubernetes",
+            fanout_marks=self.fanout_marks,
         )
         self.nursery: trio.Nursery
         self.stopped = trio.Event()
@@ -119,7 +121,12 @@ class SyncServer:
                 interval = self.cfg.server_fanout_interval_secs
                 for syncer, view in self.feed.views.items():
                     fanout = FanOut(
-                        syncer, view, self.feed.wait_for_crumb, self.by_syncer[syncer], interval
+                        syncer,
+                        view,
+                        self.feed.wait_for_crumb,
+                        self.by_syncer[syncer],
+                        interval,
+                        self.fanout_marks[syncer],
                     )
                     nursery.start_soon(fanout.run)
                 nursery.start_soon(self._governor)
