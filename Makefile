@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup system peers venv demo test test-fast lint fuzz load soak bench bench-vs-go clean
+.PHONY: setup system peers venv demo test test-fast lint docs fuzz load soak bench bench-vs-go bench-catchup clean
 
 setup: system venv peers
 
@@ -39,10 +39,16 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# The parameter table of docs/configuration.md and the README's metrics table, from the code.
+docs: venv
+	$(BIN)/python scripts/gen_docs.py
+
 FUZZ_RUNS ?= 200000
 ATHERIS_TARGETS := server-stream client-stream gob-server-stream etcd-value model-value selector
 # Each deep-selector run builds and parses a selector up to 1,000 levels deep: ~20 runs/s.
 FUZZ_DEEP_RUNS ?= 5000
+# Random clusters for real Felix (~15 s each, twice: typha-py vs Calico Typha, felix_client vs Felix).
+FUZZ_FELIX_CLUSTERS ?= 20
 
 # hypothesis at 100,000 examples a test, then each atheris (libFuzzer) target for FUZZ_RUNS runs.
 fuzz: setup
@@ -52,6 +58,7 @@ fuzz: setup
 		$(BIN)/python -m tests.fuzz.atheris_main $$t -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
 	done
 	$(BIN)/python -m tests.fuzz.atheris_main deep-selector -runs=$(FUZZ_DEEP_RUNS) -print_final_stats=1
+	TYPHA_FELIX_CLUSTERS=$(FUZZ_FELIX_CLUSTERS) $(BIN)/python -m pytest -q tests/felix/test_felix_random_clusters.py $(PYTEST_ARGS)
 
 load: setup
 	$(BIN)/python -m load.matrix
@@ -68,6 +75,12 @@ bench: setup
 BENCH_ARGS ?=
 bench-vs-go: setup
 	$(BIN)/python -m load.bench_vs_go $(BENCH_ARGS)
+
+# A normal client's latency with and without a flood of resume-from-seq-1 hellos (issue 12,
+# item 3); CATCHUP_ARGS e.g. "--before <commit>" to alternate with an older server.
+CATCHUP_ARGS ?=
+bench-catchup: venv
+	$(BIN)/python -m load.bench_catchup $(CATCHUP_ARGS)
 
 clean:
 	rm -rf .demo .load-results .pytest_cache .hypothesis

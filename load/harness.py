@@ -134,14 +134,16 @@ def parse_prometheus(text: str) -> dict[str, float]:
 class _JsonLineChild:
     """A child process that prints JSON lines on stdout and reads commands on stdin."""
 
-    def __init__(self, cmd: list[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: str = ROOT
+    ) -> None:
         # A session of its own: its own autogroup, so that the scheduler weighs it like any
         # other session on a shared machine (and ``renice`` can raise it).
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             start_new_session=True,
         )
@@ -189,7 +191,10 @@ class TyphaProc(_JsonLineChild):
         cpu: int | None = None,
         lag_monitor: bool = False,
         profile: bool = False,
+        tree: str | None = None,
     ) -> None:
+        """``tree``: run Typha from another source tree (e.g. an older commit, extracted), to
+        compare it with this one in the same run."""
         cmd = [
             sys.executable,
             "-m",
@@ -210,7 +215,9 @@ class TyphaProc(_JsonLineChild):
         env = dict(os.environ)
         if profile:
             env["TYPHA_BENCH_PROFILE"] = "1"
-        super().__init__(cmd, env=env)
+        if tree is not None:
+            env["PYTHONPATH"] = tree
+        super().__init__(cmd, env=env, cwd=tree or ROOT)
         self.port: int = self.ready["port"]
         self.http_port: int = self.ready["http_port"]
         self.config = config or {}

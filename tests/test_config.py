@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from typha.app import etcd_settings
 from typha.config import PARAMS, PARAMS_BY_KEY, ConfigError, load_config
 
 
@@ -23,7 +24,7 @@ def test_defaults_match_typha() -> None:
     assert cfg.shutdown_timeout_secs == 300
     assert cfg.k8s_service_name == "calico-typha" and cfg.k8s_namespace == "kube-system"
     assert cfg.log_file_path == "/var/log/calico/typha.log"
-    assert cfg.etcd_urls() == ["http://127.0.0.1:2379"]
+    assert etcd_settings(cfg).endpoints == ("http://127.0.0.1:2379",)
     assert {p.name for p in PARAMS} >= {
         "ServerMaxFallBehindSecs",
         "ServerNewClientFallBehindGracePeriod",
@@ -166,4 +167,4 @@ def test_docs_configuration_table_is_current() -> None:
     from typha.config import markdown_table
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
-    assert markdown_table() in doc, "regenerate the table with typha.config.markdown_table()"
+    assert markdown_table() in doc, "regenerate it: python scripts/gen_docs.py"

@@ -16,6 +16,7 @@ from felix_client.sync_client import SyncClient
 from tests.peers.kube_apiserver import KubeApiServer
 from tests.typha_harness import make_config, run_typha
 from typha import metrics
+from typha.app import Typha, rebalance_settings
 from typha.k8s.client import KubeClient, KubeError
 from typha.k8s.kubeconfig import KubeConfig
 from typha.k8s_rebalance import (
@@ -24,7 +25,6 @@ from typha.k8s_rebalance import (
     connection_limit,
     connection_limit_with_reason,
     count_nodes,
-    rebalance_task,
     typha_replicas,
 )
 from typha.sync.kubernetes import KubernetesDatastore
@@ -125,17 +125,16 @@ async def test_lookup_errors_mean_the_upper_limit() -> None:
         count_nodes(_FakeFeed())
     dead = KubeClient(KubeConfig(server="http://127.0.0.1:9"))
     async with dead:
-        rb = K8sRebalancer(cfg, server, _FakeFeed(), kube_client=dead, node_counter=lambda: 50)
+        settings = rebalance_settings(cfg.replace(connection_rebalancing_mode="kubernetes"))
+        assert settings is not None
+        rb = K8sRebalancer(settings, server, _FakeFeed(), kube_client=dead, node_counter=lambda: 50)
         assert await rb.poll_once(dead) == 777
         assert rb.last_reason == "error" and server.max_connections == 777
-    # Disabled unless ConnectionRebalancingMode=kubernetes.
-
-    class _Typha:
-        def __init__(self, cfg: Any) -> None:
-            self.cfg, self.server, self.feed = cfg, server, _FakeFeed()
-
-    assert rebalance_task(_Typha(cfg)) is None
-    assert rebalance_task(_Typha(cfg.replace(connection_rebalancing_mode="kubernetes")))
+    # Disabled unless ConnectionRebalancingMode=kubernetes: no settings, no task.
+    assert rebalance_settings(cfg) is None
+    assert Typha(cfg.replace(datastore_in_memory=True)).extra_tasks == []
+    on = cfg.replace(datastore_in_memory=True, connection_rebalancing_mode="kubernetes")
+    assert len(Typha(on).extra_tasks) == 1
 
 
 # --- two real Typhas ----------------------------------------------------------------------------
@@ -180,8 +179,10 @@ async def test_two_typhas_rebalance_as_replicas_and_client_waves_arrive(
             to_loopback = {f"{ip_a}:{a.port}": a.address, f"{ip_b}:{b.port}": b.address}
             rebalancers = {}
             for typha, ip in ((a, ip_a), (b, ip_b)):
+                settings = rebalance_settings(typha.cfg)
+                assert settings is not None
                 rb = K8sRebalancer(
-                    typha.cfg,
+                    settings,
                     typha.server,
                     typha.feed,
                     kube_client=kube,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
 
+from typha.app import cache_settings, server_settings, server_tls_settings
 from typha.cache.feed import CacheFeed
 from typha.config import Config, load_config
 from typha.model.keys import workload_endpoint_key
@@ -47,18 +48,12 @@ async def run_typha(
     **view_kwargs: Any,
 ) -> AsyncIterator[RunningTypha]:
     cfg = cfg or make_config()
-    view_defaults = {
-        "max_batch_size": cfg.snapshot_cache_max_batch_size,
-        "max_history_secs": cfg.server_max_fall_behind_secs,
-        "max_history_updates": cfg.history_max_updates,
-        "tombstone_retention_secs": cfg.tombstone_retention_secs,
-    }
-    view_defaults.update(view_kwargs)
-    feed = CacheFeed.create(**view_defaults)
+    feed = CacheFeed.from_settings(replace(cache_settings(cfg), **view_kwargs))
     ssl_ctx = None
-    if cfg.tls_enabled:
-        ssl_ctx = server_ssl_context(cfg.server_cert_file, cfg.server_key_file, cfg.ca_file)
-    server = SyncServer(cfg, feed, epoch=epoch, ssl_context=ssl_ctx)
+    tls = server_tls_settings(cfg)
+    if tls is not None:
+        ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file)
+    server = SyncServer(server_settings(cfg), feed, epoch=epoch, ssl_context=ssl_ctx)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(datastore.run, feed)
         port = await nursery.start(server.run)

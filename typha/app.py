@@ -10,44 +10,117 @@ import signal
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
 from typha import metrics
 from typha.cache import persist
-from typha.cache.feed import CacheFeed
-from typha.config import Config
+from typha.cache.feed import CacheFeed, CacheSettings
+from typha.config import Config, no_effect_settings
 from typha.health import HealthAggregator
 from typha.http import serve_http
 from typha.protocol import SyncStatus
+from typha.server.context import ConnectionSettings
 from typha.server.server import SyncServer
+from typha.server.settings import ServerSettings
 from typha.sync.base import Datastore
 from typha.sync.initialize import ensure_initialized, is_calico_datastore
 from typha.sync.synthetic import WithSyntheticKeys
 from typha.tls import server_ssl_context
 
+if TYPE_CHECKING:  # both pull in their HTTP client: imported when used
+    from typha.k8s_rebalance import RebalanceSettings
+    from typha.sync.etcd import EtcdSettings
+
 log = structlog.get_logger(__name__)
 
 
-def build_datastore(cfg: Config) -> Datastore:
-    """The datastore the config asks for (imported lazily: each pulls its own client code)."""
-    if cfg.datastore_in_memory:
-        from typha.sync.memory import MemoryDatastore
-
-        return MemoryDatastore()
-    if cfg.datastore_type == "etcdv3":
-        from typha.sync.etcd import EtcdDatastore
-
-        return EtcdDatastore.from_config(cfg)
-    from typha.sync.kubernetes import KubernetesDatastore  # type: ignore[import-not-found]
-
-    return KubernetesDatastore.from_config(cfg)
+# --- Typed settings, one object per component, built from the parsed configuration ----------
 
 
-def build_feed(cfg: Config) -> CacheFeed:
-    return CacheFeed.create(
+@dataclass(frozen=True, slots=True)
+class DatastoreSettings:
+    kind: str = "etcdv3"  # DatastoreType, or "memory" (DatastoreInMemory: demo and tests)
+    etcd: EtcdSettings | None = None  # with kind "etcdv3"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLSSettings:
+    """ServerCertFile, ServerKeyFile and CAFile (present only when TLS is on)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    enabled: bool = False  # HealthEnabled
+    host: str = "localhost"  # HealthHost
+    port: int = 9098  # HealthPort (0: a random port)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = False  # PrometheusMetricsEnabled
+    host: str = ""  # PrometheusMetricsHost
+    port: int = 9093  # PrometheusMetricsPort (0: a random port)
+    runtime_collectors: bool = True  # PrometheusGoMetricsEnabled (Python's GC and platform)
+    process_collectors: bool = True  # PrometheusProcessMetricsEnabled
+    cert_file: str = ""  # PrometheusMetricsCertFile
+    key_file: str = ""  # PrometheusMetricsKeyFile
+    ca_file: str = ""  # PrometheusMetricsCAFile
+    client_auth: str = "NoClientCert"  # PrometheusMetricsClientAuth
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSettings:
+    path: str = ""  # CacheFilePath ("": no warm restart)
+    save_interval: float = 30.0  # CacheSaveIntervalSecs
+
+
+@dataclass(frozen=True, slots=True)
+class TyphaSettings:
+    datastore: DatastoreSettings
+    cache: CacheSettings
+    server: ServerSettings
+    tls: ServerTLSSettings | None
+    health: HealthSettings
+    metrics: MetricsSettings
+    persist: PersistSettings
+    rebalance: RebalanceSettings | None  # with ConnectionRebalancingMode=kubernetes
+
+
+def etcd_settings(cfg: Config) -> EtcdSettings:
+    from typha.sync.etcd import EtcdSettings
+    from typha.sync.etcd_client import EtcdAccess
+
+    # An endpoint without a scheme takes EtcdScheme, as in Typha.
+    scheme = cfg.etcd_scheme
+    raw = list(cfg.etcd_endpoints) or [cfg.etcd_addr]
+    return EtcdSettings(
+        endpoints=tuple(e if "://" in e else f"{scheme}://{e}" for e in raw),
+        access=EtcdAccess(
+            ca_file=cfg.etcd_ca_file or None,
+            cert_file=cfg.etcd_cert_file or None,
+            key_file=cfg.etcd_key_file or None,
+            username=cfg.etcd_username or None,
+            password=cfg.etcd_password or None,
+        ),
+        hang_detection_secs=cfg.etcd_hang_detection_secs,
+    )
+
+
+def datastore_settings(cfg: Config) -> DatastoreSettings:
+    kind = "memory" if cfg.datastore_in_memory else cfg.datastore_type
+    return DatastoreSettings(kind=kind, etcd=etcd_settings(cfg) if kind == "etcdv3" else None)
+
+
+def cache_settings(cfg: Config) -> CacheSettings:
+    return CacheSettings(
         max_batch_size=cfg.snapshot_cache_max_batch_size,
         max_history_secs=cfg.server_max_fall_behind_secs,
         max_history_updates=cfg.history_max_updates,
@@ -55,13 +128,112 @@ def build_feed(cfg: Config) -> CacheFeed:
     )
 
 
+def server_settings(cfg: Config) -> ServerSettings:
+    return ServerSettings(
+        host=cfg.server_host,
+        port=cfg.listen_port,
+        connection=ConnectionSettings(
+            handshake_timeout=cfg.server_handshake_timeout_secs,
+            write_timeout=cfg.server_write_timeout_secs,
+            ping_interval=cfg.server_ping_interval_secs,
+            pong_timeout=cfg.pong_timeout,
+            new_client_grace=cfg.server_new_client_fall_behind_grace_period,
+        ),
+        max_connections=cfg.max_connections_upper_limit,
+        connection_drop_interval=cfg.connection_drop_interval_secs,
+        shutdown_timeout=cfg.shutdown_timeout_secs,
+        shutdown_drop_interval_max=cfg.shutdown_connection_drop_interval_max_secs,
+        fanout_interval=cfg.server_fanout_interval_secs,
+        snapshot_reuse_secs=cfg.snapshot_reuse_secs,
+        catch_up_max_share=cfg.catch_up_max_share,
+        redirect_addrs=tuple(cfg.redirect_addrs),
+        client_cn=cfg.client_cn,
+        client_urisan=cfg.client_urisan,
+        max_kvs_per_message=cfg.server_max_message_size,
+        v3_resource_versions=cfg.datastore_type == "kubernetes",
+    )
+
+
+def server_tls_settings(cfg: Config) -> ServerTLSSettings | None:
+    if not cfg.tls_enabled:
+        return None
+    return ServerTLSSettings(cfg.server_cert_file, cfg.server_key_file, cfg.ca_file)
+
+
+def rebalance_settings(cfg: Config) -> RebalanceSettings | None:
+    if cfg.connection_rebalancing_mode != "kubernetes":
+        return None
+    from typha.k8s_rebalance import RebalanceSettings
+
+    return RebalanceSettings(
+        lower_limit=cfg.max_connections_lower_limit,
+        upper_limit=cfg.max_connections_upper_limit,
+        poll_interval=cfg.k8s_service_poll_interval_secs,
+        namespace=cfg.k8s_namespace,
+        service_name=cfg.k8s_service_name,
+        port_name=cfg.k8s_port_name,
+        server_host=cfg.server_host,
+        redirect_addrs=tuple(cfg.redirect_addrs),
+    )
+
+
+def metrics_settings(cfg: Config) -> MetricsSettings:
+    return MetricsSettings(
+        enabled=cfg.prometheus_metrics_enabled,
+        host=cfg.prometheus_metrics_host,
+        port=max(cfg.prometheus_metrics_port, 0),
+        runtime_collectors=cfg.prometheus_go_metrics_enabled,
+        process_collectors=cfg.prometheus_process_metrics_enabled,
+        cert_file=cfg.prometheus_metrics_cert_file,
+        key_file=cfg.prometheus_metrics_key_file,
+        ca_file=cfg.prometheus_metrics_ca_file,
+        client_auth=cfg.prometheus_metrics_client_auth,
+    )
+
+
+def build_settings(cfg: Config) -> TyphaSettings:
+    return TyphaSettings(
+        datastore=datastore_settings(cfg),
+        cache=cache_settings(cfg),
+        server=server_settings(cfg),
+        tls=server_tls_settings(cfg),
+        health=HealthSettings(cfg.health_enabled, cfg.health_host, max(cfg.health_port, 0)),
+        metrics=metrics_settings(cfg),
+        persist=PersistSettings(cfg.cache_file_path, cfg.cache_save_interval_secs),
+        rebalance=rebalance_settings(cfg),
+    )
+
+
+def build_datastore(settings: DatastoreSettings) -> Datastore:
+    """The datastore the settings ask for (imported lazily: each pulls its own client code)."""
+    if settings.kind == "memory":
+        from typha.sync.memory import MemoryDatastore
+
+        return MemoryDatastore()
+    if settings.kind == "etcdv3":
+        from typha.sync.etcd import EtcdDatastore
+
+        assert settings.etcd is not None
+        return EtcdDatastore.from_settings(settings.etcd)
+    from typha.sync.kubernetes import KubernetesDatastore  # type: ignore[import-not-found]
+
+    return KubernetesDatastore.from_environment()
+
+
+def build_feed(cfg: Config) -> CacheFeed:
+    return CacheFeed.from_settings(cache_settings(cfg))
+
+
 class Typha:
     """One running Typha process (also used in-process by tests and the demo)."""
 
     def __init__(self, cfg: Config, datastore: Datastore | None = None) -> None:
         self.cfg = cfg
-        self.datastore = datastore or build_datastore(cfg)
-        self.feed = build_feed(cfg)
+        self.settings = settings = build_settings(cfg)
+        for name, reason in no_effect_settings(cfg):
+            log.warning("setting has no effect", setting=name, value=cfg.value(name), reason=reason)
+        self.datastore = datastore or build_datastore(settings.datastore)
+        self.feed = CacheFeed.from_settings(settings.cache)
         self.health = HealthAggregator()
         self.start_revision: int | None = None
         self._save_lock = trio.Lock()
@@ -69,12 +241,19 @@ class Typha:
         # Called in the worker thread between writing the temporary file and renaming it
         # (tests hold a save there to interleave it with a signal deterministically).
         self.before_cache_replace: Callable[[], None] | None = None
-        epoch = self._warm_start() if cfg.cache_file_path else None
+        epoch = self._warm_start() if settings.persist.path else None
         ssl_ctx = None
-        if cfg.tls_enabled:
-            ssl_ctx = server_ssl_context(cfg.server_cert_file, cfg.server_key_file, cfg.ca_file)
+        if settings.tls is not None:
+            tls = settings.tls
+            ssl_ctx = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file)
+        # Typha's typha_breadcrumb_size: the KVs of every breadcrumb minted.
+        self.feed.on_crumbs = _observe_breadcrumb_sizes
         self.server = SyncServer(
-            cfg, self.feed, ssl_context=ssl_ctx, on_liveness=self._server_alive, epoch=epoch
+            settings.server,
+            self.feed,
+            ssl_context=ssl_ctx,
+            on_liveness=self._server_alive,
+            epoch=epoch,
         )
         for syncer in self.feed.views:
             self.health.register(f"{syncer}-cache", timeout=20)
@@ -84,16 +263,14 @@ class Typha:
         self.nursery: trio.Nursery | None = None
         self.extra_tasks: list[Callable[..., Any]] = []
         self._exported: dict[Any, tuple[int, int]] = {}
-        if cfg.connection_rebalancing_mode == "kubernetes":
+        if settings.rebalance is not None:
             from typha.k8s_rebalance import rebalance_task
 
-            task = rebalance_task(self)
-            if task is not None:
-                self.extra_tasks.append(task)
+            self.extra_tasks.append(rebalance_task(self, settings.rebalance))
 
     def _warm_start(self) -> int | None:
         """Load the warm-restart file if there is a usable one; returns its epoch."""
-        path = self.cfg.cache_file_path
+        path = self.settings.persist.path
         try:
             saved = persist.read_cache_file(path)
         except persist.CacheFileOutdated as exc:
@@ -112,7 +289,7 @@ class Typha:
         except persist.CacheFileError as exc:
             log.warning("ignoring unusable cache file", path=path, error=str(exc))
             metrics.warm_restart_loads.labels("corrupt").inc()
-            self.feed = build_feed(self.cfg)
+            self.feed = CacheFeed.from_settings(self.settings.cache)
             return None
         self.start_revision = loaded.revision
         metrics.warm_restart_loads.labels("loaded" if loaded.clean else "loaded-unclean").inc()
@@ -133,31 +310,32 @@ class Typha:
         drain write the same temporary file, and racing on it lost one of them (and made the
         drain's fail). The write runs in a worker thread that is not abandoned on cancel, so
         the lock is held until the file is complete."""
-        if not self.cfg.cache_file_path:
+        path = self.settings.persist.path
+        if not path:
             return
         async with self._save_lock:
             snap = persist.snapshot_for_save(self.feed, self.server.epoch, clean=clean)
             size = await trio.to_thread.run_sync(
                 functools.partial(
                     persist.write_cache_file,
-                    self.cfg.cache_file_path,
+                    path,
                     snap,
                     before_replace=self.before_cache_replace,
                 )
             )
-        log.info("cache saved", path=self.cfg.cache_file_path, bytes=size, clean=clean)
+        log.info("cache saved", path=path, bytes=size, clean=clean)
 
     async def _save_or_log(self, *, clean: bool = False) -> bool:
         try:
             await self.save_cache(clean=clean)
         except Exception as exc:  # a disk problem must not stop a drain or the process
-            log.warning("cache save failed", path=self.cfg.cache_file_path, error=str(exc))
+            log.warning("cache save failed", path=self.settings.persist.path, error=str(exc))
             return False
         return True
 
     async def _save_periodically(self) -> None:
         while not self._draining:
-            await trio.sleep(self.cfg.cache_save_interval_secs)
+            await trio.sleep(self.settings.persist.save_interval)
             if self._draining:
                 return  # the drain saves (clean) at its end; a late save must not follow it
             await self._save_or_log()
@@ -216,29 +394,30 @@ class Typha:
         return {"/liveness": liveness, "/readiness": readiness, "/status": status}
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        cfg = self.cfg
+        settings = self.settings
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._initialize_then_sync)
-            if cfg.cache_file_path:
+            if settings.persist.path:
                 nursery.start_soon(self._save_periodically)
             port = await nursery.start(self.server.run)
             nursery.start_soon(self._report_caches)
-            if cfg.health_enabled:
+            health = settings.health
+            if health.enabled:
                 self.health_port = await nursery.start(
-                    serve_http, cfg.health_host, max(cfg.health_port, 0), self.routes()
+                    serve_http, health.host, health.port, self.routes()
                 )
-            if cfg.prometheus_metrics_enabled:
+            if settings.metrics.enabled:
                 # Not prometheus-client's server: it gives every connection a thread with no
                 # timeout (2,000 idle connections were 2,000 threads) and, with TLS, does the
                 # handshake in its accept loop, where one idle client stops every scrape.
                 self.metrics_port = await nursery.start(
                     functools.partial(
                         serve_http,
-                        cfg.prometheus_metrics_host,
-                        max(cfg.prometheus_metrics_port, 0),
-                        metrics_routes(cfg),
-                        ssl_context=metrics_ssl_context(cfg),
+                        settings.metrics.host,
+                        settings.metrics.port,
+                        metrics_routes(settings.metrics),
+                        ssl_context=metrics_ssl_context(settings.metrics),
                     )
                 )
             for task in self.extra_tasks:
@@ -279,6 +458,12 @@ class Typha:
             await self._save_or_log(clean=True)
 
 
+def _observe_breadcrumb_sizes(syncer: Any, crumbs: list[Any]) -> None:
+    size = metrics.breadcrumb_size.labels(str(syncer))
+    for crumb in crumbs:
+        size.observe(crumb.n_kvs)
+
+
 async def _any_event(events: list[trio.Event]) -> None:
     async with trio.open_nursery() as nursery:
         for ev in events:
@@ -290,7 +475,7 @@ async def _any_event(events: list[trio.Event]) -> None:
             nursery.start_soon(wait)
 
 
-def metrics_routes(cfg: Config) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
+def metrics_routes(settings: MetricsSettings) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
     """The Prometheus endpoint's routes (served by the same bounded server as /readiness)."""
     from prometheus_client import (
         CONTENT_TYPE_LATEST,
@@ -301,10 +486,10 @@ def metrics_routes(cfg: Config) -> dict[str, Callable[[], tuple[int, str, bytes]
         generate_latest,
     )
 
-    if not cfg.prometheus_process_metrics_enabled:
+    if not settings.process_collectors:
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(PROCESS_COLLECTOR)
-    if not cfg.prometheus_go_metrics_enabled:
+    if not settings.runtime_collectors:
         for collector in (GC_COLLECTOR, PLATFORM_COLLECTOR):
             with contextlib.suppress(KeyError):
                 REGISTRY.unregister(collector)
@@ -315,17 +500,17 @@ def metrics_routes(cfg: Config) -> dict[str, Callable[[], tuple[int, str, bytes]
     return {"/metrics": scrape, "/": scrape}
 
 
-def metrics_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+def metrics_ssl_context(settings: MetricsSettings) -> ssl.SSLContext | None:
     """HTTPS for /metrics when a certificate is configured; client certificates as
     ``PrometheusMetricsClientAuth`` says (RequireAnyClientCert is verified too: Python cannot
     require a certificate without checking it)."""
-    if not (cfg.prometheus_metrics_cert_file or cfg.prometheus_metrics_key_file):
+    if not (settings.cert_file or settings.key_file):
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cfg.prometheus_metrics_cert_file, cfg.prometheus_metrics_key_file)
-    if cfg.prometheus_metrics_ca_file:
-        ctx.load_verify_locations(cfg.prometheus_metrics_ca_file)
-    auth = cfg.prometheus_metrics_client_auth
+    ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    if settings.ca_file:
+        ctx.load_verify_locations(settings.ca_file)
+    auth = settings.client_auth
     if auth in ("RequireAndVerifyClientCert", "RequireAnyClientCert"):
         ctx.verify_mode = ssl.CERT_REQUIRED
     elif auth == "VerifyClientCertIfGiven":

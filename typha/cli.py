@@ -57,9 +57,13 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from typha.config import no_effect_settings
+
     cfg = _load(args)
     for warning in cfg.warnings:
         print(f"typha: warning: {warning}", file=sys.stderr)
+    for name, reason in no_effect_settings(cfg):
+        print(f"typha: warning: {name} has no effect: {reason}", file=sys.stderr)
     rows = cfg.describe()
     width = max(len(r[0]) for r in rows)
     vwidth = min(40, max(len(r[1]) for r in rows))

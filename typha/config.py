@@ -94,7 +94,9 @@ PARAMS: tuple[Param, ...] = (
         "ServerNewClientFallBehindGracePeriod",
         "float",
         300.0,
-        "Grace after a snapshot before fall-behind applies.",
+        "After its snapshot, a new client's position stays in the history however old it "
+        "gets (ServerMaxFallBehindSecs does not apply; HistoryMaxUpdates still does) for this "
+        "long, or until it first catches up.",
         minimum=0,
         positive=True,
     ),
@@ -245,6 +247,14 @@ PARAMS: tuple[Param, ...] = (
         minimum=0,
     ),
     Param(
+        "CatchUpMaxShare",
+        "float",
+        0.5,
+        "A resume whose conflated catch-up would carry more than this share of the state "
+        "(and over 1,000 keys) gets the shared snapshot instead.",
+        minimum=0,
+    ),
+    Param(
         "HistoryMaxUpdates", "int", 200000, "Max updates kept in the breadcrumb history.", minimum=1
     ),
     Param(
@@ -272,6 +282,26 @@ PARAMS: tuple[Param, ...] = (
 
 PARAMS_BY_KEY: dict[str, Param] = {p.name.lower(): p for p in PARAMS}
 
+_NO_DEBUG_SERVER = "there is no debug server (Go Typha's pprof endpoint has no counterpart here)."
+
+# Parameters accepted because Calico Typha has them, but which change nothing here. Setting one
+# logs a warning at start naming it and this reason; the generated table in
+# docs/configuration.md says so too. Every other parameter has an effect, and a test names the
+# test that shows it (tests/test_settings_coverage.py).
+NO_EFFECT: dict[str, str] = {
+    "ServerMinBatchingAgeThresholdSecs": (
+        "Typha merges the deltas of several breadcrumbs into one message, per client, once "
+        "that client's next breadcrumb is older than this. Here each breadcrumb is encoded "
+        "once and its bytes are shared by all clients; a client that is behind gets many "
+        "breadcrumbs' messages in one write instead, so there is no per-client batching to tune."
+    ),
+    "DebugPort": _NO_DEBUG_SERVER,
+    "DebugHost": _NO_DEBUG_SERVER,
+    "DebugMemoryProfilePath": (
+        "there is no heap profile on SIGUSR1 (Go Typha writes a Go heap profile there)."
+    ),
+}
+
 
 def _snake(name: str) -> str:
     out = []
@@ -287,6 +317,7 @@ def _snake(name: str) -> str:
 
 
 ATTR_FOR: dict[str, str] = {p.name: _snake(p.name) for p in PARAMS}
+NAME_FOR_ATTR: dict[str, str] = {attr: name for name, attr in ATTR_FOR.items()}
 
 
 def _parse_bool(raw: str) -> bool:
@@ -394,60 +425,58 @@ class Setting:
     source: str  # "default", "file:/etc/calico/typha.cfg", "env:TYPHA_X"
 
 
+@dataclass(frozen=True)
 class Config:
-    """Effective configuration. Attributes are snake_case parameter names
-    (``cfg.server_ping_interval_secs``); ``settings`` records where each value came from."""
+    """Effective configuration: every parameter's value and where it came from (``settings``).
 
-    def __init__(self, settings: dict[str, Setting], warnings: tuple[str, ...] = ()) -> None:
-        self.settings = settings
-        object.__setattr__(self, "warnings", tuple(warnings))
-        for name, setting in settings.items():
-            object.__setattr__(self, ATTR_FOR[name], setting.value)
+    Read a value by its snake_case name (``cfg.server_ping_interval_secs``) or its parameter
+    name (``cfg.value("ServerPingIntervalSecs")``). The running components (server, cache,
+    datastores, rebalancer, HTTP endpoints) never see this object: ``app.py`` builds each one
+    its own typed settings from it. Start-up code reads it directly (``preflight.py``,
+    ``logs.py``, ``cli.py``, ``writer.py``)."""
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key in ("settings", "warnings"):
-            object.__setattr__(self, key, value)
-            return
-        raise AttributeError("Config is read-only; use replace()")
+    settings: Mapping[str, Setting]
+    warnings: tuple[str, ...] = ()
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only called for names that are not real attributes: the parameters' snake_case names.
+        name = NAME_FOR_ATTR.get(attr)
+        if name is None:
+            raise AttributeError(f"Config has no parameter {attr!r}")
+        return self.settings[name].value
+
+    def value(self, name: str) -> Any:
+        return self.settings[name].value
+
+    def is_set(self, name: str) -> bool:
+        """True when the file, the environment or an override gave a value (even one that
+        was then replaced by the default)."""
+        return self.settings[name].source != "default"
 
     def replace(self, **changes: Any) -> Config:
-        by_attr = {v: k for k, v in ATTR_FOR.items()}
         new = dict(self.settings)
         for attr, value in changes.items():
-            new[by_attr[attr]] = Setting(value, "override")
+            new[NAME_FOR_ATTR[attr]] = Setting(value, "override")
         return Config(new, self.warnings)
 
     # Derived values -----------------------------------------------------------------------------
 
     @property
     def listen_port(self) -> int:
-        port = self.server_port  # type: ignore[attr-defined]
+        port = self.value("ServerPort")
         return 5473 if port == 0 else (0 if port == -1 else port)
 
     @property
     def pong_timeout(self) -> float:
         # Typha: a pong timeout of at most twice the ping interval is reset to six intervals.
-        ping = self.server_ping_interval_secs  # type: ignore[attr-defined]
-        pong = self.server_pong_timeout_secs  # type: ignore[attr-defined]
+        ping = self.value("ServerPingIntervalSecs")
+        pong = self.value("ServerPongTimeoutSecs")
         return pong if pong > 2 * ping else 6 * ping
 
     @property
     def tls_enabled(self) -> bool:
-        return any(
-            getattr(self, a)
-            for a in (
-                "server_cert_file",
-                "server_key_file",
-                "ca_file",
-                "client_cn",
-                "client_urisan",
-            )
-        )
-
-    def etcd_urls(self) -> list[str]:
-        if self.etcd_endpoints:  # type: ignore[attr-defined]
-            return list(self.etcd_endpoints)  # type: ignore[attr-defined]
-        return [f"{self.etcd_scheme}://{self.etcd_addr}"]  # type: ignore[attr-defined]
+        names = ("ServerCertFile", "ServerKeyFile", "CAFile", "ClientCN", "ClientURISAN")
+        return any(self.value(n) for n in names)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(name, value, source) rows with sensitive values redacted."""
@@ -561,11 +590,18 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("EtcdCertFile and EtcdKeyFile must be set together")
 
 
+def no_effect_settings(cfg: Config) -> list[tuple[str, str]]:
+    """(name, reason) of every parameter in ``NO_EFFECT`` that the operator set."""
+    return [(name, reason) for name, reason in NO_EFFECT.items() if cfg.is_set(name)]
+
+
 def markdown_table() -> str:
     """The parameter table of docs/configuration.md (a test keeps the doc in sync)."""
     rows = ["| parameter | env var | default | meaning |", "|---|---|---|---|"]
     for p in PARAMS:
         default = _show(p.default) if p.default not in ("", []) else "-"
         meaning = f"{p.help} One of: {', '.join(p.choices)}." if p.choices else p.help
+        if p.name in NO_EFFECT:
+            meaning += f" **No effect here:** {NO_EFFECT[p.name]}"
         rows.append(f"| `{p.name}` | `TYPHA_{p.name.upper()}` | `{default}` | {meaning} |")
     return "\n".join(rows) + "\n"

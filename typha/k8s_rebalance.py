@@ -100,13 +100,28 @@ def typha_replicas(slices: Iterable[Mapping[str, Any]], port_name: str) -> Typha
     return TyphaReplicas(len({e.ip for e in everyone}), tuple(e.addr for e in ready))
 
 
+@dataclass(frozen=True, slots=True)
+class RebalanceSettings:
+    """The rebalancer's parameters (``typha.app`` builds them from the configuration when
+    ConnectionRebalancingMode is ``kubernetes``)."""
+
+    lower_limit: int = 400  # MaxConnectionsLowerLimit
+    upper_limit: int = 10000  # MaxConnectionsUpperLimit
+    poll_interval: float = 30.0  # K8sServicePollIntervalSecs
+    namespace: str = "kube-system"  # K8sNamespace
+    service_name: str = "calico-typha"  # K8sServiceName
+    port_name: str = "calico-typha"  # K8sPortName
+    server_host: str = ""  # ServerHost: one of the ways to recognise our own endpoint
+    redirect_addrs: tuple[str, ...] = ()  # RedirectAddrs: used when no other replica is found
+
+
 class K8sRebalancer:
     """The poll loop. ``server`` needs ``set_connection_limit``, ``redirect_addrs`` and
     ``port``; ``feed`` is the :class:`~typha.cache.feed.CacheFeed` (node count)."""
 
     def __init__(
         self,
-        cfg: Any,
+        settings: RebalanceSettings,
         server: Any,
         feed: Any,
         *,
@@ -120,7 +135,7 @@ class K8sRebalancer:
         """``self_addresses``: this replica's ``ip:port`` as the EndpointSlices show it (also
         recognised: ``$POD_IP``, and ``ServerHost:port``). ``translate`` maps a peer's
         endpoint address to the address clients should be redirected to (NAT; tests)."""
-        self.cfg = cfg
+        self.settings = settings
         self.server = server
         self.feed = feed
         self._client = kube_client
@@ -142,18 +157,20 @@ class K8sRebalancer:
         pod_ip = os.environ.get("POD_IP", "")
         if pod_ip and ip == pod_ip:
             return True
-        host = self.cfg.server_host
+        host = self.settings.server_host
         return bool(host) and addr == f"{host}:{self.server.port}"
 
     async def poll_once(self, client: KubeClient) -> int:
         """One poll: look up, compute, apply. Returns the limit set."""
         self.polls += 1
-        cfg = self.cfg
-        upper = cfg.max_connections_upper_limit
+        settings = self.settings
+        upper = settings.upper_limit
         try:
             with trio.fail_after(LOOKUP_TIMEOUT_SECS):
-                slices = await list_endpoint_slices(client, cfg.k8s_service_name, cfg.k8s_namespace)
-            replicas = typha_replicas(slices, cfg.k8s_port_name)
+                slices = await list_endpoint_slices(
+                    client, settings.service_name, settings.namespace
+                )
+            replicas = typha_replicas(slices, settings.port_name)
             nodes = self._count_nodes()
         except (KubeError, NodeCountUnavailable, trio.TooSlowError) as exc:
             limit, reason = upper, "error"
@@ -164,11 +181,11 @@ class K8sRebalancer:
                 nodes,
                 replicas.count,
                 self.syncer_types,
-                cfg.max_connections_lower_limit,
+                settings.lower_limit,
                 upper,
             )
             others = [self._translate(a) for a in replicas.ready_addrs if not self._is_self(a)]
-            self.server.redirect_addrs = others or list(cfg.redirect_addrs)
+            self.server.redirect_addrs = others or list(settings.redirect_addrs)
         if limit != self.last_limit:
             log.info(
                 "calculated new connection limit",
@@ -184,7 +201,7 @@ class K8sRebalancer:
 
     async def run(self) -> None:
         """Poll until cancelled (first poll at once, then every interval ±10%)."""
-        interval = self.cfg.k8s_service_poll_interval_secs
+        interval = self.settings.poll_interval
         if self._client is not None:
             await self._loop(self._client, interval)
             return
@@ -199,23 +216,17 @@ class K8sRebalancer:
 
 def rebalance_task(
     typha: Any,
+    settings: RebalanceSettings,
     *,
     kube_client: KubeClient | None = None,
     kube_config: KubeConfig | None = None,
     self_addresses: Iterable[str] = (),
     translate: Callable[[str], str] | None = None,
-) -> Callable[[], Awaitable[None]] | None:
-    """The task to append to ``Typha.extra_tasks`` when ``ConnectionRebalancingMode`` is
-    ``kubernetes`` (None otherwise)::
-
-        task = rebalance_task(typha)
-        if task:
-            typha.extra_tasks.append(task)
-    """
-    if typha.cfg.connection_rebalancing_mode != "kubernetes":
-        return None
+) -> Callable[[], Awaitable[None]]:
+    """The task ``typha.app.Typha`` appends to its ``extra_tasks`` when
+    ``ConnectionRebalancingMode`` is ``kubernetes``."""
     rebalancer = K8sRebalancer(
-        typha.cfg,
+        settings,
         typha.server,
         typha.feed,
         kube_client=kube_client,

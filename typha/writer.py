@@ -18,17 +18,14 @@ def _describe(r: dict[str, Any]) -> str:
 
 
 async def write_etcd(cfg: Config, resources: list[dict[str, Any]], delete: bool) -> None:
+    from typha.app import etcd_settings
     from typha.sync.etcd_client import EtcdClient
     from typha.sync.etcd_writer import apply_resources, delete_resources
 
-    async with EtcdClient(
-        cfg.etcd_urls(),
-        ca_file=cfg.etcd_ca_file or None,
-        cert_file=cfg.etcd_cert_file or None,
-        key_file=cfg.etcd_key_file or None,
-        username=cfg.etcd_username or None,
-        password=cfg.etcd_password or None,
-    ) as client:
+    # The same endpoints and credentials as `typha serve` (a scheme-less endpoint takes
+    # EtcdScheme there too).
+    etcd = etcd_settings(cfg)
+    async with EtcdClient.with_access(list(etcd.endpoints), etcd.access) as client:
         if delete:
             await delete_resources(client, resources)
         else:

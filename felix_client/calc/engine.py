@@ -29,8 +29,8 @@ from felix_client.calc.chaintable import ChainTable
 from felix_client.calc.ipsets import IPSetMemberIndex
 from felix_client.calc.ipsetspec import (
     ALL_HOSTS_ID,
-    ALL_POOLS_ID,
     MASQ_POOLS_ID,
+    NETWORK_POOLS_ID,
     TYPE_NET,
     IPSetSpec,
     ipset_name,
@@ -84,7 +84,7 @@ _NOT_PARSED = (Kind.READY, Kind.IGNORED)
 _N_BUCKETS = max(_KIND_ORDER.values()) + 2  # the last bucket holds remote workloads
 _TUNNEL_CONFIG = frozenset({"IPv4VXLANTunnelAddr", "VXLANTunnelMACAddr", "IpInIpTunnelAddr"})
 _Owner = tuple[str, Any]  # ("pol", PolicyId) or ("prof", name)
-_FIXED_SET_IDS = (ALL_POOLS_ID, MASQ_POOLS_ID, ALL_HOSTS_ID)
+_FIXED_SET_IDS = (NETWORK_POOLS_ID, MASQ_POOLS_ID, ALL_HOSTS_ID)
 
 
 def _brief(exc: BaseException) -> str:
@@ -502,7 +502,7 @@ class CalcEngine:
             if ip:
                 hosts.add(f"{ip}/32")
         wanted = {
-            ALL_POOLS_ID: frozenset(p.cidr for p in pools),
+            NETWORK_POOLS_ID: frozenset(p.cidr for p in pools),
             MASQ_POOLS_ID: frozenset(p.cidr for p in pools if p.masquerade),
             ALL_HOSTS_ID: frozenset(hosts),
         }

@@ -20,7 +20,7 @@ TYPE_IP_PORT = "hash:ip,port"
 
 # Fixed set IDs.
 MASQ_POOLS_ID = "masq-ipam-pools"
-ALL_POOLS_ID = "all-ipam-pools"
+NETWORK_POOLS_ID = "network-ip-pools"  # Felix's name (IPSetIDNetworkPools)
 ALL_HOSTS_ID = "all-hosts-net"
 
 

@@ -221,6 +221,8 @@ class IptablesSim:
                 elif target == "LOG":
                     while i < len(tokens) and tokens[i] in ("--log-prefix", "--log-level"):
                         i += 2
+                elif target == "MASQUERADE" and tokens[i : i + 1] == ["--random-fully"]:
+                    i += 1  # source-port choice only: the same verdict
             else:
                 raise UnsupportedRule(f"{tok!r} in {text!r}")
         if not target:

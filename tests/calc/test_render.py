@@ -232,7 +232,7 @@ def test_nat_outgoing_pool() -> None:
     _, state = seed_cluster()
     assert state.nat_chains["cali-nat-outgoing"] == (
         "-m set --match-set cali40masq-ipam-pools src "
-        "-m set ! --match-set cali40all-ipam-pools dst -j MASQUERADE",
+        "-m set ! --match-set cali40network-ip-pools dst -j MASQUERADE --random-fully",
     )
     assert state.nat_chains["cali-POSTROUTING"][0] == "-j cali-nat-outgoing"
     assert state.ipsets["cali40masq-ipam-pools"].members == {"10.0.0.0/16"}

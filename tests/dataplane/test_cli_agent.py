@@ -105,4 +105,4 @@ async def test_cli_netns_programs_the_namespace(netns: NetnsPool) -> None:
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     save = iptables_save(node)
     assert ":cali-FORWARD" in save and '--comment "cali:hook" -j cali-FORWARD' in save
-    assert ipset_members(node)["cali40all-ipam-pools"] == {sample.POOL}
+    assert ipset_members(node)["cali40network-ip-pools"] == {sample.POOL}

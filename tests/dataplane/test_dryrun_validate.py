@@ -36,7 +36,7 @@ def test_rendered_files_pass_ipset_restore_and_iptables_restore_test(
     scratch = netns.create("scratch")
     nsrun(scratch, "ipset", "restore", input=files["ipsets"])
     sets = ipset_members(scratch)
-    assert sets["cali40all-ipam-pools"] == {sample.POOL}
+    assert sets["cali40network-ip-pools"] == {sample.POOL}
     assert any(name.startswith("cali40n:") for name in sets)  # the named-port set
     for table in ("filter", "nat"):
         nsrun(scratch, "iptables-restore", "--noflush", "--test", input=files[f"iptables-{table}"])

@@ -82,9 +82,9 @@ async def test_hung_etcd_is_detected_reported_and_recovered(etcd_server) -> None
 
 
 def test_the_setting_reaches_the_datastore() -> None:
+    from typha.app import build_datastore, datastore_settings
     from typha.config import load_config
-    from typha.sync.etcd import EtcdDatastore
 
-    assert EtcdDatastore.from_config(load_config(environ={})).hang_detection_secs == 30.0
+    assert build_datastore(datastore_settings(load_config(environ={}))).hang_detection_secs == 30
     cfg = load_config(environ={"TYPHA_ETCDHANGDETECTIONSECS": "5"})
-    assert EtcdDatastore.from_config(cfg).hang_detection_secs == 5.0
+    assert build_datastore(datastore_settings(cfg)).hang_detection_secs == 5.0

@@ -2,7 +2,8 @@
 
 Felix tests run one at a time (the suite has no parallel runner, and each lab owns its
 namespaces); each is bounded by `FELIX_TEST_SECONDS` through SIGALRM so a hung peer fails the test
-instead of the suite.  Namespaces left by a killed earlier run are reaped before each lab.
+instead of the suite (a test module may set its own `FELIX_TEST_SECONDS`, e.g. where a
+kube-apiserver starts).  Namespaces left by a killed earlier run are reaped before each lab.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ FELIX_TEST_SECONDS = 90
 
 
 @pytest.fixture(autouse=True)
-def _time_bound() -> Iterator[None]:
+def _time_bound(request: pytest.FixtureRequest) -> Iterator[None]:
+    seconds = int(getattr(request.module, "FELIX_TEST_SECONDS", FELIX_TEST_SECONDS))
+
     def expired(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"Felix test exceeded its {FELIX_TEST_SECONDS}s bound")
+        raise TimeoutError(f"Felix test exceeded its {seconds}s bound")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(FELIX_TEST_SECONDS)
+    signal.alarm(seconds)
     try:
         yield
     finally:

@@ -2,7 +2,8 @@
 
 Layout (nothing in the root namespace gets an address):
 
-    <prefix>ctl   eth0 10.0.0.1/24   etcd, Calico Typha, typha-py
+    <prefix>ctl   eth0 10.0.0.1/24   etcd, kube-apiserver (Kubernetes datastore), Calico Typha,
+                                     typha-py
         | veth
     <prefix>node  eth0 10.0.0.11/24  calico-felix as node1 (config/examples' node1 address),
                   plus one veth per local workload endpoint, named by its interfaceName
@@ -15,12 +16,16 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from tests.calico.datasets import load_etcd
+from tests.calico.datasets import load_etcd, load_kubernetes
 from tests.dataplane.nstools import run, veth
 from tests.felix import snapshot
 from tests.felix.netns import FelixNetns, entered
-from tests.peers.felix import Felix, NsCalicoTypha, NsEtcd, NsTyphaPy
+from tests.peers.calico_typha import calico_crd_dir
+from tests.peers.felix import Felix, NsCalicoTypha, NsEtcd, NsKubeApiServer, NsTyphaPy
 from tests.peers.process import PeerProcess
+
+Store = NsEtcd | NsKubeApiServer
+"""A datastore: etcd itself, or a kube-apiserver (on its own etcd) with Calico's CRDs."""
 
 CTL_IP = "10.0.0.1"
 NODE_IP = "10.0.0.11"
@@ -99,32 +104,55 @@ class FelixLab:
         self.etcd_peer = self._started(NsEtcd(self.ctl, CTL_IP))
         return self.etcd_peer
 
-    def calico_typha(self, etcd: NsEtcd) -> NsCalicoTypha:
-        typha = NsCalicoTypha(self.ctl, CTL_IP, etcd=etcd, binary=self.typha_binary)
+    def kube(self, *, crds: bool = True) -> NsKubeApiServer:
+        """A fresh kube-apiserver in the control namespace on its own fresh etcd, with Calico's
+        CRDs from the tarball (a Kubernetes datastore nothing else has written to)."""
+        etcd = self._started(NsEtcd(self.ctl, CTL_IP))
+        kube = self._started(NsKubeApiServer(self.ctl, CTL_IP, etcd=etcd))
+        if crds:
+            with entered(self.ctl):
+                kube.apply_crds(calico_crd_dir())
+        return kube
+
+    @staticmethod
+    def _store_kwargs(store: Store) -> dict[str, Any]:
+        return {"kube": store} if isinstance(store, NsKubeApiServer) else {"etcd": store}
+
+    def calico_typha(self, store: Store, **kwargs: Any) -> NsCalicoTypha:
+        typha = NsCalicoTypha(
+            self.ctl, CTL_IP, binary=self.typha_binary, **self._store_kwargs(store), **kwargs
+        )
         self.typha_peer = self._started(typha)
         return typha
 
-    def typha_py(self, etcd: NsEtcd) -> NsTyphaPy:
-        self.typha_peer = self._started(NsTyphaPy(self.ctl, CTL_IP, etcd=etcd))
-        return self.typha_peer
+    def typha_py(self, store: Store, **kwargs: Any) -> NsTyphaPy:
+        typha = NsTyphaPy(self.ctl, CTL_IP, **self._store_kwargs(store), **kwargs)
+        self.typha_peer = self._started(typha)
+        return typha
 
-    def load(self, etcd: NsEtcd, resources: list[dict[str, Any]]) -> None:
+    def load(self, store: Store, resources: list[dict[str, Any]]) -> None:
         with entered(self.ctl):
-            load_etcd(etcd, resources)
+            if isinstance(store, NsKubeApiServer):
+                load_kubernetes(store, resources)
+            else:
+                load_etcd(store, resources)
 
-    def felix(self, etcd: NsEtcd, typha: NsCalicoTypha | NsTyphaPy, **kwargs: Any) -> Felix:
-        felix = Felix(
-            netns=self.node,
-            hostname=NODE_NAME,
-            etcd_url=etcd.client_url,
-            typha=typha.address,
-            binary=self.felix_binary,
-            **kwargs,
-        )
+    def felix(self, store: Store, typha: NsCalicoTypha | NsTyphaPy | None, **kwargs: Any) -> Felix:
+        """Felix as node1 on `store` through `typha` (None: `typha_service=` in kwargs)."""
+        if isinstance(store, NsKubeApiServer):
+            kwargs["kubeconfig"] = store.kubeconfig_path
+        else:
+            kwargs["etcd_url"] = store.client_url
+        if typha is not None:
+            kwargs["typha"] = typha.address
+        felix = Felix(netns=self.node, hostname=NODE_NAME, binary=self.felix_binary, **kwargs)
         return self._started(felix)
 
     def fresh_node_without_felix(self) -> None:
         """Replace the node namespace by an empty one (after a program other than Felix ran)."""
+        # Delete the veth pair first: the kernel tears a deleted namespace down asynchronously,
+        # and until then the control namespace's end would still hold the name eth0.
+        run(["ip", "-n", self.ctl, "link", "del", "eth0"], check=False)
         self.namespaces.delete(self.node)
         self._new_node()
 

@@ -9,6 +9,7 @@ sets, set members and routes.  The order of rules *inside* a chain is kept, sinc
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ class Snapshot:
             for chain, rules in chains.items():
                 out.add(f"iptables {table} chain {chain}")
                 if meaning:
-                    rules = tuple(r for r in (_COMMENT.sub("", x).strip() for x in rules) if r)
+                    rules = without_comments(rules)
                 for i, rule in enumerate(rules):
                     out.add(f"iptables {table} {chain} #{i}: {rule}")
         for name, (options, members) in self.ipsets.items():
@@ -48,6 +49,11 @@ class Snapshot:
             out.update(f"ipset {name} member {m}" for m in members)
         out.update(f"route {r}" for r in self.routes)
         return out
+
+
+def without_comments(rules: tuple[str, ...]) -> tuple[str, ...]:
+    """The rules with their comments removed, and comment-only rules (no-ops) dropped."""
+    return tuple(r for r in (_COMMENT.sub("", x).strip() for x in rules) if r)
 
 
 def parse_iptables(text: str) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -109,3 +115,29 @@ def take(ns: str) -> Snapshot:
 def diff(a: Snapshot, b: Snapshot, *, meaning: bool = False) -> list[str]:
     fa, fb = a.flat(meaning=meaning), b.flat(meaning=meaning)
     return [f"- {x}" for x in sorted(fa - fb)] + [f"+ {x}" for x in sorted(fb - fa)]
+
+
+_SELECTOR_SET = re.compile(r"\bcali40[sn]:[A-Za-z0-9_-]+")
+
+
+def sets_by_content(snap: Snapshot) -> Snapshot:
+    """`snap` with each selector/named-port set (`cali40s:`, `cali40n:`) renamed after its type
+    and members, in the sets and in every rule that matches on them.  Two programs whose
+    selector canonicalisation differs (the set name is a hash of the canonical selector) then
+    compare by what the sets hold; two sets with the same members become one name, which means
+    the same on this dataplane."""
+    renames = {}
+    for name, (options, members) in snap.ipsets.items():
+        if _SELECTOR_SET.fullmatch(name):
+            digest = hashlib.sha1(repr((options, sorted(members))).encode()).hexdigest()[:12]
+            renames[name] = f"{name[:7]}content-{digest}"
+
+    def rename(text: str) -> str:
+        return _SELECTOR_SET.sub(lambda m: renames.get(m.group(0), m.group(0)), text)
+
+    iptables = {
+        t: {c: tuple(rename(r) for r in rules) for c, rules in chains.items()}
+        for t, chains in snap.iptables.items()
+    }
+    ipsets = {renames.get(n, n): v for n, v in snap.ipsets.items()}
+    return Snapshot(iptables, ipsets, snap.routes)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,27 +23,12 @@ import yaml
 
 from tests.dataplane.nstools import can_use_netns, nsrun, run
 from tests.felix import datasets, snapshot
+from tests.felix.controls import NETPROBE, assert_programmed, selector_members, tcp_banner_ok
 from tests.felix.lab import FelixLab
-from tests.felix.netns import PREFIX, FelixNetns, entered, reap_leftovers
+from tests.felix.netns import PREFIX, FelixNetns, reap_leftovers
 from tests.peers.felix import Felix
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-
-def assert_programmed(felix: Felix, snap: snapshot.Snapshot) -> None:
-    """The positive controls: what the examples must make Felix program on node1."""
-    assert felix.first_update_seconds() is not None, felix.log_tail()
-    chains = snap.chains()
-    for iface, ip in datasets.NODE1_ENDPOINTS.items():
-        assert {f"cali-tw-{iface}", f"cali-fw-{iface}"} <= chains, sorted(chains)
-        assert any(r.startswith(f"{ip} dev {iface} ") for r in snap.routes), sorted(snap.routes)
-    selector_sets = {n: m for n, (_, m) in snap.ipsets.items() if n.startswith("cali40s:")}
-    assert frozenset({"192.168.162.147"}) in selector_sets.values(), snap.ipsets
-    # The policy's inbound chain, reached from nginx's to-workload chain.
-    policy_chains = {c for c in chains if c.startswith("cali-pi-")}
-    assert policy_chains, sorted(chains)
-    tw = snap.iptables["filter"]["cali-tw-calia53571dc704"]
-    assert any(c in rule for c in policy_chains for rule in tw), tw
 
 
 def program(lab: FelixLab, typha_kind: str) -> tuple[Felix, snapshot.Snapshot]:
@@ -104,10 +88,6 @@ def test_felix_programs_the_same_from_typha_py_as_from_calico_typha(felix_lab: F
     assert snapshot.diff(from_go, from_py) == []
 
 
-def _selector_members(snap: snapshot.Snapshot) -> set[str]:
-    return {m for n, (_, ms) in snap.ipsets.items() if n.startswith("cali40s:") for m in ms}
-
-
 @pytest.mark.parametrize("typha_kind", ["typha-py", "calico"])
 def test_felix_follows_a_relabel(felix_lab: FelixLab, typha_kind: str) -> None:
     """A label change in etcd reaches Felix's ipsets through the Typha (polled up to 10 s; the
@@ -117,7 +97,7 @@ def test_felix_follows_a_relabel(felix_lab: FelixLab, typha_kind: str) -> None:
     etcd = felix_lab.etcd_peer
     assert etcd is not None
     assert_programmed(felix, before)
-    assert "192.168.162.147" in _selector_members(before)  # positive control
+    assert "192.168.162.147" in selector_members(before)  # positive control
     frontend = next(
         r
         for r in resources
@@ -127,7 +107,7 @@ def test_felix_follows_a_relabel(felix_lab: FelixLab, typha_kind: str) -> None:
     relabelled["metadata"]["labels"]["app"] = "not-frontend"
     t0 = time.monotonic()
     felix_lab.load(etcd, [relabelled])
-    while "192.168.162.147" in _selector_members(felix_lab.snapshot()):
+    while "192.168.162.147" in selector_members(felix_lab.snapshot()):
         assert time.monotonic() - t0 < 10, "Felix did not drop the relabelled member within 10 s"
         time.sleep(0.05)
     print(f"\nrelabel -> Felix ipset through {typha_kind}: {time.monotonic() - t0:.3f}s")
@@ -148,7 +128,7 @@ def test_felix_converges_after_typha_py_sigkill_with_churn(felix_lab: FelixLab) 
     typha.start()
     restarts = 0
     deadline = time.monotonic() + 20
-    while "192.168.162.147" in _selector_members(felix_lab.snapshot()):
+    while "192.168.162.147" in selector_members(felix_lab.snapshot()):
         assert time.monotonic() < deadline, felix.log_tail()
         if not felix.running:  # Felix gives up on a lone Typha address after a few tries
             felix.start()
@@ -159,9 +139,9 @@ def test_felix_converges_after_typha_py_sigkill_with_churn(felix_lab: FelixLab) 
     felix_lab.fresh_node(felix)
     felix_lab.add_workload_interfaces(resources)
     fresh = felix_lab.felix(etcd, typha)
-    assert fresh.first_update_seconds() is not None
+    fresh.wait_until(lambda: fresh.first_update_seconds() is not None, 10, "first-update line")
     fresh_snap = felix_lab.snapshot()
-    assert "192.168.162.147" not in _selector_members(fresh_snap)
+    assert "192.168.162.147" not in selector_members(fresh_snap)
     assert {"cali-tw-calia53571dc704", "cali-fw-cali8b75868d7bb"} <= fresh_snap.chains()
     assert snapshot.diff(after, fresh_snap) == []
 
@@ -196,7 +176,6 @@ def test_reaper_deletes_only_namespaces_of_dead_runs() -> None:
         live.cleanup()
 
 
-NETPROBE = Path(__file__).parent.parent / "dataplane" / "netprobe.py"
 EXPECTED_CLIENT_DIFF = Path(__file__).with_name("expected_felix_client_diff.yaml")
 
 
@@ -241,15 +220,6 @@ def test_felix_judges_felix_client(felix_lab: FelixLab) -> None:
     assert unexplained(changes, [*entries, {"pattern": "^never$", "reason": "-"}])[1]
 
 
-def _tcp_ok(ns: str, host: str, port: int) -> bool:
-    with entered(ns):
-        try:
-            with socket.create_connection((host, port), timeout=0.5) as conn:
-                return conn.recv(64).startswith(b"192.168.162.147")
-        except OSError:
-            return False
-
-
 def test_packets_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
     """Real packets between two pods on node1, policed by Felix programmed from typha-py: the
     frontend reaches nginx on port 80 (allowed by nginx-from-frontend), not on 81 (end of tier);
@@ -267,11 +237,11 @@ def test_packets_through_felix_on_typha_py(felix_lab: FelixLab) -> None:
     )
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
-        assert _tcp_ok(frontend, "192.168.162.146", 80)
-        assert not _tcp_ok(frontend, "192.168.162.146", 81)
+        assert tcp_banner_ok(frontend, "192.168.162.146", 80)
+        assert not tcp_banner_ok(frontend, "192.168.162.146", 81)
         t0 = time.monotonic()
         felix_lab.load(etcd, [_relabelled_frontend(resources)])
-        while _tcp_ok(frontend, "192.168.162.146", 80):
+        while tcp_banner_ok(frontend, "192.168.162.146", 80):
             assert time.monotonic() - t0 < 10, "verdict did not flip within 10 s"
             time.sleep(0.05)
         print(f"\nrelabel -> denied verdict through typha-py: {time.monotonic() - t0:.3f}s")

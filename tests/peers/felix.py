@@ -21,6 +21,7 @@ from tests.calico.ourside import TyphaPy
 from tests.felix.netns import entered
 from tests.peers.calico_typha import CalicoTypha
 from tests.peers.etcd import EtcdServer
+from tests.peers.kube_apiserver import KubeApiServer
 from tests.peers.ports import LOOPBACK, free_port
 from tests.peers.process import PeerError, PeerProcess, find_binary, loopback_client
 
@@ -62,6 +63,15 @@ class NsEtcd(InNetns, EtcdServer):
         return f"{self.host}:{self.client_port}"
 
 
+class NsKubeApiServer(InNetns, KubeApiServer):
+    """kube-apiserver in the control namespace, listening on `host` (its certificate and
+    kubeconfig name that address), on an etcd in the same namespace."""
+
+    def __init__(self, netns: str, host: str, **kwargs: Any):
+        super().__init__(host=host, **kwargs)
+        self.netns = netns
+
+
 class NsCalicoTypha(InNetns, CalicoTypha):
     """Calico Typha (Go) in the control namespace, serving on `host`."""
 
@@ -93,7 +103,10 @@ class NsTyphaPy(InNetns, TyphaPy):
 
 
 class Felix(PeerProcess):
-    """calico-felix as node `hostname` in `netns`, on etcd `etcd_url` through Typha `typha`."""
+    """calico-felix as node `hostname` in `netns`, on etcd `etcd_url` or on the Kubernetes
+    datastore of `kubeconfig`, through Typha `typha`; or, with `typha_service` (namespace, name)
+    and a `kubeconfig`, through the Typhas an EndpointSlice of that Service lists, as calico-node
+    finds its Typhas (the kubeconfig then serves only that discovery on etcd)."""
 
     name = "calico-felix"
     startup_timeout = 30.0
@@ -104,8 +117,10 @@ class Felix(PeerProcess):
         *,
         netns: str,
         hostname: str,
-        etcd_url: str,
-        typha: str,
+        etcd_url: str | None = None,
+        kubeconfig: str | None = None,
+        typha: str | None = None,
+        typha_service: tuple[str, str] | None = None,
         uplink: str = "eth0",
         binary: str | None = None,
         extra_env: dict[str, str] | None = None,
@@ -118,8 +133,14 @@ class Felix(PeerProcess):
         self.binary = found
         self.netns = netns
         self.hostname = hostname
+        if etcd_url is None and kubeconfig is None:
+            raise ValueError("give etcd_url= or kubeconfig=")
+        if (typha is None) == (typha_service is None):
+            raise ValueError("give exactly one of typha= or typha_service=")
         self.etcd_url = etcd_url
+        self.kubeconfig = kubeconfig
         self.typha = typha
+        self.typha_service = typha_service
         self.uplink = uplink
         self.extra_env = dict(extra_env or {})
         self.health_port = free_port()
@@ -141,12 +162,6 @@ class Felix(PeerProcess):
         env = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(self.tmpdir),
-            # libcalico-go's own variables: with only FELIX_DATASTORETYPE Felix would fall back
-            # to Kubernetes.
-            "DATASTORE_TYPE": "etcdv3",
-            "ETCD_ENDPOINTS": self.etcd_url,
-            "FELIX_DATASTORETYPE": "etcdv3",
-            "FELIX_TYPHAADDR": self.typha,
             "FELIX_FELIXHOSTNAME": self.hostname,
             # Exact case: a CGO-off build panics in a BPF clean-up stub without it.
             "FELIX_DebugSkipCTLBCleanup": "true",
@@ -166,6 +181,20 @@ class Felix(PeerProcess):
             "FELIX_PROMETHEUSMETRICSENABLED": "false",
             "FELIX_USAGEREPORTINGENABLED": "false",
         }
+        if self.etcd_url is not None:
+            # libcalico-go's own variables: with only FELIX_DATASTORETYPE Felix would fall back
+            # to Kubernetes.
+            env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=self.etcd_url)
+            env["FELIX_DATASTORETYPE"] = "etcdv3"
+        else:
+            env.update(DATASTORE_TYPE="kubernetes", FELIX_DATASTORETYPE="kubernetes")
+        if self.kubeconfig is not None:
+            env["KUBECONFIG"] = self.kubeconfig
+        if self.typha is not None:
+            env["FELIX_TYPHAADDR"] = self.typha
+        else:
+            assert self.typha_service is not None
+            env["FELIX_TYPHAK8SNAMESPACE"], env["FELIX_TYPHAK8SSERVICENAME"] = self.typha_service
         env.update(self.extra_env)
         return env
 

@@ -55,8 +55,10 @@ class KubeApiServer(PeerProcess):
         etcd_prefix: str = "/registry",
         extra_args: Sequence[str] = (),
         startup_timeout: float | None = None,
+        host: str = LOOPBACK,
     ):
         super().__init__(startup_timeout=startup_timeout)
+        self.host = host  # where it listens and what its kubeconfig names
         found = binary or find_kube_apiserver()
         if not found:
             raise PeerError(
@@ -75,7 +77,7 @@ class KubeApiServer(PeerProcess):
 
     @property
     def url(self) -> str:
-        return f"https://{LOOPBACK}:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def pki_dir(self) -> Path:
@@ -153,7 +155,7 @@ class KubeApiServer(PeerProcess):
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ],
-            ips=[LOOPBACK, "10.96.0.1"],
+            ips=sorted({LOOPBACK, self.host, "10.96.0.1"}),
             server=True,
             client=False,
         )
@@ -183,8 +185,8 @@ class KubeApiServer(PeerProcess):
             self.binary,
             f"--etcd-servers={self.etcd.client_url}",
             f"--etcd-prefix={self.etcd_prefix}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
             f"--secure-port={self.port}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",

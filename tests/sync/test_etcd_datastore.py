@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,6 +26,8 @@ from tests.peers.etcd import EtcdServer, EtcdTLS, find_etcd
 from tests.peers.plugin import EtcdFactory
 from tests.peers.ports import LOOPBACK, free_port
 from tests.sync.test_etcd_client import progress_notify_args
+from typha.app import etcd_settings
+from typha.config import load_config
 from typha.sync.base import (
     ConnectionStatus,
     DatastoreEvent,
@@ -431,17 +432,19 @@ async def test_tls_and_password_auth_from_config(etcd_factory: EtcdFactory, tmp_
         password="pw",
     ) as client:
         await apply_resources(client, [wep(i) for i in range(20)])
-    cfg = SimpleNamespace(
-        etcd_endpoints="",
-        etcd_addr=etcd.endpoint,
-        etcd_scheme="https",
-        etcd_ca_file=tls.ca_file,
-        etcd_cert_file=tls.client_cert_file,
-        etcd_key_file=tls.client_key_file,
-        etcd_username="typha",
-        etcd_password="pw",
+    cfg = load_config(
+        environ={},
+        overrides={
+            "EtcdAddr": etcd.endpoint,
+            "EtcdScheme": "https",
+            "EtcdCaFile": tls.ca_file,
+            "EtcdCertFile": tls.client_cert_file,
+            "EtcdKeyFile": tls.client_key_file,
+            "EtcdUsername": "typha",
+            "EtcdPassword": "pw",
+        },
     )
-    ds = EtcdDatastore.from_config(cfg, backoff_cap=0.5)
+    ds = EtcdDatastore.from_settings(etcd_settings(cfg), backoff_cap=0.5)
     assert ds.endpoints == [f"https://{etcd.endpoint}"]
     sink = ReferenceSink()
     async with running(ds, sink):
@@ -453,8 +456,8 @@ async def test_tls_and_password_auth_from_config(etcd_factory: EtcdFactory, tmp_
     assert sink.statuses() == [True]
 
     # Negative: a wrong password keeps it disconnected and never starts a resync.
-    cfg.etcd_password = "wrong"
-    ds = EtcdDatastore.from_config(cfg, backoff_cap=0.5)
+    wrong = cfg.replace(etcd_password="wrong")
+    ds = EtcdDatastore.from_settings(etcd_settings(wrong), backoff_cap=0.5)
     sink = ReferenceSink()
     async with running(ds, sink):
         await sink.wait_for(lambda: sink.connected is False, "ConnectionStatus(False)")
@@ -555,39 +558,20 @@ async def test_backoff_is_exponential_with_jitter_and_capped() -> None:
         assert len(set(delays)) > 100  # jittered
 
 
-def test_from_config_endpoints() -> None:
-    def cfg(**kw: Any) -> SimpleNamespace:
-        base = dict.fromkeys(
-            [
-                "etcd_endpoints",
-                "etcd_addr",
-                "etcd_scheme",
-                "etcd_ca_file",
-                "etcd_cert_file",
-                "etcd_key_file",
-                "etcd_username",
-                "etcd_password",
-            ]
-        )
-        return SimpleNamespace(**{**base, **kw})
+def test_settings_endpoints() -> None:
+    def endpoints(**env: str) -> list[str]:
+        cfg = load_config(environ={f"TYPHA_{k.upper()}": v for k, v in env.items()})
+        return EtcdDatastore.from_settings(etcd_settings(cfg)).endpoints
 
-    assert EtcdDatastore.from_config(cfg()).endpoints == ["http://127.0.0.1:2379"]
-    assert EtcdDatastore.from_config(
-        cfg(etcd_addr="10.0.0.5:2379", etcd_scheme="https")
-    ).endpoints == ["https://10.0.0.5:2379"]
+    assert endpoints() == ["http://127.0.0.1:2379"]
+    assert endpoints(EtcdAddr="10.0.0.5:2379", EtcdScheme="https") == ["https://10.0.0.5:2379"]
     # EtcdEndpoints overrides addr/scheme; entries without a scheme take EtcdScheme.
-    ds = EtcdDatastore.from_config(
-        cfg(
-            etcd_endpoints="https://a:2379, b:2379 ,",
-            etcd_addr="ignored:1",
-            etcd_scheme="https",
-            etcd_username="u",
-            etcd_password="p",
-        )
-    )
-    assert ds.endpoints == ["https://a:2379", "https://b:2379"]
-    assert ds.access.username == "u"
-    assert EtcdDatastore.from_config(cfg(etcd_endpoints=["http://x:1"])).endpoints == ["http://x:1"]
+    assert endpoints(
+        EtcdEndpoints="https://a:2379, b:2379 ,", EtcdAddr="ignored:1", EtcdScheme="https"
+    ) == ["https://a:2379", "https://b:2379"]
+    cfg = load_config(environ={"TYPHA_ETCDUSERNAME": "u", "TYPHA_ETCDPASSWORD": "p"})
+    assert EtcdDatastore.from_settings(etcd_settings(cfg)).access.username == "u"
+    assert endpoints(EtcdEndpoints="http://x:1") == ["http://x:1"]
 
 
 async def test_writer_batches_within_etcd_limits(etcd_server: EtcdServer) -> None:

@@ -38,6 +38,16 @@ def encode_update(update: Update) -> EncodedUpdate:
     return EncodedUpdate.build(update.key, value_bytes, compact_revision(update.revision))
 
 
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The views' bounds (built by ``typha.app`` from the configuration)."""
+
+    max_batch_size: int = 100  # SnapshotCacheMaxBatchSize: updates per breadcrumb
+    max_history_secs: float = 300.0  # ServerMaxFallBehindSecs: age of the oldest breadcrumb
+    max_history_updates: int = 200_000  # HistoryMaxUpdates: updates the history holds
+    tombstone_retention_secs: float = 3600.0  # TombstoneRetentionSecs
+
+
 @dataclass
 class CacheFeed:
     """Applies datastore events to the views and wakes whoever follows them.
@@ -58,6 +68,18 @@ class CacheFeed:
     @classmethod
     def create(cls, syncers: Iterable[SyncerType] = ALL_SYNCER_TYPES, **view_kwargs) -> CacheFeed:
         return cls({s: SyncerView(s, **view_kwargs) for s in syncers})
+
+    @classmethod
+    def from_settings(
+        cls, settings: CacheSettings, syncers: Iterable[SyncerType] = ALL_SYNCER_TYPES
+    ) -> CacheFeed:
+        return cls.create(
+            syncers,
+            max_batch_size=settings.max_batch_size,
+            max_history_secs=settings.max_history_secs,
+            max_history_updates=settings.max_history_updates,
+            tombstone_retention_secs=settings.tombstone_retention_secs,
+        )
 
     def __post_init__(self) -> None:
         self._published = {s: trio.Event() for s in self.views}

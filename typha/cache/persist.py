@@ -216,12 +216,15 @@ def restore(feed: CacheFeed, saved: dict[str, Any]) -> LoadedCache:
 def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downtime: float) -> None:
     if view.state or view.crumbs:
         raise ValueError("restore into a non-empty view")
+    # In change order, whatever order the file has (an older file is in first-insert order):
+    # the view finds recent changes by walking from the newest (``changed_since``).
     view.state = {
         k: _Entry(value_bytes, kv_bytes, seq, _revision(rev))
-        for k, value_bytes, kv_bytes, seq, rev in data["state"]
+        for k, value_bytes, kv_bytes, seq, rev in sorted(data["state"], key=lambda row: row[3])
     }
     view._tombstones = {
-        k: (seq, now_mono - age - downtime, kv) for k, seq, age, kv in data["tombstones"]
+        k: (seq, now_mono - age - downtime, kv)
+        for k, seq, age, kv in sorted(data["tombstones"], key=lambda row: row[1])
     }
     view.tombstone_floor = data["tombstone_floor"]
     view.head_seq = data["head_seq"]

@@ -44,6 +44,9 @@ class Snapshot:
     # The KVs' revisions, in the same order (None if no KV has one).
     kv_revisions: list[Revision] | None = field(default=None, repr=False)
     _encoded: dict[str, bytes | trio.Event] = field(default_factory=dict, repr=False)
+    # Per wire encoding: the breadcrumbs after this snapshot that its joiners have needed so
+    # far, joined once (last seq, bytes, KV count) and extended by each later joiner.
+    tails: dict[str, tuple[int, bytes, int]] = field(default_factory=dict, repr=False)
 
     def data(self, compressed: bool) -> bytes:
         return self.zstd if compressed else self.plain

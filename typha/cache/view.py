@@ -9,11 +9,18 @@ reads from it.
   rest to the state and mints breadcrumbs of at most ``max_batch_size`` updates. Each breadcrumb
   carries its sequence number, the datastore revision it reached and its delta frame, encoded
   once.
-* History is bounded by age (``max_history_secs``) and size (``max_history_updates``).
+* History is bounded by age (``max_history_secs``) and size (``max_history_updates``). A
+  ``HistoryHold`` keeps the breadcrumbs after a position from ageing out (never from the size
+  bound) until its deadline: a client that has just received a snapshot gets a grace period
+  to catch up (``ServerNewClientFallBehindGracePeriod``, as in Calico Typha).
 * Each state entry remembers the sequence number that last changed it, and deletions leave
   tombstones (kept for ``tombstone_retention_secs``), so a client that fell out of the history
   can be brought up to date with the latest value of every key changed since its position,
   without any per-client copy (conflated catch-up).
+* The state and the tombstones are kept in change order (a changed key moves to the end), so
+  the keys changed since a position are found from the newest backwards, in time proportional
+  to their number, and "more than N keys changed" is answered after N steps (a hostile resume
+  from an old position must not cost a walk over the whole state: docs/protocol.md, §5).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from typha.model.keys import SyncerType
 from typha.protocol import (
@@ -42,6 +50,8 @@ from typha.protocol.codec import PACKED_NIL, encode_kv
 # key keeps its old one, as in Go Typha. (The v3 resource version Calico's protocol also
 # sends is the same revision for v3 resource keys: derived when encoding, not stored.)
 Revision = int | str | None
+
+_T = TypeVar("_T")
 
 
 def compact_revision(rev: str | None) -> Revision:
@@ -127,6 +137,14 @@ class Breadcrumb:
         return data
 
 
+def _newer_than(items: Iterable[_T], seq: int, seq_of: Callable[[_T], int]) -> Iterator[_T]:
+    """The items of a change-ordered collection changed after ``seq``, newest first."""
+    for item in reversed(items):  # type: ignore[call-overload]
+        if seq_of(item) <= seq:
+            return
+        yield item
+
+
 def _update_types(chunk: list[EncodedUpdate], state: dict[str, _Entry]) -> bytes:
     """Each update's type, one byte per KV: deleted, new (key absent before, counting earlier
     updates of the same chunk) or updated."""
@@ -162,6 +180,18 @@ class _Entry:
     revision: Revision = None
 
 
+@dataclass(eq=False, slots=True)
+class HistoryHold:
+    """Keeps the breadcrumbs after ``seq`` from ageing out of the history until ``until`` (the
+    view's clock; infinite until set). ``on_used`` is called once, the first time the hold
+    actually keeps a breadcrumb that has aged out."""
+
+    seq: int
+    until: float = float("inf")
+    on_used: Callable[[], None] | None = None
+    used: bool = False
+
+
 @dataclass(slots=True)
 class ViewStats:
     updates_total: int = 0
@@ -193,9 +223,15 @@ class SyncerView:
     tombstone_floor: int = field(default=0, init=False)
     _history_updates: int = field(default=0, init=False)
     _resync_seen: set[str] | None = field(default=None, init=False)
+    _holds: set[HistoryHold] = field(default_factory=set, init=False)
     # Clients at a revision >= this can be replayed from the history (None: not yet known,
     # i.e. before the first complete list).
     _base_revision: int | None = field(default=None, init=False)
+    # (seq, limit) of the last count that found more than ``limit`` changes since ``seq``: a
+    # flood of resumes from old positions is refused without counting again. It stays true as
+    # the view moves on: the changes since a position only grow (a tombstone that expires was
+    # older than every position still allowed a catch-up, ``tombstone_floor``).
+    _too_many: tuple[int, int] | None = field(default=None, init=False)
 
     # --- Queries --------------------------------------------------------------------------------
 
@@ -242,6 +278,32 @@ class SyncerView:
 
     def __len__(self) -> int:
         return len(self.state)
+
+    # --- Holds -----------------------------------------------------------------------------------
+
+    def hold_history(self, seq: int, on_used: Callable[[], None] | None = None) -> HistoryHold:
+        """Keep the breadcrumbs after ``seq`` from ageing out until the hold's ``until`` (set
+        it when the grace period starts) or until :meth:`release`."""
+        hold = HistoryHold(seq, on_used=on_used)
+        self._holds.add(hold)
+        return hold
+
+    def release(self, hold: HistoryHold) -> None:
+        self._holds.discard(hold)
+
+    def _held(self, seq: int, now: float) -> bool:
+        """Whether a live hold needs breadcrumb ``seq`` (expired holds are dropped)."""
+        held = False
+        for hold in list(self._holds):
+            if hold.until < now:
+                self._holds.discard(hold)
+            elif hold.seq < seq:
+                held = True
+                if not hold.used:
+                    hold.used = True
+                    if hold.on_used is not None:
+                        hold.on_used()
+        return held
 
     @property
     def tombstone_count(self) -> int:
@@ -367,17 +429,22 @@ class SyncerView:
             self._tombstones.pop(upd.key, None)  # re-insert to keep seq order
             self._tombstones[upd.key] = (seq, now, upd.kv_bytes)
         else:
-            self.state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq, upd.revision)
+            state = self.state
+            if upd.key in state:
+                del state[upd.key]  # re-insert to keep change order
+            state[upd.key] = _Entry(upd.value_bytes, upd.kv_bytes, seq, upd.revision)
             if upd.key in self._tombstones:
                 del self._tombstones[upd.key]
 
     def _trim(self, now: float) -> None:
         crumbs = self.crumbs
         # Keep at least the newest crumb so that revisions and resume positions stay anchored.
-        while len(crumbs) > 1 and (
-            now - crumbs[0].timestamp > self.max_history_secs
-            or self._history_updates > self.max_history_updates
-        ):
+        while len(crumbs) > 1:
+            if self._history_updates <= self.max_history_updates and (
+                now - crumbs[0].timestamp <= self.max_history_secs
+                or (self._holds and self._held(crumbs[0].seq, now))
+            ):
+                break
             old = crumbs.popleft()
             self._history_updates -= old.n_kvs
             if self._base_revision is not None and old.revision is not None:
@@ -404,12 +471,37 @@ class SyncerView:
     def changed_since(self, seq: int) -> list[bytes]:
         """Latest KV bytes of every key changed after ``seq``, deletions included.
 
-        Only valid when ``can_catch_up_from_seq(seq)``. O(size of the state), with no copy of
-        the values: the returned list holds references to the shared encoded KVs.
+        Only valid when ``can_catch_up_from_seq(seq)``. Time proportional to the result (the
+        state and tombstones are in change order), with no copy of the values: the returned
+        list holds references to the shared encoded KVs.
         """
-        out = [e.kv_bytes for e in self.state.values() if e.changed_seq > seq]
-        out.extend(kv for (s, _, kv) in self._tombstones.values() if s > seq)
+        out = [e.kv_bytes for e in _newer_than(self.state.values(), seq, lambda e: e.changed_seq)]
+        out.reverse()
+        tombs = [t[2] for t in _newer_than(self._tombstones.values(), seq, lambda t: t[0])]
+        tombs.reverse()
+        out.extend(tombs)
         return out
+
+    def count_changed_since(self, seq: int, limit: int) -> int:
+        """How many KVs ``changed_since(seq)`` would return, counting at most ``limit + 1``
+        (so the answer to "more than ``limit``?" costs at most ``limit`` steps)."""
+        memo = self._too_many
+        if memo is not None and seq <= memo[0] and limit <= memo[1]:
+            return limit + 1  # no steps: an older position has at least as many changes
+        n = 0
+        for e in _newer_than(self.state.values(), seq, lambda e: e.changed_seq):
+            n += 1
+            if n > limit:
+                # These limit + 1 keys all changed after every position before this one's
+                # change: remember the newest such position, not just ``seq``.
+                self._too_many = (e.changed_seq - 1, limit)
+                return n
+        for _ in _newer_than(self._tombstones.values(), seq, lambda t: t[0]):
+            n += 1
+            if n > limit:
+                self._too_many = (seq, limit)
+                return n
+        return n
 
     def all_kvs(self) -> list[bytes]:
         return [e.kv_bytes for e in self.state.values()]

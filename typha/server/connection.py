@@ -19,25 +19,22 @@ import structlog
 import trio
 
 from typha import metrics
-from typha.cache.snapshot import SNAPSHOT_CHUNK_KVS
-from typha.cache.view import SyncerView
+from typha.cache.snapshot import Snapshot
+from typha.cache.view import HistoryHold, SyncerView
 from typha.model.keys import SyncerType
 from typha.protocol import (
+    COMPRESSION_ZSTD,
     FEATURE_CATCHUP,
     FEATURE_GOODBYE,
     FEATURE_RESUME,
-    BatchDone,
     ClientHello,
     Goodbye,
-    KVKind,
     Ping,
     Pong,
     ProtocolError,
     ServerProtocol,
     SyncStatusMsg,
     UnexpectedMessage,
-    best_frame,
-    encode_kvs_payload,
     encode_payload,
     frame,
 )
@@ -52,6 +49,9 @@ log = structlog.get_logger(__name__)
 # Until its hello is complete a client may hold at most this much unread input (a hello
 # frame is well under 1 KiB); it also counts against the server-wide budget (budget.py).
 HELLO_MAX_BUFFERED = 64 << 10
+
+# What ``_gather`` returns when the client needs a conflated catch-up (which the writer awaits).
+_CATCH_UP: list[bytes] = []
 
 # Cap on the bytes one writer gathers before writing, so a far-behind client does not join a
 # huge buffer of its own; the breadcrumbs themselves are shared.
@@ -115,6 +115,9 @@ class Connection:
         self._cancel: trio.CancelScope | None = None
         self._last_pong = time.monotonic()
         self._send_status_after_gather = False
+        # The shared snapshot just sent, for the first gather after it.
+        self._after_snapshot: Snapshot | None = None
+        self._grace: HistoryHold | None = None
 
     # --- Lifecycle -------------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
+            self.end_grace()
             self.streaming = False
             self._stop_fast_path()
             with (
@@ -276,15 +280,25 @@ class Connection:
         if token is None or FEATURE_RESUME not in hello.features:
             return None, ""
         catchup = FEATURE_CATCHUP in hello.features
+        refused = ""
         if token.epoch == self.ctx.epoch:
             if view.can_resume_from_seq(token.seq):
                 return token.seq, "seq"
             if catchup and view.can_catch_up_from_seq(token.seq):
-                return token.seq, "catchup"
+                # Anyone who knows the epoch can ask for this: it is granted only when it is
+                # cheaper than the shared snapshot (typha/cache/catchup.py).
+                zstd = COMPRESSION_ZSTD in hello.compressions
+                catchups = self.ctx.catchups[self.syncer]  # type: ignore[index]
+                ok, refused = catchups.admit(token.seq, zstd)
+                if ok:
+                    return token.seq, "catchup"
         if token.revision is not None:
             seq = view.seq_for_revision(token.revision)
             if seq is not None:
                 return seq, "revision"
+        if refused:
+            metrics.catchups_refused.labels(str(self.syncer)).inc()
+            self.log.info("snapshot instead of a catch-up", since=token.seq, reason=refused)
         return None, ""
 
     # --- Writer ----------------------------------------------------------------------------------
@@ -296,9 +310,12 @@ class Connection:
         if start_seq is None:
             started = time.monotonic()
             snap = await self.ctx.snapshots[self.syncer].get()
+            self.hold_history(snap.seq)
             # Two buffers, one writev: the shared snapshot is never copied per client.
             await self._write([initial, await self.codec.snapshot_bytes(snap)])
             self.next_seq = snap.seq + 1
+            self._after_snapshot = snap
+            self.start_grace()
             metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
             self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
         else:
@@ -325,6 +342,8 @@ class Connection:
             if self.next_seq <= self._write_limit() and not self.closing:
                 self._m_non_block.inc()
                 parts = self._gather(self._write_limit())
+                if parts is _CATCH_UP:
+                    parts = await self._catchup(self.next_seq - 1)
                 if parts is None:
                     self.close("fell behind the retained history; reconnect for a snapshot")
                     continue
@@ -336,6 +355,7 @@ class Connection:
                 continue
             # Idle: the shared fan-out may now write for us (plain TCP only: a TLS stream has
             # no raw fast path, so its writer keeps the token). ``wake`` takes it back.
+            self.end_grace()  # caught up
             self._m_block.inc()
             if self.transport.direct:
                 self.write_token.release(WRITER)
@@ -357,49 +377,96 @@ class Connection:
         mark = self.ctx.fanout_marks.get(self.syncer)  # type: ignore[arg-type]
         return head if mark is None else min(mark.seq, head)
 
+    # --- Grace period after a snapshot (ServerNewClientFallBehindGracePeriod) --------------------
+
+    def hold_history(self, seq: int) -> None:
+        """From the snapshot at ``seq`` until the client first catches up, keep its position
+        in the history however old it gets, for the grace period once the snapshot is sent
+        (Typha: a new client may fall further behind than ServerMaxFallBehindSecs that long)."""
+        assert self.view is not None
+        self._grace = self.view.hold_history(seq, on_used=self._grace_used)
+
+    def start_grace(self) -> None:
+        if self._grace is not None and self.view is not None:
+            self._grace.until = self.view.clock() + self.settings.new_client_grace
+
+    def end_grace(self) -> None:
+        if self._grace is not None and self.view is not None:
+            self.view.release(self._grace)
+        self._grace = None
+
+    def _grace_used(self) -> None:
+        metrics.connections_grace_used.labels(str(self.syncer)).inc()
+        self.log.warning(
+            "client is far behind after its snapshot; allowing the grace period to catch up",
+            grace_secs=self.settings.new_client_grace,
+        )
+
     def _gather(self, upto: int) -> list[bytes] | None:
         """Frames that bring the client from ``next_seq`` towards ``upto``: the breadcrumbs'
         shared frame buffers, in order (written with one writev, not joined)."""
         view = self.view
         assert view is not None and self.syncer is not None
         last = self.next_seq - 1
+        snap, self._after_snapshot = self._after_snapshot, None
         if view.can_resume_from_seq(last):
             started = time.monotonic()
             parts: list[bytes] = []
             size = 0
             kvs = 0
+            # Right after the shared snapshot, every joiner of that snapshot needs the same
+            # breadcrumbs: joined once, then extended by each later joiner (``Snapshot.tails``),
+            # instead of each one gathering hundreds of them (a connect storm's largest cost).
+            sharing = snap is not None and snap.seq == last
+            if snap is not None and sharing:
+                tail = snap.tails.get(self.codec.key)
+                # (Its end must still be in the history, for the breadcrumbs after it.)
+                if tail is not None and view.can_resume_from_seq(tail[0]):
+                    last, joined, kvs = tail
+                    parts.append(joined)
+                    size = len(joined)
+                    self.next_seq = last + 1
+            crumb_bytes = self.codec.crumb_bytes
             for crumb in view.crumbs_after(last):
                 if crumb.seq > upto:
                     break
-                part = self.codec.crumb_bytes(crumb)
+                part = crumb_bytes(crumb)
                 parts.append(part)
                 size += len(part)
-                kvs += crumb.n_kvs
+                kvs += len(crumb.kv_bytes)
                 self.next_seq = crumb.seq + 1
                 if size >= _GATHER_LIMIT:
+                    sharing = False
                     break
+            if snap is not None and sharing and len(parts) > 1:
+                parts = [b"".join(parts)]
+                snap.tails[self.codec.key] = (self.next_seq - 1, parts[0], kvs)
             self._m_next_latency.observe(time.monotonic() - started)
             self._m_kvs_per_msg.observe(kvs)
             return parts
         if FEATURE_CATCHUP in self.proto.features and view.can_catch_up_from_seq(last):
-            return self._catchup(last)
+            return _CATCH_UP
         return None  # fell behind both the history and the tombstones
 
-    def _catchup(self, since: int) -> list[bytes]:
-        view = self.view
-        assert view is not None and self.syncer is not None
-        kvs = view.changed_since(since)
-        head, rev = view.head_seq, view.revision
-        parts = []
-        for i in range(0, len(kvs), SNAPSHOT_CHUNK_KVS):
-            payload = encode_kvs_payload(KVKind.CATCHUP, head, rev, kvs[i : i + SNAPSHOT_CHUNK_KVS])
-            parts.append(best_frame(payload) if self.zstd else frame(payload))
-        parts.append(frame(encode_payload(BatchDone(KVKind.CATCHUP, head, rev, len(kvs)))))
-        parts.append(frame(encode_payload(SyncStatusMsg(view.status))))
-        self.next_seq = head + 1
+    async def _catchup(self, since: int) -> list[bytes] | None:
+        """A shared conflated catch-up covering ``since`` (built off the event loop, once for
+        every client it covers: typha/cache/catchup.py); None if it is too late for one."""
+        assert self.syncer is not None
+        catchup = await self.ctx.catchups[self.syncer].get(since, self.zstd)
+        if catchup is None:
+            return None
+        # It may have been built from an older position (a superset) and up to a head older
+        # than ours: the writer follows the breadcrumbs after it.
+        self.next_seq = catchup.seq + 1
         metrics.catchups_served.labels(str(self.syncer)).inc()
-        self.log.info("conflated catch-up", since=since, head=head, kvs=len(kvs))
-        return parts
+        self.log.info(
+            "conflated catch-up",
+            since=since,
+            built_since=catchup.since,
+            head=catchup.seq,
+            kvs=catchup.n_kvs,
+        )
+        return [catchup.data]
 
     async def _write(self, data: bytes | memoryview | list[bytes]) -> None:
         """Write everything (a list goes out with writev, without joining it first)."""

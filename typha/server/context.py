@@ -1,8 +1,8 @@
 """What a connection may see of the server: a narrow context, not the server itself.
 
 A :class:`~typha.server.connection.Connection` needs the epoch and version it announces, the
-syncer views and their snapshot caches, a way to wait for the next breadcrumb, the registry
-it joins once its handshake is done, and its own timeouts. The server builds one
+syncer views and their snapshot and catch-up caches, a way to wait for the next breadcrumb,
+the registry it joins once its handshake is done, and its own timeouts. The server builds one
 :class:`ConnectionContext` and hands it to every connection.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from typha.cache.catchup import CatchUpCache
 from typha.cache.snapshot import SnapshotCache
 from typha.cache.view import SyncerView
 from typha.model.keys import SyncerType
@@ -21,12 +22,16 @@ from .budget import InputBudget
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    """A connection's timeouts, in seconds (from the server's config)."""
+    """A connection's timeouts, in seconds (Typha's defaults; ``typha.app`` sets them from
+    ServerHandshakeTimeoutSecs, ServerWriteTimeoutSecs, ServerPingIntervalSecs and the
+    effective pong timeout), and how long a new client's position stays in the history after
+    its snapshot, however old (ServerNewClientFallBehindGracePeriod)."""
 
-    handshake_timeout: float
-    write_timeout: float
-    ping_interval: float
-    pong_timeout: float
+    handshake_timeout: float = 10.0
+    write_timeout: float = 120.0
+    ping_interval: float = 10.0
+    pong_timeout: float = 60.0
+    new_client_grace: float = 300.0
 
 
 class Registry(Protocol):
@@ -53,6 +58,8 @@ class ConnectionContext:
     v3_resource_versions: bool = False
     # Input buffered by connections that have not completed their hello, server-wide.
     input_budget: InputBudget = field(default_factory=InputBudget)
+    # Shared conflated catch-ups, per syncer view (``typha/cache/catchup.py``).
+    catchups: Mapping[SyncerType, CatchUpCache] = field(default_factory=dict)
     # Each view's fan-out mark (``fanout.FanOutMark``, anything with a ``seq``): a writer on
     # plain TCP that is behind writes up to it and leaves the rest to the fan-out's next run.
     # Without one (no fan-out) a writer writes up to the head.

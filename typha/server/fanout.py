@@ -75,6 +75,7 @@ class FanOut:
         direct_writes = metrics.fanout_direct_writes.labels(label)
         slow = metrics.fanout_slow_wakeups.labels(label)
         latency = metrics.client_latency_secs.labels(label)
+        kvs_per_msg = metrics.kvs_per_msg.labels(label)
         seq_gauge = metrics.breadcrumb_seq_number.labels(label)
         size_gauge = metrics.cache_size.labels(label)
         interval = self.interval
@@ -110,17 +111,20 @@ class FanOut:
             run_started = time.monotonic()
             crumbs = list(view.crumbs_after(first - 1))
             oldest_age = run_started - crumbs[0].timestamp
-            n, written = self._write_run(crumbs, first, last, slow)
+            n, written, writes_by_kvs = self._write_run(crumbs, first, last, slow)
             run_secs = time.monotonic() - run_started
             if n:
                 direct_writes.inc(n)
+                for kvs, times in writes_by_kvs.items():
+                    metrics.observe_many(kvs_per_msg, kvs, times)
                 latency.observe(oldest_age)
                 metrics.bytes_sent.labels(label).inc(written)
 
     def _write_run(
         self, crumbs: list[Breadcrumb], first: int, last: int, slow: Any
-    ) -> tuple[int, int]:
-        """One pass over the clients: (direct writes made, bytes written)."""
+    ) -> tuple[int, int, dict[int, int]]:
+        """One pass over the clients: (direct writes made, bytes written, writes by the
+        number of KVs they carried)."""
         view = self.view
         # The run joined once per codec, on first use.
         shared: dict[FastPathCodec, bytes] = {}
@@ -130,6 +134,11 @@ class FanOut:
         oldest_seq = view.oldest_seq
         n = 0
         written = 0
+        # Counted per kind of write, not per client (this loop is the hot path): catch-up
+        # writes by the KVs they carried; every other direct write carried the whole run.
+        catch_up_writes = 0
+        writes_by_kvs: dict[int, int] = {}
+        behind_kvs: dict[int, int] = {}  # KVs from a position to ``last``
         for conn in list(self.clients):
             codec = conn.codec
             pos = conn.next_seq
@@ -145,6 +154,12 @@ class FanOut:
                         codec.crumb_bytes(c) for c in view.crumbs_after(pos - 1)
                     ]
                 wrote = conn.try_fast_catch_up(last, parts)
+                if wrote >= 0:
+                    kvs = behind_kvs.get(pos)
+                    if kvs is None:
+                        kvs = behind_kvs[pos] = sum(c.n_kvs for c in view.crumbs_after(pos - 1))
+                    writes_by_kvs[kvs] = writes_by_kvs.get(kvs, 0) + 1
+                    catch_up_writes += 1
             else:
                 wrote = -1
             if wrote >= 0:
@@ -153,4 +168,8 @@ class FanOut:
             else:
                 conn.wake()
                 slow.inc()
-        return n, written
+        run_writes = n - catch_up_writes
+        if run_writes:
+            run_kvs = sum(c.n_kvs for c in crumbs)
+            writes_by_kvs[run_kvs] = writes_by_kvs.get(run_kvs, 0) + run_writes
+        return n, written, writes_by_kvs

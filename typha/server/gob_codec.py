@@ -16,7 +16,6 @@ which is what makes them independent of the stream they are written to.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 
 import msgpack
 
@@ -155,24 +154,27 @@ def _compress(plain: bytes) -> bytes:
     return gob_snappy.compress_chunks(plain)
 
 
-def _snapshot_updates(
-    snap: Snapshot, start: int, end: int, v3_resource_versions: bool
-) -> Iterable[SerializedUpdate]:
+def snapshot_updates(snap: Snapshot, v3_resource_versions: bool = False) -> list[SerializedUpdate]:
+    """Every KV of the snapshot, new to the client, in key order as Go Typha sends them (its
+    snapshot is a B-tree walk by key). The order is not cosmetic: Felix's calculation graph
+    then sees a node's endpoints (`/calico/v1/host/...`) before the policies whose selector
+    sets they fill (`/calico/v1/policy/...`), so each set arrives whole; in the datastore's
+    order (policies first) Felix got thousands of set deltas and took seconds longer to program
+    20,000 endpoints (docs/benchmarks.md)."""
     revs = snap.kv_revisions
-    for i in range(start, end):
-        # Everything in a snapshot is new to the client (as in Go Typha's snapshot).
-        rev = revs[i] if revs else None
-        yield serialized_update(snap.kvs[i], rev, UpdateType.NEW, v3_resource_versions)
+    updates = [
+        serialized_update(kv, revs[i] if revs else None, UpdateType.NEW, v3_resource_versions)
+        for i, kv in enumerate(snap.kvs)
+    ]
+    updates.sort(key=lambda u: u.key)
+    return updates
 
 
 def _snapshot_plain(snap: Snapshot, v3: bool = False) -> bytes:
     """The snapshot's MsgKVs chunks and its MsgSyncStatus (runs in a worker thread)."""
     metrics.gob_encodes.labels("snapshot").inc()
-    n = len(snap.kvs)
+    updates = snapshot_updates(snap, v3)
     step = SNAPSHOT_KVS_PER_MESSAGE
-    parts = [
-        kvs_part(list(_snapshot_updates(snap, i, min(i + step, n), v3)), step).plain
-        for i in range(0, n, step)
-    ]
+    parts = [kvs_part(updates[i : i + step], step).plain for i in range(0, len(updates), step)]
     parts.append(status_part(int(snap.status)).plain)
     return b"".join(parts)

@@ -92,6 +92,7 @@ class GobConnection(Connection):
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.info("connection lost", error=str(exc) or type(exc).__name__)
         finally:
+            self.end_grace()
             self.streaming = False
             self._stop_fast_path()
             with (
@@ -159,6 +160,7 @@ class GobConnection(Connection):
         assert self.syncer is not None and self.view is not None
         started = time.monotonic()
         snap = await self.ctx.snapshots[self.syncer].get()
+        self.hold_history(snap.seq)
         data = await self.codec.snapshot_bytes(snap)
         session.send_snapshot(())
         head = session.data_to_send()  # snappy: the new stream's identifier and preamble
@@ -167,6 +169,7 @@ class GobConnection(Connection):
         # end-of-snapshot restart): one writev, no per-client copy.
         await self._write([*head, data, *session.data_to_send()])
         self.next_seq = snap.seq + 1
+        self.start_grace()
         metrics.client_snapshot_send_secs.labels(str(self.syncer)).observe(
             time.monotonic() - started
         )
@@ -215,6 +218,7 @@ class GobConnection(Connection):
                     raise ConnectionClosed("fell behind the retained history")
                 await self._write(parts)
                 continue
+            self.end_grace()  # caught up
             self._m_block.inc()
             if self.transport.direct:
                 self.write_token.release(WRITER)

@@ -19,18 +19,19 @@ import structlog
 import trio
 
 from typha import __version__, metrics
+from typha.cache.catchup import CatchUp, CatchUpCache
 from typha.cache.feed import CacheFeed
 from typha.cache.snapshot import Snapshot, SnapshotCache
-from typha.config import Config
 from typha.model.keys import SyncerType
 from typha.protocol.gob import sniff
 from typha.tls import check_peer_identity, tls_error_text
 
 from .connection import Connection
-from .context import ConnectionContext, ConnectionSettings
+from .context import ConnectionContext
 from .fanout import FanOut, FanOutMark
 from .gob_connection import GobConnection
 from .registry import ConnectionRegistry
+from .settings import ServerSettings
 from .transport import SocketTransport, StreamTransport, Transport
 
 log = structlog.get_logger(__name__)
@@ -39,14 +40,14 @@ log = structlog.get_logger(__name__)
 class SyncServer:
     def __init__(
         self,
-        cfg: Config,
+        settings: ServerSettings,
         feed: CacheFeed,
         *,
         ssl_context: ssl.SSLContext | None = None,
         epoch: int | None = None,
         on_liveness: Callable[[], None] | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.settings = settings
         self.feed = feed
         self.ssl_context = ssl_context
         self.version = __version__
@@ -59,14 +60,27 @@ class SyncServer:
         self.snapshots: dict[SyncerType, SnapshotCache] = {
             s: SnapshotCache(
                 view,
-                reuse_secs=cfg.snapshot_reuse_secs,
+                reuse_secs=settings.snapshot_reuse_secs,
                 on_generated=self._snapshot_generated(s),
                 on_reused=metrics.snapshots_reused.labels(str(s)).inc,
             )
             for s, view in feed.views.items()
         }
-        self.max_connections = cfg.max_connections_upper_limit
-        self.redirect_addrs: list[str] = list(cfg.redirect_addrs)
+        # One catch-up build at a time, server-wide: a flood of resumes cannot take more than
+        # one worker thread's worth of encoding (typha/cache/catchup.py).
+        catchup_builds = trio.CapacityLimiter(1)
+        self.catchups: dict[SyncerType, CatchUpCache] = {
+            s: CatchUpCache(
+                view,
+                max_share=settings.catch_up_max_share,
+                reuse_secs=settings.snapshot_reuse_secs,
+                limiter=catchup_builds,
+                on_built=self._catchup_built(s),
+            )
+            for s, view in feed.views.items()
+        }
+        self.max_connections = settings.max_connections
+        self.redirect_addrs: list[str] = list(settings.redirect_addrs)
         self.port: int | None = None
         self.shutting_down = False
         self._next_conn_id = (random.getrandbits(31) << 32) | 1
@@ -79,14 +93,10 @@ class SyncServer:
             snapshots=self.snapshots,
             wait_for_crumb=feed.wait_for_crumb,
             registry=self.registry,
-            settings=ConnectionSettings(
-                handshake_timeout=cfg.server_handshake_timeout_secs,
-                write_timeout=cfg.server_write_timeout_secs,
-                ping_interval=cfg.server_ping_interval_secs,
-                pong_timeout=cfg.pong_timeout,
-            ),
-            max_kvs_per_message=cfg.server_max_message_size,
-            v3_resource_versions=cfg.datastore_type == "kubernetes",
+            settings=settings.connection,
+            max_kvs_per_message=settings.max_kvs_per_message,
+            v3_resource_versions=settings.v3_resource_versions,
+            catchups=self.catchups,
             fanout_marks=self.fanout_marks,
         )
         self.nursery: trio.Nursery
@@ -103,6 +113,16 @@ class SyncServer:
 
         return record
 
+    @staticmethod
+    def _catchup_built(syncer: SyncerType) -> Callable[[CatchUp], None]:
+        s = str(syncer)
+
+        def record(c: CatchUp) -> None:
+            metrics.catchups_built.labels(s).inc()
+            metrics.catchup_kvs_built.labels(s).inc(c.n_kvs)
+
+        return record
+
     # --- Running ---------------------------------------------------------------------------------
 
     @property
@@ -111,14 +131,14 @@ class SyncServer:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled or drained by :meth:`drain`."""
-        host = self.cfg.server_host or None
-        self._listeners = await trio.open_tcp_listeners(self.cfg.listen_port, host=host)
+        host = self.settings.host or None
+        self._listeners = await trio.open_tcp_listeners(self.settings.port, host=host)
         self.port = self._listeners[0].socket.getsockname()[1]
         log.info("sync server listening", port=self.port, epoch=self.epoch)
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                interval = self.cfg.server_fanout_interval_secs
+                interval = self.settings.fanout_interval
                 for syncer, view in self.feed.views.items():
                     fanout = FanOut(
                         syncer,
@@ -166,7 +186,7 @@ class SyncServer:
         metrics.connections_active.set(self.active_connections)
         conn: Connection | None = None
         # The hello (TLS handshake and first bytes included) must be complete by then.
-        deadline = trio.current_time() + self.cfg.server_handshake_timeout_secs
+        deadline = trio.current_time() + self.settings.connection.handshake_timeout
         try:
             transport = await self._make_transport(stream, conn_id, deadline)
             if transport is None:
@@ -222,7 +242,9 @@ class SyncServer:
             log.info("TLS handshake timed out", conn_id=conn_id, peer=peer)
             await _close_quietly(stream)
             return None
-        problem = check_peer_identity(tls.getpeercert(), self.cfg.client_cn, self.cfg.client_urisan)
+        problem = check_peer_identity(
+            tls.getpeercert(), self.settings.client_cn, self.settings.client_urisan
+        )
         if problem:
             log.warning("client certificate refused", conn_id=conn_id, peer=peer, reason=problem)
             await _close_quietly(tls)
@@ -233,7 +255,7 @@ class SyncServer:
 
     async def _governor(self) -> None:
         """Sheds connections above the limit, one per tick, and reports liveness."""
-        interval = self.cfg.connection_drop_interval_secs
+        interval = self.settings.connection_drop_interval
         while True:
             await trio.sleep(interval * random.uniform(0.9, 1.1))
             if self.on_liveness:
@@ -268,12 +290,12 @@ class SyncServer:
         self.shutting_down = True
         for listener in self._listeners:
             await listener.aclose()
-        timeout = self.cfg.shutdown_timeout_secs
+        timeout = self.settings.shutdown_timeout
         started = time.monotonic()
         n = len(self.connections)
         log.info("draining", connections=n, timeout=timeout)
         if n:
-            gap = min(timeout * 0.95 / n, self.cfg.shutdown_connection_drop_interval_max_secs)
+            gap = min(timeout * 0.95 / n, self.settings.shutdown_drop_interval_max)
             while len(self.connections) > 1:
                 conn = random.choice(list(self.connections.values()))
                 # Spread the reconnects: each client waits a random part of one gap.

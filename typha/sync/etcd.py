@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
@@ -110,6 +111,16 @@ def _calico_prefixes() -> tuple[str, ...]:
     return tuple(CALICO_ETCD_PREFIXES)
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdSettings:
+    """Where etcd is and how to reach it (EtcdEndpoints, or EtcdScheme://EtcdAddr; the TLS
+    files and credentials; EtcdHangDetectionSecs)."""
+
+    endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    access: EtcdAccess = field(default_factory=EtcdAccess)
+    hang_detection_secs: float | None = 30.0
+
+
 class EtcdDatastore:
     """The etcd v3 :class:`~typha.sync.base.Datastore` (``DatastoreType = etcdv3``).
 
@@ -176,32 +187,13 @@ class EtcdDatastore:
             self._convert = convert
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> EtcdDatastore:
-        """Build from a config object with Typha's etcd parameters (docs/configuration.md):
-        ``etcd_endpoints`` (comma list, overrides the rest), ``etcd_addr`` (host:port),
-        ``etcd_scheme``, ``etcd_ca_file``/``etcd_cert_file``/``etcd_key_file``,
-        ``etcd_username``/``etcd_password``. Extra keyword arguments go to the constructor."""
-        scheme = (getattr(cfg, "etcd_scheme", None) or "http").strip()
-        raw = getattr(cfg, "etcd_endpoints", None)
-        if isinstance(raw, str):
-            endpoints = [e.strip() for e in raw.split(",") if e.strip()]
-        else:
-            endpoints = [str(e).strip() for e in raw or () if str(e).strip()]
-        if not endpoints:
-            addr = (getattr(cfg, "etcd_addr", None) or "127.0.0.1:2379").strip()
-            endpoints = [addr]
-        # An endpoint without a scheme takes EtcdScheme, as in Typha.
-        endpoints = [e if "://" in e else f"{scheme}://{e}" for e in endpoints]
+    def from_settings(cls, settings: EtcdSettings, **kwargs: Any) -> EtcdDatastore:
+        """Build from the etcd settings (``typha.app`` makes them from the configuration).
+        Extra keyword arguments go to the constructor."""
         return cls(
-            endpoints,
-            access=EtcdAccess(
-                ca_file=getattr(cfg, "etcd_ca_file", None) or None,
-                cert_file=getattr(cfg, "etcd_cert_file", None) or None,
-                key_file=getattr(cfg, "etcd_key_file", None) or None,
-                username=getattr(cfg, "etcd_username", None) or None,
-                password=getattr(cfg, "etcd_password", None) or None,
-            ),
-            **{"hang_detection_secs": getattr(cfg, "etcd_hang_detection_secs", 30.0), **kwargs},
+            list(settings.endpoints),
+            access=settings.access,
+            **{"hang_detection_secs": settings.hang_detection_secs, **kwargs},
         )
 
     def make_client(self) -> EtcdClient:

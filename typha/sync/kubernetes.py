@@ -243,10 +243,10 @@ class KubernetesDatastore:
         self._t0 = 0.0
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> KubernetesDatastore:
-        """Build from Typha's config: the Kubernetes client configuration itself comes from
-        the environment like libcalico-go's (``KUBECONFIG``, else in-cluster)."""
-        del cfg  # Typha has no kubeconfig parameter of its own (docs/kubernetes.md).
+    def from_environment(cls, **kwargs: Any) -> KubernetesDatastore:
+        """The Kubernetes client configuration comes from the environment like libcalico-go's
+        (``KUBECONFIG``, else in-cluster): Typha has no kubeconfig parameter of its own
+        (docs/kubernetes.md)."""
         return cls(KubeConfig.load(), **kwargs)
 
     def make_client(self) -> KubeClient:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from felix_client.calc.ipsetspec import ALL_HOSTS_ID, ALL_POOLS_ID, MASQ_POOLS_ID, ipset_name
+from felix_client.calc.ipsetspec import ALL_HOSTS_ID, MASQ_POOLS_ID, NETWORK_POOLS_ID, ipset_name
 from felix_client.calc.model.objects import Action, PolicyId, WorkloadEndpoint
 from felix_client.calc.policy import EGRESS, INGRESS, TierInfo
 from felix_client.calc.render.names import (
@@ -187,13 +187,15 @@ def nat_chains(options: ChainOptions) -> dict[str, tuple[str, ...]]:
             # Host-originated traffic into the tunnel takes the tunnel address as its source.
             postrouting.append(
                 f"-o {dev} -m addrtype ! --src-type LOCAL --limit-iface-out "
-                "-m addrtype --src-type LOCAL -j MASQUERADE"
+                "-m addrtype --src-type LOCAL -j MASQUERADE --random-fully"
             )
     outgoing: tuple[str, ...] = ()
     if options.nat_outgoing:
         outgoing = (
             f"-m set --match-set {ipset_name(MASQ_POOLS_ID)} src "
-            f"-m set ! --match-set {ipset_name(ALL_POOLS_ID)} dst -j MASQUERADE",
+            f"-m set ! --match-set {ipset_name(NETWORK_POOLS_ID)} dst "
+            # Fully random source ports, as Felix does where iptables supports it (>= 1.6.2).
+            "-j MASQUERADE --random-fully",
         )
     return {NAT_POSTROUTING: tuple(postrouting), NAT_OUTGOING: outgoing}
 
