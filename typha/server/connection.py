@@ -339,9 +339,9 @@ class Connection:
                 if self.closing and not self.control:
                     raise ConnectionClosed("goodbye sent")
                 continue
-            if self.next_seq <= view.head_seq and not self.closing:
+            if self.next_seq <= self._write_limit() and not self.closing:
                 self._m_non_block.inc()
-                parts = self._gather()
+                parts = self._gather(self._write_limit())
                 if parts is _CATCH_UP:
                     parts = await self._catchup(self.next_seq - 1)
                 if parts is None:
@@ -363,6 +363,19 @@ class Connection:
             self._wake = trio.Event()
             if self.write_token.free:  # woken before it released: nobody took it since
                 self.write_token.take(WRITER)
+
+    def _write_limit(self) -> int:
+        """The last breadcrumb this connection's writer writes itself: up to the fan-out's
+        mark on plain TCP (the breadcrumbs after it go out in the fan-out's next run, one
+        coalesced write, see ``fanout.FanOutMark``); the head on TLS (no fast path), without
+        a fan-out, and while a resumed client is replayed (its status follows the replay)."""
+        view = self.view
+        assert view is not None
+        head = view.head_seq
+        if not self.transport.direct or self._send_status_after_gather:
+            return head
+        mark = self.ctx.fanout_marks.get(self.syncer)  # type: ignore[arg-type]
+        return head if mark is None else min(mark.seq, head)
 
     # --- Grace period after a snapshot (ServerNewClientFallBehindGracePeriod) --------------------
 
@@ -389,8 +402,8 @@ class Connection:
             grace_secs=self.settings.new_client_grace,
         )
 
-    def _gather(self) -> list[bytes] | None:
-        """Frames that bring the client from ``next_seq`` towards the head: the breadcrumbs'
+    def _gather(self, upto: int) -> list[bytes] | None:
+        """Frames that bring the client from ``next_seq`` towards ``upto``: the breadcrumbs'
         shared frame buffers, in order (written with one writev, not joined)."""
         view = self.view
         assert view is not None and self.syncer is not None
@@ -415,6 +428,8 @@ class Connection:
                     self.next_seq = last + 1
             crumb_bytes = self.codec.crumb_bytes
             for crumb in view.crumbs_after(last):
+                if crumb.seq > upto:
+                    break
                 part = crumb_bytes(crumb)
                 parts.append(part)
                 size += len(part)

@@ -60,3 +60,7 @@ class ConnectionContext:
     input_budget: InputBudget = field(default_factory=InputBudget)
     # Shared conflated catch-ups, per syncer view (``typha/cache/catchup.py``).
     catchups: Mapping[SyncerType, CatchUpCache] = field(default_factory=dict)
+    # Each view's fan-out mark (``fanout.FanOutMark``, anything with a ``seq``): a writer on
+    # plain TCP that is behind writes up to it and leaves the rest to the fan-out's next run.
+    # Without one (no fan-out) a writer writes up to the head.
+    fanout_marks: Mapping[SyncerType, Any] = field(default_factory=dict)

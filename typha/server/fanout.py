@@ -24,6 +24,31 @@ from .fastpath import FastPathClient, FastPathCodec
 # behind (one writev; IOV_MAX is 1024); further behind, their own writer follows the history.
 MAX_CATCH_UP = 512
 
+# The coalescing window is at least this many times as long as the previous run over all
+# clients, so that the runs take at most a third of the wall clock. A run's cost grows with
+# clients x runs, not with updates (one loopback write is 10-40 us of kernel time): with
+# 500 clients and one KV per breadcrumb a window of just one run left the fan-out at half of
+# a contended core, with no room for the watch and the clients' own writers
+# (docs/benchmarks.md, "500 gob clients"). Go Typha batches the same way once a client is
+# behind (ServerMinBatchingAgeThresholdSecs).
+WINDOW_PER_RUN = 2.0
+
+
+class FanOutMark:
+    """The last breadcrumb a view's fan-out has taken into a run (or skipped, with no clients).
+
+    Breadcrumbs after it are the fan-out's next run, which writes them to every idle client,
+    coalesced. A connection's writer that is behind therefore writes only up to the mark and
+    then goes idle: the breadcrumbs after it reach the client in the fan-out's next run (one
+    direct write) instead of one writer-task write per breadcrumb as they arrive, which cost
+    ~20x as much and kept clients that once fell behind off the fast path for good.
+    """
+
+    __slots__ = ("seq",)
+
+    def __init__(self, seq: int = -1) -> None:
+        self.seq = seq
+
 
 class FanOut:
     def __init__(
@@ -33,12 +58,14 @@ class FanOut:
         wait_for_crumb: Callable[[SyncerType, int], Awaitable[None]],
         clients: Collection[FastPathClient],
         interval: float,
+        mark: FanOutMark | None = None,
     ) -> None:
         self.syncer = syncer
         self.view = view
         self.wait_for_crumb = wait_for_crumb
         self.clients = clients  # the server's live set of this view's clients
         self.interval = interval
+        self.mark = mark if mark is not None else FanOutMark()
 
     async def run(self) -> None:
         """Write each new run of breadcrumbs to every caught-up client with one direct write."""
@@ -52,16 +79,17 @@ class FanOut:
         seq_gauge = metrics.breadcrumb_seq_number.labels(label)
         size_gauge = metrics.cache_size.labels(label)
         interval = self.interval
-        last = view.head_seq
+        mark = self.mark
+        last = mark.seq = view.head_seq
         run_secs = 0.0  # how long the previous run over all clients took
         while True:
             await self.wait_for_crumb(syncer, last)
             # Coalesce a burst into one write per client. The window runs from the birth of
             # the oldest unsent breadcrumb, not from now: breadcrumbs that arrived while the
-            # previous run was writing have waited long enough already. It is at least as long
-            # as the previous run, so that with many clients the runs (whose cost grows with
-            # clients x runs, not with updates) take at most about half of the loop.
-            window = max(interval, run_secs)
+            # previous run was writing have waited long enough already. It grows with the
+            # previous run's duration (WINDOW_PER_RUN), which is wall time: on a loaded machine
+            # the runs stretch and coalesce more, as Go Typha batches once behind.
+            window = max(interval, WINDOW_PER_RUN * run_secs)
             if window:
                 oldest = next(view.crumbs_after(last), None)
                 wait = window if oldest is None else window - (view.clock() - oldest.timestamp)
@@ -70,6 +98,7 @@ class FanOut:
                 else:
                     await trio.lowlevel.checkpoint()  # never hog the loop between runs
             first, last = last + 1, view.head_seq
+            mark.seq = last
             seq_gauge.set(last)
             size_gauge.set(len(view))
             conns = self.clients

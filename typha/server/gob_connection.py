@@ -210,9 +210,9 @@ class GobConnection(Connection):
                 self.control.clear()
                 await self._write(data)
                 continue
-            if self.next_seq <= view.head_seq and not self.closing:
+            if self.next_seq <= self._write_limit() and not self.closing:
                 self._m_non_block.inc()
-                parts = self._gather()
+                parts = self._gather(self._write_limit())
                 if parts is None:
                     # gob has no conflated catch-up: a new connection gets a snapshot.
                     raise ConnectionClosed("fell behind the retained history")

@@ -28,7 +28,7 @@ from typha.tls import check_peer_identity, tls_error_text
 
 from .connection import Connection
 from .context import ConnectionContext
-from .fanout import FanOut
+from .fanout import FanOut, FanOutMark
 from .gob_connection import GobConnection
 from .registry import ConnectionRegistry
 from .settings import ServerSettings
@@ -85,6 +85,7 @@ class SyncServer:
         self.shutting_down = False
         self._next_conn_id = (random.getrandbits(31) << 32) | 1
         self._listeners: list[trio.SocketListener] = []
+        self.fanout_marks = {syncer: FanOutMark() for syncer in feed.views}
         self.context = ConnectionContext(
             epoch=self.epoch,
             server_version=self.version,
@@ -96,6 +97,7 @@ class SyncServer:
             max_kvs_per_message=settings.max_kvs_per_message,
             v3_resource_versions=settings.v3_resource_versions,
             catchups=self.catchups,
+            fanout_marks=self.fanout_marks,
         )
         self.nursery: trio.Nursery
         self.stopped = trio.Event()
@@ -139,7 +141,12 @@ class SyncServer:
                 interval = self.settings.fanout_interval
                 for syncer, view in self.feed.views.items():
                     fanout = FanOut(
-                        syncer, view, self.feed.wait_for_crumb, self.by_syncer[syncer], interval
+                        syncer,
+                        view,
+                        self.feed.wait_for_crumb,
+                        self.by_syncer[syncer],
+                        interval,
+                        self.fanout_marks[syncer],
                     )
                     nursery.start_soon(fanout.run)
                 nursery.start_soon(self._governor)
