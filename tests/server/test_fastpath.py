@@ -181,6 +181,38 @@ async def test_clients_a_little_behind_share_their_catch_up_parts_per_codec() ->
     assert codec.crumb_builds == 4
 
 
+async def test_clients_that_joined_during_the_window_stay_on_the_fast_path() -> None:
+    """A client whose snapshot is newer than the start of the fan-out's pending run (it joined
+    while the run waited out its window) is written from its own position, or left alone if
+    it has the whole run — never woken. Waking it took its socket off the fast path (its
+    writer then wrote the next breadcrumb itself: an intermittent failure of
+    test_an_idle_plain_connection_hands_its_socket_to_the_fan_out)."""
+    feed = CacheFeed.create(syncers=[SyncerType.FELIX], max_batch_size=1)
+    view = feed.views[SyncerType.FELIX]
+    feed.apply(ResyncStarted())
+    feed.apply(ResyncFinished())
+    codec = TaggedCodec("t")
+    head = view.head_seq
+    at_start = RecordingClient(codec, head + 1)  # control: the ordinary case
+    mid_run = RecordingClient(codec, head + 2)  # its snapshot already held breadcrumb head+1
+    ahead = RecordingClient(codec, head + 3)  # its snapshot held the whole run
+    clients = {at_start, mid_run, ahead}
+    fanout = FanOut(SyncerType.FELIX, view, feed.wait_for_crumb, clients, interval=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fanout.run)
+        await trio.testing.wait_all_tasks_blocked()
+        feed.apply(_updates(10, 2))  # two breadcrumbs, one run: head+1..head+2
+        await wait_until(lambda: at_start.writes and mid_run.writes, 5)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    first, second = list(view.crumbs_after(head))
+    assert at_start.writes == [codec.crumb_bytes(first) + codec.crumb_bytes(second)]
+    assert mid_run.writes == [[codec.crumb_bytes(second)]]
+    assert ahead.writes == []
+    assert (at_start.woken, mid_run.woken, ahead.woken) == (0, 0, 0)
+    assert {c.next_seq for c in clients} == {head + 3}
+
+
 async def test_a_codecs_snapshot_bytes_are_built_once_for_concurrent_joiners() -> None:
     snap = encode_snapshot(3, 10, SyncStatus.IN_SYNC, [b"kv1", b"kv2"], 0.0)
     codec = TaggedCodec("t")

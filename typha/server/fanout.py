@@ -147,7 +147,14 @@ class FanOut:
                 if data is None:
                     data = shared[codec] = b"".join([codec.crumb_bytes(c) for c in crumbs])
                 wrote = conn.try_fast_write(first, last, data)
-            elif oldest_seq <= pos < first and last - pos < MAX_CATCH_UP:
+            elif pos > last:
+                # Already has the whole run: it joined with a snapshot newer than the run's
+                # start (the run was still in its window). Waking it would take its socket
+                # from the fast path for nothing.
+                continue
+            elif oldest_seq <= pos <= last and last - pos < MAX_CATCH_UP:
+                # A little behind the run's start, or (joined mid-window) part-way into it:
+                # the frames from its own position, shared by clients at that position.
                 parts = behind.get((pos, codec))
                 if parts is None:
                     parts = behind[pos, codec] = [
