@@ -14,12 +14,12 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import structlog
 import trio
 
 from typha import metrics
-from typha.cache.snapshot import Snapshot
 from typha.cache.view import HistoryHold, SyncerView
 from typha.model.keys import SyncerType
 from typha.protocol import (
@@ -56,6 +56,13 @@ _CATCH_UP: list[bytes] = []
 # Cap on the bytes one writer gathers before writing, so a far-behind client does not join a
 # huge buffer of its own; the breadcrumbs themselves are shared.
 _GATHER_LIMIT = 4 << 20
+
+
+class SnapshotTails(NamedTuple):
+    """What the first gather after a snapshot needs of it (see ``Snapshot.tails``)."""
+
+    seq: int
+    tails: dict[str, tuple[int, bytes, int]]
 
 
 class ConnectionClosed(Exception):
@@ -115,8 +122,10 @@ class Connection:
         self._cancel: trio.CancelScope | None = None
         self._last_pong = time.monotonic()
         self._send_status_after_gather = False
-        # The shared snapshot just sent, for the first gather after it.
-        self._after_snapshot: Snapshot | None = None
+        # The shared snapshot just sent, for the first gather after it: only its position and
+        # its shared tails (``_gather``), not the snapshot, which a join storm's joiners would
+        # otherwise keep alive, every generation of it, for as long as they stay idle.
+        self._after_snapshot: SnapshotTails | None = None
         self._grace: HistoryHold | None = None
 
     # --- Lifecycle -------------------------------------------------------------------------------
@@ -342,9 +351,6 @@ class Connection:
             # Idle: the shared fan-out may now write for us (plain TCP only: a TLS stream has
             # no raw fast path, so its writer keeps the token). ``wake`` takes it back.
             self.end_grace()  # caught up
-            # Caught up, so no breadcrumb run after the snapshot is left to share through it;
-            # held on, it would keep that snapshot generation alive as long as the client.
-            self._after_snapshot = None
             data = parts = None  # nor the last write's shared buffers, while it waits
             self._m_block.inc()
             if self.transport.direct:
@@ -366,7 +372,7 @@ class Connection:
             # Two buffers, one writev: the shared snapshot is never copied per client.
             await self._write([initial, await self.codec.snapshot_bytes(snap)])
             self.next_seq = snap.seq + 1
-            self._after_snapshot = snap
+            self._after_snapshot = SnapshotTails(snap.seq, snap.tails)
             self.start_grace()
             metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
             self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
