@@ -14,12 +14,12 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import structlog
 import trio
 
 from typha import metrics
-from typha.cache.snapshot import Snapshot
 from typha.cache.view import HistoryHold, SyncerView
 from typha.model.keys import SyncerType
 from typha.protocol import (
@@ -56,6 +56,13 @@ _CATCH_UP: list[bytes] = []
 # Cap on the bytes one writer gathers before writing, so a far-behind client does not join a
 # huge buffer of its own; the breadcrumbs themselves are shared.
 _GATHER_LIMIT = 4 << 20
+
+
+class SnapshotTails(NamedTuple):
+    """What the first gather after a snapshot needs of it (see ``Snapshot.tails``)."""
+
+    seq: int
+    tails: dict[str, tuple[int, bytes, int]]
 
 
 class ConnectionClosed(Exception):
@@ -115,8 +122,10 @@ class Connection:
         self._cancel: trio.CancelScope | None = None
         self._last_pong = time.monotonic()
         self._send_status_after_gather = False
-        # The shared snapshot just sent, for the first gather after it.
-        self._after_snapshot: Snapshot | None = None
+        # The shared snapshot just sent, for the first gather after it: only its position and
+        # its shared tails (``_gather``), not the snapshot, which a join storm's joiners would
+        # otherwise keep alive, every generation of it, for as long as they stay idle.
+        self._after_snapshot: SnapshotTails | None = None
         self._grace: HistoryHold | None = None
 
     # --- Lifecycle -------------------------------------------------------------------------------
@@ -305,25 +314,11 @@ class Connection:
 
     async def _writer(self, initial: bytes, start_seq: int | None) -> None:
         view = self.view
-        assert view is not None and self.syncer is not None
-        syncer = str(self.syncer)
-        if start_seq is None:
-            started = time.monotonic()
-            snap = await self.ctx.snapshots[self.syncer].get()
-            self.hold_history(snap.seq)
-            # Two buffers, one writev: the shared snapshot is never copied per client.
-            await self._write([initial, await self.codec.snapshot_bytes(snap)])
-            self.next_seq = snap.seq + 1
-            self._after_snapshot = snap
-            self.start_grace()
-            metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
-            self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
-        else:
-            metrics.resumes_served.labels(syncer, self.info.resumed).inc()
-            self.log.info("resuming", from_seq=start_seq, how=self.info.resumed)
-            await self._write(initial)
-            self.next_seq = start_seq + 1
-            self._send_status_after_gather = True
+        assert view is not None
+        # The start runs in a frame of its own: a local here would keep the snapshot (and so
+        # every snapshot generation of a join storm) alive for as long as the client stays.
+        await self._start(initial, start_seq)
+        del initial
         self.streaming = True
         while True:
             if self.pending is not None:
@@ -356,6 +351,7 @@ class Connection:
             # Idle: the shared fan-out may now write for us (plain TCP only: a TLS stream has
             # no raw fast path, so its writer keeps the token). ``wake`` takes it back.
             self.end_grace()  # caught up
+            data = parts = None  # nor the last write's shared buffers, while it waits
             self._m_block.inc()
             if self.transport.direct:
                 self.write_token.release(WRITER)
@@ -363,6 +359,29 @@ class Connection:
             self._wake = trio.Event()
             if self.write_token.free:  # woken before it released: nobody took it since
                 self.write_token.take(WRITER)
+
+    async def _start(self, initial: bytes, start_seq: int | None) -> None:
+        """The accept, then the shared snapshot or (resuming) nothing more: the breadcrumbs
+        follow from ``next_seq``."""
+        assert self.syncer is not None
+        syncer = str(self.syncer)
+        if start_seq is None:
+            started = time.monotonic()
+            snap = await self.ctx.snapshots[self.syncer].get()
+            self.hold_history(snap.seq)
+            # Two buffers, one writev: the shared snapshot is never copied per client.
+            await self._write([initial, await self.codec.snapshot_bytes(snap)])
+            self.next_seq = snap.seq + 1
+            self._after_snapshot = SnapshotTails(snap.seq, snap.tails)
+            self.start_grace()
+            metrics.client_snapshot_send_secs.labels(syncer).observe(time.monotonic() - started)
+            self.log.info("snapshot sent", seq=snap.seq, kvs=snap.n_kvs)
+        else:
+            metrics.resumes_served.labels(syncer, self.info.resumed).inc()
+            self.log.info("resuming", from_seq=start_seq, how=self.info.resumed)
+            await self._write(initial)
+            self.next_seq = start_seq + 1
+            self._send_status_after_gather = True
 
     def _write_limit(self) -> int:
         """The last breadcrumb this connection's writer writes itself: up to the fan-out's

@@ -149,6 +149,17 @@ class GobConnection(Connection):
 
     async def _handshake_then_stream(self) -> None:
         """ServerHello, (ACK), snapshot, (ACK), then the reader, writer and pinger."""
+        # In a frame of its own, which ends: the snapshot must not stay referenced from this
+        # one, which lives as long as the connection (every snapshot generation of a join
+        # storm stayed alive as long as its joiners).
+        await self._handshake_and_snapshot()
+        self._last_pong = time.monotonic()  # pings start now
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._guarded, self._reader)
+            nursery.start_soon(self._guarded, self._gob_writer)
+            nursery.start_soon(self._guarded, self._pinger)
+
+    async def _handshake_and_snapshot(self) -> None:
         session = self.session
         await self._write(session.data_to_send())
         if session.compression:
@@ -179,11 +190,6 @@ class GobConnection(Connection):
         else:
             assert isinstance(events[0], StreamingReady)
         await self._write(session.data_to_send())  # the new snappy stream's preamble
-        self._last_pong = time.monotonic()  # pings start now
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._guarded, self._reader)
-            nursery.start_soon(self._guarded, self._gob_writer)
-            nursery.start_soon(self._guarded, self._pinger)
 
     async def _await_ack(self, kind: type) -> None:
         timeout = self.settings.pong_timeout
@@ -219,6 +225,7 @@ class GobConnection(Connection):
                 await self._write(parts)
                 continue
             self.end_grace()  # caught up
+            data = parts = None  # the last write's shared buffers are not held while idle
             self._m_block.inc()
             if self.transport.direct:
                 self.write_token.release(WRITER)
