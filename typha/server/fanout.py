@@ -24,14 +24,14 @@ from .fastpath import FastPathClient, FastPathCodec
 # behind (one writev; IOV_MAX is 1024); further behind, their own writer follows the history.
 MAX_CATCH_UP = 512
 
-# The coalescing window is at least this many times as long as the previous run over all
-# clients, so that the runs take at most a third of the wall clock. A run's cost grows with
-# clients x runs, not with updates (one loopback write is 10-40 us of kernel time): with
-# 500 clients and one KV per breadcrumb a window of just one run left the fan-out at half of
-# a contended core, with no room for the watch and the clients' own writers
-# (docs/benchmarks.md, "500 gob clients"). Go Typha batches the same way once a client is
-# behind (ServerMinBatchingAgeThresholdSecs).
-WINDOW_PER_RUN = 2.0
+# The coalescing window is at least as long as the previous run over all clients, so that
+# with many clients the runs (whose cost grows with clients x runs, not with updates) take at
+# most about half of the loop. Not more: a run's length also grows with what it carries, so a
+# window of k runs feeds back on itself and runs away once k x (the share of the loop spent
+# writing) nears 1 — a factor of 2 took bench_core's p50 at 4,000 updates/s x 500 clients from
+# 32 to 136 ms (docs/benchmarks.md, "Structure change guard"). The 500-gob-client shape is kept
+# valid by writers stopping at the fan-out's mark (FanOutMark), not by a longer window.
+WINDOW_PER_RUN = 1.0
 
 
 class FanOutMark:
