@@ -72,34 +72,29 @@ class NsKubeApiServer(InNetns, KubeApiServer):
         self.netns = netns
 
 
-class NsCalicoTypha(InNetns, CalicoTypha):
+class _NsTypha(InNetns):
+    """Either Typha in the control namespace, serving on `host` (the veth address)."""
+
+    port: int
+
+    def __init__(self, netns: str, host: str, **kwargs: Any):
+        extra = dict(kwargs.pop("extra_env", None) or {})
+        extra["TYPHA_SERVERHOST"] = host
+        super().__init__(extra_env=extra, **kwargs)
+        self.netns = netns
+        self.host = host
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class NsCalicoTypha(_NsTypha, CalicoTypha):
     """Calico Typha (Go) in the control namespace, serving on `host`."""
 
-    def __init__(self, netns: str, host: str, **kwargs: Any):
-        extra = dict(kwargs.pop("extra_env", None) or {})
-        extra["TYPHA_SERVERHOST"] = host
-        super().__init__(extra_env=extra, **kwargs)
-        self.netns = netns
-        self.host = host
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-class NsTyphaPy(InNetns, TyphaPy):
+class NsTyphaPy(_NsTypha, TyphaPy):
     """typha-py in the control namespace, serving both protocols on `host`."""
-
-    def __init__(self, netns: str, host: str, **kwargs: Any):
-        extra = dict(kwargs.pop("extra_env", None) or {})
-        extra["TYPHA_SERVERHOST"] = host
-        super().__init__(extra_env=extra, **kwargs)
-        self.netns = netns
-        self.host = host
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 class Felix(PeerProcess):
