@@ -44,6 +44,12 @@ async def test_json_file_log_with_connection_context(tmp_path: Path) -> None:
             nursery.start_soon(client.run)
             with trio.fail_after(20):
                 await client.in_sync.wait()
+            # The client's in-sync can arrive before the server's task logs the line that
+            # follows its write: wait for the line before stopping the server (a SIGTERM
+            # first cancels the connection at that checkpoint, and the line is never logged).
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "snapshot sent" not in logfile.read_text():
+                await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
         proc.terminate()
         out, _ = await trio.to_thread.run_sync(proc.communicate, None, 15)
@@ -51,9 +57,6 @@ async def test_json_file_log_with_connection_context(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "snapshot sent" not in logfile.read_text():
-        await trio.sleep(0.1)
     lines = [json.loads(line) for line in logfile.read_text().splitlines() if line.strip()]
     sent = [e for e in lines if e.get("event") == "snapshot sent"]
     assert sent and sent[0]["node"] == "node-logged" and isinstance(sent[0]["conn_id"], int)
