@@ -91,6 +91,7 @@ def typha_usage(pids: Sequence[int]) -> dict[int, tuple[float, int]]:
 
 # Typha's own timings, read from its /metrics before and after the churn (``--typha-metrics``).
 _SPLIT_SUMMARIES = {
+    "conversion": "typha_datastore_convert_secs",
     "batching_window": "typha_fanout_wait_secs",
     "fanout_run": "typha_fanout_run_secs",
 }
@@ -106,7 +107,7 @@ def scrape_split(urls: Sequence[str]) -> dict[str, tuple[float, float]]:
             samples = parse_prometheus(fetch_text(host, port, "/" + (path or "metrics")))
             for name in _SPLIT_SUMMARIES.values():
                 s, c = out.get(name, (0.0, 0.0))
-                label = '{syncer="felix"}'
+                label = "" if name.startswith("typha_datastore") else '{syncer="felix"}'
                 s += samples.get(f"{name}_sum{label}", 0.0)
                 c += samples.get(f"{name}_count{label}", 0.0)
                 out[name] = (s, c)
@@ -120,10 +121,11 @@ def latency_split(
     after: dict[str, tuple[float, float]],
 ) -> dict[str, Any]:
     """Where the write → client time goes, as means over the churn (ms): etcd commit (the
-    writer's txn), the coalescing window and half a fan-out run (a client's write comes on
-    average half-way through a run: Typha's /metrics), and the rest (etcd's watch delivery,
-    Typha's decoding and conversion, the client's read and parse). The parts are means of
-    different populations (per put txn, per KV, per run), so the rest is an estimate."""
+    writer's txn); from Typha's /metrics the conversion of a watch response, the coalescing
+    window and half a fan-out run (a client's write comes on average half-way through a run);
+    and the rest (etcd's watch delivery including Typha reading and decoding the response,
+    and the client's read and parse). The parts are means of different populations (per put
+    txn, per update, per KV, per run), so the rest is an estimate."""
     out: dict[str, Any] = {"etcd_commit_ms": latency_summary(commit_ms)}
     if not lat_ms:
         return out
@@ -141,12 +143,18 @@ def latency_split(
     parts = {
         "end_to_end": total,
         "etcd_commit": commit,
+        "conversion": means["conversion"],
         "batching_window": means["batching_window"],
         "fanout_half_run": None if run is None else run / 2,
         "fanout_run": run,
     }
-    known = [parts["etcd_commit"], parts["batching_window"], parts["fanout_half_run"]]
-    parts["watch_conversion_client_rest"] = (
+    known = [
+        parts["etcd_commit"],
+        parts["conversion"],
+        parts["batching_window"],
+        parts["fanout_half_run"],
+    ]
+    parts["watch_delivery_client_rest"] = (
         None if None in known else total - sum(k for k in known if k is not None)
     )
     out["mean_ms"] = {k: None if v is None else round(v, 2) for k, v in parts.items()}

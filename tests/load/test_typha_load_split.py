@@ -19,22 +19,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_split_is_the_metric_deltas_and_the_rest_is_the_difference() -> None:
-    before = {"typha_fanout_wait_secs": (1.0, 100.0), "typha_fanout_run_secs": (0.5, 10.0)}
-    # Over the churn: 300 KVs waited 3 s in all (10 ms each), 20 runs took 0.4 s (20 ms each).
-    after = {"typha_fanout_wait_secs": (4.0, 400.0), "typha_fanout_run_secs": (0.9, 30.0)}
+    before = {
+        "typha_datastore_convert_secs": (0.0, 0.0),
+        "typha_fanout_wait_secs": (1.0, 100.0),
+        "typha_fanout_run_secs": (0.5, 10.0),
+    }
+    # Over the churn: 300 updates waited 0.6 s in all for their conversion (2 ms each) and
+    # 3 s for the window (10 ms each); 20 runs took 0.4 s (20 ms each).
+    after = {
+        "typha_datastore_convert_secs": (0.6, 300.0),
+        "typha_fanout_wait_secs": (4.0, 400.0),
+        "typha_fanout_run_secs": (0.9, 30.0),
+    }
     split = latency_split([30.0, 50.0], [4.0, 6.0], before, after)
     assert split["mean_ms"] == {
         "end_to_end": 40.0,
         "etcd_commit": 5.0,
+        "conversion": 2.0,
         "batching_window": 10.0,
         "fanout_half_run": 10.0,
         "fanout_run": 20.0,
-        "watch_conversion_client_rest": 15.0,
+        "watch_delivery_client_rest": 13.0,
     }
     assert split["etcd_commit_ms"]["samples"] == 2
     # Without Typha's metrics the parts it measures are unknown, and so is the rest.
     unknown = latency_split([30.0, 50.0], [4.0, 6.0], {}, {})["mean_ms"]
-    assert unknown["batching_window"] is None and unknown["watch_conversion_client_rest"] is None
+    assert unknown["batching_window"] is None and unknown["watch_delivery_client_rest"] is None
     assert unknown["etcd_commit"] == 5.0 and unknown["end_to_end"] == 40.0
 
 
@@ -107,8 +117,9 @@ def test_typha_load_reports_the_split_from_a_real_typha(etcd_server, tmp_path: P
         assert split["etcd_commit_ms"]["samples"] > 0
         assert 0 < mean["etcd_commit"] < mean["end_to_end"]
         # Typha's own parts came from its /metrics: a window was waited, runs took time.
+        assert mean["conversion"] > 0
         assert mean["batching_window"] > 0 and mean["fanout_run"] > 0
-        assert mean["watch_conversion_client_rest"] is not None
+        assert mean["watch_delivery_client_rest"] is not None
     finally:
         typha.terminate()
         try:
