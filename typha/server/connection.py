@@ -127,9 +127,6 @@ class Connection:
         # otherwise keep alive, every generation of it, for as long as they stay idle.
         self._after_snapshot: SnapshotTails | None = None
         self._grace: HistoryHold | None = None
-        # Set once the writer has finished the rest of a short fast-path write: its next gather
-        # goes past the fan-out's mark, to the head (``_write_limit``).
-        self._past_mark = False
 
     # --- Lifecycle -------------------------------------------------------------------------------
 
@@ -327,7 +324,6 @@ class Connection:
             if self.pending is not None:
                 data, self.pending = self.pending, None
                 await self._write(data)
-                self._past_mark = True
                 continue
             if self.control:
                 data = b"".join(self.control)
@@ -341,7 +337,6 @@ class Connection:
             if self.next_seq <= self._write_limit() and not self.closing:
                 self._m_non_block.inc()
                 parts = self._gather(self._write_limit())
-                self._past_mark = False
                 if parts is _CATCH_UP:
                     parts = await self._catchup(self.next_seq - 1)
                 if parts is None:
@@ -360,7 +355,6 @@ class Connection:
             self._m_block.inc()
             if self.transport.direct:
                 self.write_token.release(WRITER)
-            self._past_mark = False
             await self._wake.wait()
             self._wake = trio.Event()
             if self.write_token.free:  # woken before it released: nobody took it since
@@ -393,18 +387,11 @@ class Connection:
         """The last breadcrumb this connection's writer writes itself: up to the fan-out's
         mark on plain TCP (the breadcrumbs after it go out in the fan-out's next run, one
         coalesced write, see ``fanout.FanOutMark``); the head on TLS (no fast path), without
-        a fan-out, and while a resumed client is replayed (its status follows the replay).
-
-        Also the head for the one gather right after the writer finished the rest of a short
-        fast-path write (``_past_mark``): that client's socket was full, so it is the late one,
-        and the breadcrumbs that arrived meanwhile would wait a whole window more for the
-        fan-out's next run (bench_core's p99). Once only, so a slow client's writer cannot
-        chase the head breadcrumb by breadcrumb: it costs at most one extra write per short
-        write, and only short writes start it."""
+        a fan-out, and while a resumed client is replayed (its status follows the replay)."""
         view = self.view
         assert view is not None
         head = view.head_seq
-        if not self.transport.direct or self._send_status_after_gather or self._past_mark:
+        if not self.transport.direct or self._send_status_after_gather:
             return head
         mark = self.ctx.fanout_marks.get(self.syncer)  # type: ignore[arg-type]
         return head if mark is None else min(mark.seq, head)

@@ -41,8 +41,7 @@ class FanOutMark:
     coalesced. A connection's writer that is behind therefore writes only up to the mark and
     then goes idle: the breadcrumbs after it reach the client in the fan-out's next run (one
     direct write) instead of one writer-task write per breadcrumb as they arrive, which cost
-    ~20x as much and kept clients that once fell behind off the fast path for good. (Except
-    once after a short write: ``Connection._write_limit``.)
+    ~20x as much and kept clients that once fell behind off the fast path for good.
     """
 
     __slots__ = ("seq",)

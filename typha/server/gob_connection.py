@@ -210,7 +210,6 @@ class GobConnection(Connection):
             if self.pending is not None:
                 data, self.pending = self.pending, None
                 await self._write(data)
-                self._past_mark = True  # the next gather goes to the head (_write_limit)
                 continue
             if self.control:
                 data = b"".join(self.control)
@@ -220,7 +219,6 @@ class GobConnection(Connection):
             if self.next_seq <= self._write_limit() and not self.closing:
                 self._m_non_block.inc()
                 parts = self._gather(self._write_limit())
-                self._past_mark = False
                 if parts is None:
                     # gob has no conflated catch-up: a new connection gets a snapshot.
                     raise ConnectionClosed("fell behind the retained history")
@@ -231,7 +229,6 @@ class GobConnection(Connection):
             self._m_block.inc()
             if self.transport.direct:
                 self.write_token.release(WRITER)
-            self._past_mark = False
             await self._wake.wait()
             self._wake = trio.Event()
             if self.write_token.free:
