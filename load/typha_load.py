@@ -94,6 +94,9 @@ _SPLIT_SUMMARIES = {
     "conversion": "typha_datastore_convert_secs",
     "batching_window": "typha_fanout_wait_secs",
     "fanout_run": "typha_fanout_run_secs",
+    # Not a part of the sum: Typha's ping → the client's pong, a gauge of how late the clients
+    # (and Typha's own reading) are, to tell the client's share of the rest.
+    "ping_rtt": "typha_ping_latency",
 }
 
 
@@ -157,6 +160,7 @@ def latency_split(
     parts["watch_delivery_client_rest"] = (
         None if None in known else total - sum(k for k in known if k is not None)
     )
+    parts["ping_rtt"] = means["ping_rtt"]
     out["mean_ms"] = {k: None if v is None else round(v, 2) for k, v in parts.items()}
     return out
 

@@ -23,6 +23,7 @@ def test_the_split_is_the_metric_deltas_and_the_rest_is_the_difference() -> None
         "typha_datastore_convert_secs": (0.0, 0.0),
         "typha_fanout_wait_secs": (1.0, 100.0),
         "typha_fanout_run_secs": (0.5, 10.0),
+        "typha_ping_latency": (0.0, 0.0),
     }
     # Over the churn: 300 updates waited 0.6 s in all for their conversion (2 ms each) and
     # 3 s for the window (10 ms each); 20 runs took 0.4 s (20 ms each).
@@ -30,6 +31,7 @@ def test_the_split_is_the_metric_deltas_and_the_rest_is_the_difference() -> None
         "typha_datastore_convert_secs": (0.6, 300.0),
         "typha_fanout_wait_secs": (4.0, 400.0),
         "typha_fanout_run_secs": (0.9, 30.0),
+        "typha_ping_latency": (0.2, 50.0),  # 4 ms each: reported, not subtracted
     }
     split = latency_split([30.0, 50.0], [4.0, 6.0], before, after)
     assert split["mean_ms"] == {
@@ -40,6 +42,7 @@ def test_the_split_is_the_metric_deltas_and_the_rest_is_the_difference() -> None
         "fanout_half_run": 10.0,
         "fanout_run": 20.0,
         "watch_delivery_client_rest": 13.0,
+        "ping_rtt": 4.0,
     }
     assert split["etcd_commit_ms"]["samples"] == 2
     # Without Typha's metrics the parts it measures are unknown, and so is the rest.
