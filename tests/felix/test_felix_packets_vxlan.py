@@ -4,7 +4,8 @@ the cross-node case the felix_client packet suite runs (tests/dataplane/test_clu
 
 The data are config/examples made a VXLAN cluster (`vxlan_cluster`): the pool encapsulates
 with vxlanMode CrossSubnet (no IPIP), and each Node carries its VXLAN tunnel address (the first
-address of its block) and tunnel MAC.  node1 (10.0.0.11/24) and node3 (10.0.1.13/24) are in
+address of its block) and tunnel MAC — but node3, whose MAC is the one Felix derives from its
+name.  node1 (10.0.0.11/24) and node3 (10.0.1.13/24) are in
 different subnets, routed by the control namespace, so their pods' traffic goes through
 vxlan.calico; node2 (10.0.0.12/24, not started) shares node1's subnet, so node1's route to
 node2's block is direct.  What Felix needs from the datastore to program a remote VTEP is in
@@ -44,8 +45,11 @@ NODE3_ADDR, NODE3_GATEWAY = "10.0.1.13/24", "10.0.1.1"
 VTEPS = {
     "node1": ("192.168.162.128", "66:c0:a8:a2:80:01"),
     "node2": ("192.168.91.0", "66:c0:a8:5b:00:02"),
-    "node3": ("192.168.88.0", "66:c0:a8:58:00:03"),
+    # No vxlanTunnelMACAddr in node3's Node: the MAC Felix derives from the name "node3"
+    # (0x66, then SHA-1's first five bytes), on node3's device and in node1's entries.
+    "node3": ("192.168.88.0", "66:a4:6f:e0:c4:da"),
 }
+DERIVED_MAC = {"node3"}
 NGINX1, FRONTEND1, NGINX3 = "192.168.162.146", "192.168.162.147", "192.168.88.23"
 IFACE = {NGINX1: "calia53571dc704", FRONTEND1: "cali8b75868d7bb", NGINX3: "cali194b1c54dff"}
 PROGRAMS = ["felix/typha-py", "felix/calico-typha", "felix_client/typha-py"]
@@ -64,8 +68,8 @@ MATRIX = [
 
 def vxlan_cluster() -> list[dict[str, Any]]:
     """config/examples (plus nginx-from-frontend) as a VXLAN cluster: pool vxlanMode
-    CrossSubnet, IPIP off, each Node's tunnel address and MAC, the blocks' first address held
-    as the VXLAN (not IPIP) tunnel address."""
+    CrossSubnet, IPIP off, each Node's tunnel address and (but node3's) MAC, the blocks' first
+    address held as the VXLAN (not IPIP) tunnel address."""
     out = []
     for r in copy.deepcopy(datasets.examples()):
         kind, name, spec = r["kind"], r["metadata"]["name"], r["spec"]
@@ -75,7 +79,9 @@ def vxlan_cluster() -> list[dict[str, Any]]:
             spec.update(ipipMode="Never", vxlanMode="CrossSubnet")
         elif kind == "Node":
             spec["bgp"].pop("ipv4IPIPTunnelAddr", None)
-            spec["ipv4VXLANTunnelAddr"], spec["vxlanTunnelMACAddr"] = VTEPS[name]
+            spec["ipv4VXLANTunnelAddr"] = VTEPS[name][0]
+            if name not in DERIVED_MAC:
+                spec["vxlanTunnelMACAddr"] = VTEPS[name][1]
         elif kind == "IPAMBlock":
             node = spec["affinity"].removeprefix("host:")
             spec["attributes"][0] = {
