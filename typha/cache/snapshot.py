@@ -107,8 +107,12 @@ def encode_snapshot(
 class SnapshotCache:
     """At most one current snapshot per view; concurrent joiners wait for the one being built.
 
-    A snapshot stays current while it is younger than ``reuse_secs`` and the history still holds
-    every breadcrumb after it (so a joiner can follow the deltas from its sequence number).
+    A snapshot stays current while nothing has been minted since it (it is still exact, so a
+    rebuild would make the same bytes), or while it is younger than ``reuse_secs`` and the
+    history still holds every breadcrumb after it (so a joiner can follow the deltas from its
+    sequence number). The first rule matters for a long join on a quiet datastore: without it
+    every ``reuse_secs`` of the join built another generation, and each stayed in memory until
+    its slowest joiner had been sent it.
     """
 
     view: SyncerView
@@ -122,10 +126,12 @@ class SnapshotCache:
     _building: trio.Event | None = field(default=None, init=False)
 
     def _usable(self, snap: Snapshot | None) -> bool:
-        return (
-            snap is not None
-            and self.clock() - snap.created < self.reuse_secs
-            and self.view.can_resume_from_seq(snap.seq)
+        if snap is None:
+            return False
+        if snap.seq == self.view.head_seq:
+            return True  # unchanged since: exact whatever its age
+        return self.clock() - snap.created < self.reuse_secs and self.view.can_resume_from_seq(
+            snap.seq
         )
 
     async def get(self) -> Snapshot:
