@@ -5,11 +5,10 @@ the cross-node case the felix_client packet suite runs (tests/dataplane/test_clu
 The data are config/examples made a VXLAN cluster (`vxlan_cluster`): the pool encapsulates
 with vxlanMode CrossSubnet (no IPIP), and each Node carries its VXLAN tunnel address (the first
 address of its block) and tunnel MAC — but node3, whose MAC is the one Felix derives from its
-name.  node1 (10.0.0.11/24) and node3 (10.0.1.13/24) are in
-different subnets, routed by the control namespace, so their pods' traffic goes through
-vxlan.calico; node2 (10.0.0.12/24, not started) shares node1's subnet, so node1's route to
-node2's block is direct.  What Felix needs from the datastore to program a remote VTEP is in
-docs/peers.md.
+name.  node1 (10.0.0.11/24) and node3 (10.0.1.13/24) are in different subnets, routed by the
+control namespace, so their pods' traffic goes through vxlan.calico; node2 (10.0.0.12/24, not
+started) shares node1's subnet, so node1's route to node2's block is direct.  What Felix needs
+from the datastore to program a remote VTEP is in docs/peers.md.
 
 Pods: nginx and the frontend on node1, nginx on node3.  nginx-from-frontend allows TCP 80 from
 the frontend to every nginx and nothing else; the frontend has no policy (its profile allows).
