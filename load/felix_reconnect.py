@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -53,6 +54,7 @@ def summarize(runs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
                 "min": min(values),
                 "max": max(values),
             }
+    out["loadavg_1m"] = [min(r["loadavg_1m"] for r in mine), max(r["loadavg_1m"] for r in mine)]
     out["all_checks_passed"] = all(r["checks_passed"] for r in mine)
     return out
 
@@ -71,6 +73,7 @@ def block(kind: str, rounds: int, felix_bin: str, typha_bin: str) -> list[dict[s
         for _ in range(rounds):
             r = reconnect.one_round(s)
             row = dataclasses.asdict(r)
+            row["loadavg_1m"] = round(os.getloadavg()[0], 2)
             try:
                 reconnect.check(r)
                 row["checks_passed"] = True
@@ -78,7 +81,7 @@ def block(kind: str, rounds: int, felix_bin: str, typha_bin: str) -> list[dict[s
                 row["checks_passed"] = False
                 row["check_error"] = str(e)[:500]
             row["lost"] = row["lost"][:3]
-            print(json.dumps({k: row[k] for k in (*FIELDS, "kind", "checks_passed")}),
+            print(json.dumps({k: row[k] for k in (*FIELDS, "kind", "checks_passed", "loadavg_1m")}),
                   file=sys.stderr, flush=True)  # fmt: skip
             out.append(row)
     finally:

@@ -13,6 +13,7 @@ def _round(kind: str, programmed: float, failed: int, ok: bool = True) -> dict:
         "programmed_s": programmed,
         "failed_attempts": failed,
         "checks_passed": ok,
+        "loadavg_1m": programmed,
     }
 
 
@@ -28,5 +29,6 @@ def test_summary_is_median_and_range_per_kind_with_direct_rounds_apart() -> None
     assert s["programmed_s"] == {"median": 0.3, "min": 0.2, "max": 0.4}
     assert s["programmed_s_direct"] == {"median": 0.25, "min": 0.2, "max": 0.3}
     assert s["failed_attempts"]["max"] == 1
+    assert s["loadavg_1m"] == [0.2, 0.4]
     assert s["all_checks_passed"] is True
     assert summarize(runs, "typha-py")["all_checks_passed"] is False
