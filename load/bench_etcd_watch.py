@@ -56,7 +56,7 @@ from typha.sync.etcd_client import (
 
 PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
 PAGE = 1000
-VARIANTS = ("gateway", "grpc")
+VARIANTS = ("gateway", "grpc", "h2")
 STAMP_MARK = b'"stamp":"'
 # Same length as f"{time.time():.6f}" until 2286, so a template is stamped by replace().
 STAMP_SLOT = b"0000000000.000000"
@@ -265,6 +265,70 @@ async def grpc_watcher(url: str, out: Any, stop: trio.Event, rec: Recorder) -> N
         channel.close()
 
 
+async def h2_watcher(url: str, out: Any, stop: trio.Event, rec: Recorder) -> None:
+    """gRPC on trio itself: ``load.grpc_h2`` (h2 + protobuf), no thread."""
+    from load.etcd_grpc_stubs import load_stubs
+    from load.grpc_h2 import GrpcH2Channel
+
+    rpc_pb2, _, kv_pb2 = load_stubs()
+    host, port = url.split("://", 1)[-1].rsplit(":", 1)
+    prefix = PREFIX.encode()
+    end = prefix_range_end(PREFIX)
+    async with trio.open_nursery() as nursery:
+        channel = await GrpcH2Channel.open(nursery, host, int(port))
+        t0, c0 = time.monotonic(), time.process_time()
+        kvs: list[KeyValue] = []
+        key, pinned = prefix, 0
+        while True:
+            req = rpc_pb2.RangeRequest(key=key, range_end=end, limit=PAGE, revision=pinned)
+            raw = await channel.unary("/etcdserverpb.KV/Range", req.SerializeToString())
+            resp = rpc_pb2.RangeResponse.FromString(raw)
+            pinned = pinned or resp.header.revision
+            got = [_kv(kv) for kv in resp.kvs]
+            kvs.extend(got)
+            if not resp.more or not got:
+                break
+            key = got[-1].key.encode("utf-8", "surrogateescape") + b"\0"
+        report(
+            out, listed=len(kvs), list_s=time.monotonic() - t0, list_cpu_s=time.process_time() - c0
+        )
+        create = rpc_pb2.WatchRequest(
+            create_request=rpc_pb2.WatchCreateRequest(
+                key=prefix, range_end=end, start_revision=pinned + 1, progress_notify=True
+            )
+        )
+        call = await channel.start_call(
+            "/etcdserverpb.Watch/Watch", create.SerializeToString(), end_stream=False
+        )
+        delete = kv_pb2.Event.DELETE
+        decode = rpc_pb2.WatchResponse.FromString
+
+        async def consume() -> None:
+            async for item in call.receive:
+                if isinstance(item, BaseException):
+                    raise item
+                resp = decode(item)
+                if resp.created:
+                    report(out, watching=True)
+                    continue
+                if resp.canceled:
+                    raise RuntimeError(f"watch cancelled: {resp.cancel_reason}")
+                rec.record(
+                    WatchResponse(
+                        resp.header.revision,
+                        [
+                            WatchEvent("DELETE" if ev.type == delete else "PUT", _kv(ev.kv))
+                            for ev in resp.events
+                        ],
+                    )
+                )
+
+        nursery.start_soon(consume)
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+    await channel.aclose()
+
+
 def report(out: Any, **fields: Any) -> None:
     out.write(json.dumps(fields) + "\n")
     out.flush()
@@ -283,7 +347,7 @@ async def child(variant: str, url: str) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait_stop)
-        watcher = gateway_watcher if variant == "gateway" else grpc_watcher
+        watcher = {"gateway": gateway_watcher, "grpc": grpc_watcher, "h2": h2_watcher}[variant]
         await watcher(url, out, stop, rec)
     report(
         out,
@@ -456,20 +520,28 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+LABELS = {
+    "gateway": "JSON gateway (today)",
+    "grpc": "gRPC: grpcio in a thread",
+    "h2": "gRPC: h2 on trio",
+}
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
-    lines = [
-        f"| per run: median (min-max) of {result['runs_per_variant']} "
-        "| JSON gateway (today) | gRPC (grpcio in a thread) | gRPC / gateway |",
-        "|---|---|---|---|",
-    ]
+    variants = [v for v in VARIANTS if v in s]
+    others = [v for v in variants if v != "gateway"]
+    head = [f"per run: median (min-max) of {result['runs_per_variant']}"]
+    head += [LABELS[v] for v in variants] + [f"{v} / gateway" for v in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, label in SUMMARY_FIELDS:
-        g, r = s["gateway"][name], s["grpc"][name]
-        ratio = f"{r['median'] / g['median']:.2f}" if g["median"] else "-"
-        lines.append(
-            f"| {label} | {g['median']:g} ({g['min']:g}-{g['max']:g}) "
-            f"| {r['median']:g} ({r['min']:g}-{r['max']:g}) | {ratio} |"
-        )
+        cells = [label]
+        for v in variants:
+            x = s[v][name]
+            cells.append(f"{x['median']:g} ({x['min']:g}-{x['max']:g})")
+        g = s["gateway"][name]["median"] if "gateway" in s else 0
+        cells += [f"{s[v][name]['median'] / g:.2f}" if g else "-" for v in others]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -486,6 +558,7 @@ async def parent(args: argparse.Namespace) -> dict[str, Any]:
         "txn_ms": args.txn_ms,
         "duration_s": args.duration,
         "runs_per_variant": args.runs,
+        "variants": args.variants,
         "cpus": os.cpu_count(),
         "load1_before": round(os.getloadavg()[0], 2),
         "runs": [],
@@ -497,7 +570,8 @@ async def parent(args: argparse.Namespace) -> dict[str, Any]:
             await preload(etcd.url, data)
             await trio.sleep(args.settle)  # let etcd finish with the preload before measuring
             for rnd in range(args.runs):
-                order = VARIANTS if rnd % 2 == 0 else tuple(reversed(VARIANTS))
+                k = rnd % len(args.variants)  # rotate: each variant goes first in turn
+                order = args.variants[k:] + args.variants[:k]
                 for variant in order:
                     run = await one_run(variant, etcd, data, args)
                     run["round"] = rnd
@@ -522,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--txn-ms", type=float, default=5.0, help="one etcd txn every N ms")
     p.add_argument("--keys", type=int, default=20000)
     p.add_argument("--settle", type=float, default=3.0, help="pause after the preload (s)")
+    p.add_argument("--variants", type=lambda v: v.split(","), default=list(VARIANTS))
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--etcd", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
