@@ -28,6 +28,7 @@ recorded with every run. Results: .load-results/bench_etcd_watch.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -132,30 +134,37 @@ class Recorder:
                 self.latencies_ms.append((now - stamp) * 1000.0)
 
 
-async def gateway_watcher(url: str, out: Any, stop: trio.Event, rec: Recorder) -> None:
-    async with EtcdClient([url]) as client:
-        t0, c0 = time.monotonic(), time.process_time()
+# Each variant: ``list()`` → (key-values, revision) and ``watch(start)``, an async context
+# manager that returns once etcd confirmed the watch and yields an async iterator of
+# ``WatchResponse`` (events decoded to key/value bytes, exactly as Typha's client does).
+
+
+class GatewayVariant:
+    """Typha today: ``EtcdClient`` (httpx on trio, orjson, base64)."""
+
+    def __init__(self, client: EtcdClient) -> None:
+        self.client = client
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str) -> AsyncIterator[GatewayVariant]:
+        async with EtcdClient([url]) as client:
+            yield cls(client)
+
+    async def list(self) -> tuple[list[KeyValue], int]:
         kvs: list[KeyValue] = []
         revision = 0
-        async for page in client.range_paginated(PREFIX, page_size=PAGE):
+        async for page in self.client.range_paginated(PREFIX, page_size=PAGE):
             kvs.extend(page.kvs)
             revision = page.revision
-        report(
-            out, listed=len(kvs), list_s=time.monotonic() - t0, list_cpu_s=time.process_time() - c0
-        )
-        async with client.watch(
-            PREFIX, prefix_range_end(PREFIX), start_revision=revision + 1, progress_notify=True
+        return kvs, revision
+
+    @contextlib.asynccontextmanager
+    async def watch(self, start: int) -> AsyncIterator[AsyncIterator[WatchResponse]]:
+        async with self.client.watch(
+            PREFIX, prefix_range_end(PREFIX), start_revision=start, progress_notify=True
         ) as stream:
-            report(out, watching=True)
-            async with trio.open_nursery() as nursery:
-
-                async def consume() -> None:
-                    async for resp in stream:
-                        rec.record(resp)
-
-                nursery.start_soon(consume)
-                await stop.wait()
-                nursery.cancel_scope.cancel()
+            yield stream
 
 
 def _kv(kv: Any) -> KeyValue:
@@ -169,48 +178,68 @@ def _kv(kv: Any) -> KeyValue:
     )
 
 
-async def grpc_watcher(url: str, out: Any, stop: trio.Event, rec: Recorder) -> None:
-    import grpc
+def _events(resp: Any, delete: int) -> list[WatchEvent]:
+    return [WatchEvent("DELETE" if ev.type == delete else "PUT", _kv(ev.kv)) for ev in resp.events]
 
-    from load.etcd_grpc_stubs import load_stubs
 
-    rpc_pb2, rpc_pb2_grpc, kv_pb2 = load_stubs()
-    target = url.split("://", 1)[-1]
-    channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
-    kv_stub = rpc_pb2_grpc.KVStub(channel)
-    watch_stub = rpc_pb2_grpc.WatchStub(channel)
-    try:
-        prefix = PREFIX.encode()
+class GrpcThreadVariant:
+    """grpcio's synchronous stubs; the list through ``trio.to_thread``, each watch iterated
+    in a thread of its own that hands decoded responses to trio with ``run_sync_soon``."""
+
+    def __init__(self, channel: Any) -> None:
+        import grpc
+
+        from load.etcd_grpc_stubs import load_stubs
+
+        self.grpc = grpc
+        self.rpc_pb2, rpc_pb2_grpc, kv_pb2 = load_stubs()
+        self.kv = rpc_pb2_grpc.KVStub(channel)
+        self.watch_stub = rpc_pb2_grpc.WatchStub(channel)
+        self.delete = kv_pb2.Event.DELETE
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str) -> AsyncIterator[GrpcThreadVariant]:
+        import grpc
+
+        target = url.split("://", 1)[-1]
+        channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
+        try:
+            yield cls(channel)
+        finally:
+            channel.close()
+
+    async def list(self) -> tuple[list[KeyValue], int]:
         end = prefix_range_end(PREFIX)
 
         def page(key: bytes, revision: int) -> tuple[list[KeyValue], int, bool]:
-            resp = kv_stub.Range(
-                rpc_pb2.RangeRequest(key=key, range_end=end, limit=PAGE, revision=revision),
-                timeout=30,
-            )
+            req = self.rpc_pb2.RangeRequest(key=key, range_end=end, limit=PAGE, revision=revision)
+            resp = self.kv.Range(req, timeout=30)
             return [_kv(kv) for kv in resp.kvs], resp.header.revision, resp.more
 
-        t0, c0 = time.monotonic(), time.process_time()
         kvs: list[KeyValue] = []
-        key, pinned = prefix, 0
+        key, pinned = PREFIX.encode(), 0
         while True:
             got, rev, more = await trio.to_thread.run_sync(page, key, pinned)
             pinned = pinned or rev
             kvs.extend(got)
             if not more or not got:
-                break
+                return kvs, pinned
             key = got[-1].key.encode("utf-8", "surrogateescape") + b"\0"
-        report(
-            out, listed=len(kvs), list_s=time.monotonic() - t0, list_cpu_s=time.process_time() - c0
-        )
 
+    @contextlib.asynccontextmanager
+    async def watch(self, start: int) -> AsyncIterator[AsyncIterator[WatchResponse]]:
+        grpc, rpc_pb2, delete = self.grpc, self.rpc_pb2, self.delete
         token = trio.lowlevel.current_trio_token()
         send, receive = trio.open_memory_channel[WatchResponse | BaseException](math.inf)
         created = trio.Event()
         done_sending = threading.Event()
         create = rpc_pb2.WatchRequest(
             create_request=rpc_pb2.WatchCreateRequest(
-                key=prefix, range_end=end, start_revision=pinned + 1, progress_notify=True
+                key=PREFIX.encode(),
+                range_end=prefix_range_end(PREFIX),
+                start_revision=start,
+                progress_notify=True,
             )
         )
 
@@ -218,115 +247,128 @@ async def grpc_watcher(url: str, out: Any, stop: trio.Event, rec: Recorder) -> N
             yield create
             done_sending.wait()  # keep our half of the stream open until we stop
 
-        call = watch_stub.Watch(requests())
-        delete = kv_pb2.Event.DELETE
+        call = self.watch_stub.Watch(requests())
 
         def pump() -> None:
             try:
                 for resp in call:
                     if resp.created:
                         token.run_sync_soon(created.set)
-                        continue
-                    if resp.canceled:
+                    elif resp.canceled:
                         raise RuntimeError(f"watch cancelled: {resp.cancel_reason}")
-                    events = [
-                        WatchEvent("DELETE" if ev.type == delete else "PUT", _kv(ev.kv))
-                        for ev in resp.events
-                    ]
-                    token.run_sync_soon(
-                        send.send_nowait, WatchResponse(resp.header.revision, events)
-                    )
+                    else:
+                        item = WatchResponse(resp.header.revision, _events(resp, delete))
+                        token.run_sync_soon(send.send_nowait, item)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.CANCELLED:
                     token.run_sync_soon(send.send_nowait, exc)
             except BaseException as exc:  # handed to trio, raised there
                 token.run_sync_soon(send.send_nowait, exc)
 
+        async def responses() -> AsyncIterator[WatchResponse]:
+            async for item in receive:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
         thread = threading.Thread(target=pump, name="etcd-grpc-watch", daemon=True)
         thread.start()
-        with trio.fail_after(30):
-            await created.wait()
-        report(out, watching=True)
-        async with trio.open_nursery() as nursery:
-
-            async def consume() -> None:
-                async for item in receive:
-                    if isinstance(item, BaseException):
-                        raise item
-                    rec.record(item)
-
-            nursery.start_soon(consume)
-            await stop.wait()
-            nursery.cancel_scope.cancel()
-        call.cancel()
-        done_sending.set()
-        await trio.to_thread.run_sync(thread.join, 5)
-    finally:
-        channel.close()
+        try:
+            with trio.fail_after(30):
+                await created.wait()
+            yield responses()
+        finally:
+            call.cancel()
+            done_sending.set()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(thread.join, 5)
 
 
-async def h2_watcher(url: str, out: Any, stop: trio.Event, rec: Recorder) -> None:
+class H2Variant:
     """gRPC on trio itself: ``load.grpc_h2`` (h2 + protobuf), no thread."""
-    from load.etcd_grpc_stubs import load_stubs
-    from load.grpc_h2 import GrpcH2Channel
 
-    rpc_pb2, _, kv_pb2 = load_stubs()
-    host, port = url.split("://", 1)[-1].rsplit(":", 1)
-    prefix = PREFIX.encode()
-    end = prefix_range_end(PREFIX)
-    async with trio.open_nursery() as nursery:
-        channel = await GrpcH2Channel.open(nursery, host, int(port))
-        t0, c0 = time.monotonic(), time.process_time()
+    def __init__(self, channel: Any) -> None:
+        from load.etcd_grpc_stubs import load_stubs
+
+        self.channel = channel
+        self.rpc_pb2, _, kv_pb2 = load_stubs()
+        self.delete = kv_pb2.Event.DELETE
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str) -> AsyncIterator[H2Variant]:
+        from load.grpc_h2 import GrpcH2Channel
+
+        host, port = url.split("://", 1)[-1].rsplit(":", 1)
+        async with trio.open_nursery() as nursery:
+            channel = await GrpcH2Channel.open(nursery, host, int(port))
+            try:
+                yield cls(channel)
+            finally:
+                nursery.cancel_scope.cancel()
+                await channel.aclose()
+
+    async def list(self) -> tuple[list[KeyValue], int]:
+        rpc_pb2 = self.rpc_pb2
+        end = prefix_range_end(PREFIX)
         kvs: list[KeyValue] = []
-        key, pinned = prefix, 0
+        key, pinned = PREFIX.encode(), 0
         while True:
             req = rpc_pb2.RangeRequest(key=key, range_end=end, limit=PAGE, revision=pinned)
-            raw = await channel.unary("/etcdserverpb.KV/Range", req.SerializeToString())
+            raw = await self.channel.unary("/etcdserverpb.KV/Range", req.SerializeToString())
             resp = rpc_pb2.RangeResponse.FromString(raw)
             pinned = pinned or resp.header.revision
             got = [_kv(kv) for kv in resp.kvs]
             kvs.extend(got)
             if not resp.more or not got:
-                break
+                return kvs, pinned
             key = got[-1].key.encode("utf-8", "surrogateescape") + b"\0"
-        report(
-            out, listed=len(kvs), list_s=time.monotonic() - t0, list_cpu_s=time.process_time() - c0
-        )
+
+    @contextlib.asynccontextmanager
+    async def watch(self, start: int) -> AsyncIterator[AsyncIterator[WatchResponse]]:
+        rpc_pb2, delete = self.rpc_pb2, self.delete
         create = rpc_pb2.WatchRequest(
             create_request=rpc_pb2.WatchCreateRequest(
-                key=prefix, range_end=end, start_revision=pinned + 1, progress_notify=True
+                key=PREFIX.encode(),
+                range_end=prefix_range_end(PREFIX),
+                start_revision=start,
+                progress_notify=True,
             )
         )
-        call = await channel.start_call(
+        call = await self.channel.start_call(
             "/etcdserverpb.Watch/Watch", create.SerializeToString(), end_stream=False
         )
-        delete = kv_pb2.Event.DELETE
         decode = rpc_pb2.WatchResponse.FromString
 
-        async def consume() -> None:
-            async for item in call.receive:
-                if isinstance(item, BaseException):
-                    raise item
-                resp = decode(item)
-                if resp.created:
-                    report(out, watching=True)
-                    continue
-                if resp.canceled:
-                    raise RuntimeError(f"watch cancelled: {resp.cancel_reason}")
-                rec.record(
-                    WatchResponse(
-                        resp.header.revision,
-                        [
-                            WatchEvent("DELETE" if ev.type == delete else "PUT", _kv(ev.kv))
-                            for ev in resp.events
-                        ],
-                    )
-                )
+        async def next_response() -> Any:
+            item = await call.receive.receive()
+            if isinstance(item, BaseException):
+                raise item
+            resp = decode(item)
+            if resp.canceled:
+                raise RuntimeError(f"watch cancelled: {resp.cancel_reason}")
+            return resp
 
-        nursery.start_soon(consume)
-        await stop.wait()
-        nursery.cancel_scope.cancel()
-    await channel.aclose()
+        async def responses() -> AsyncIterator[WatchResponse]:
+            while True:
+                resp = await next_response()
+                yield WatchResponse(resp.header.revision, _events(resp, delete))
+
+        try:
+            with trio.fail_after(30):
+                while not (await next_response()).created:
+                    pass
+            yield responses()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.channel.cancel_call(call)
+
+
+VARIANT_CLASSES: dict[str, Any] = {
+    "gateway": GatewayVariant,
+    "grpc": GrpcThreadVariant,
+    "h2": H2Variant,
+}
 
 
 def report(out: Any, **fields: Any) -> None:
@@ -345,15 +387,45 @@ async def child(variant: str, url: str) -> None:
         await trio.to_thread.run_sync(sys.stdin.readline)
         stop.set()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(wait_stop)
-        watcher = {"gateway": gateway_watcher, "grpc": grpc_watcher, "h2": h2_watcher}[variant]
-        await watcher(url, out, stop, rec)
+    async with trio.open_nursery() as outer, VARIANT_CLASSES[variant].open(url) as v:
+        outer.start_soon(wait_stop)
+        t0, c0 = time.monotonic(), time.process_time()
+        kvs, revision = await v.list()
+        report(
+            out, listed=len(kvs), list_s=time.monotonic() - t0, list_cpu_s=time.process_time() - c0
+        )
+        del kvs
+        async with v.watch(revision + 1) as responses:
+            report(out, watching=True)
+            async with trio.open_nursery() as nursery:
+
+                async def consume() -> None:
+                    async for resp in responses:
+                        rec.record(resp)
+
+                nursery.start_soon(consume)
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+        # Replay: the same events again from history (a restarted Typha catching up): one
+        # watch from the list's revision until it has delivered as many events as the run.
+        t0, c0 = time.monotonic(), time.process_time()
+        replayed = 0
+        async with v.watch(revision + 1) as responses:
+            async for resp in responses:
+                replayed += len(resp.events)
+                if replayed >= rec.events:
+                    break
+        replay = {
+            "events": replayed,
+            "secs": time.monotonic() - t0,
+            "cpu_s": time.process_time() - c0,
+        }
     report(
         out,
         events=rec.events,
         responses=rec.responses,
         latency_ms=latency_summary(rec.latencies_ms),
+        replay=replay,
     )
 
 
@@ -459,6 +531,7 @@ async def one_run(
         proc.stdin.write("stop\n")
         proc.stdin.flush()
         summary = await read_json(proc)
+        e4 = cpu(epid)
         proc.wait(10)
     finally:
         if proc.poll() is None:
@@ -482,6 +555,10 @@ async def one_run(
         "list_s": round(listed["list_s"], 3),
         "list_watcher_cpu_s": round(listed["list_cpu_s"], 3),
         "list_etcd_cpu_s": round(e1 - e0, 3),
+        "replay_events": summary["replay"]["events"],
+        "replay_s": round(summary["replay"]["secs"], 3),
+        "replay_watcher_cpu_s": round(summary["replay"]["cpu_s"], 3),
+        "replay_etcd_cpu_s": round(e4 - e3, 3),
     }
 
 
@@ -494,6 +571,9 @@ SUMMARY_FIELDS = (
     ("list_s", "list 20k keys: wall (s)"),
     ("list_watcher_cpu_s", "list 20k keys: watcher CPU-s"),
     ("list_etcd_cpu_s", "list 20k keys: etcd CPU-s"),
+    ("replay_s", "replay of the run's events: wall (s)"),
+    ("replay_watcher_cpu_s", "replay: watcher CPU-s"),
+    ("replay_etcd_cpu_s", "replay: etcd CPU-s"),
 )
 
 

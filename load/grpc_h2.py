@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 import trio
@@ -31,6 +32,7 @@ class _Call:
     send: trio.MemorySendChannel[bytes | BaseException]
     receive: trio.MemoryReceiveChannel[bytes | BaseException]
     buffer: bytearray = field(default_factory=bytearray)
+    stream_id: int = 0
 
     def feed(self, data: bytes) -> None:
         """Append DATA and hand on every complete gRPC message (1-byte flag, 4-byte length)."""
@@ -129,6 +131,7 @@ class GrpcH2Channel:
         call = _Call(send, receive)
         conn = self._conn
         sid = conn.get_next_available_stream_id()
+        call.stream_id = sid
         self._calls[sid] = call
         conn.send_headers(
             sid,
@@ -144,6 +147,13 @@ class GrpcH2Channel:
         conn.send_data(sid, frame(request), end_stream=end_stream)
         await self._flush()
         return call
+
+    async def cancel_call(self, call: _Call) -> None:
+        """Reset the call's stream (gRPC's cancel: RST_STREAM with CANCEL)."""
+        if self._calls.pop(call.stream_id, None) is not None:
+            call.send.close()
+            self._conn.reset_stream(call.stream_id, h2.errors.ErrorCodes.CANCEL)
+            await self._flush()
 
     async def unary(self, path: str, request: bytes) -> bytes:
         call = await self.start_call(path, request, end_stream=True)
