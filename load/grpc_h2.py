@@ -9,7 +9,6 @@ deadlines on the wire, no compression, no retries: a measuring tool, not a produ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
@@ -18,45 +17,14 @@ import h2.events
 import h2.settings
 import trio
 
+from load.grpc_framing import GrpcCall, GrpcError, frame
+
 WINDOW = 16 * 1024 * 1024  # large flow-control windows: fewer WINDOW_UPDATE round trips
 
 
-class GrpcError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"grpc-status {status}: {message}")
-        self.status = status
-
-
-@dataclass
-class _Call:
-    send: trio.MemorySendChannel[bytes | BaseException]
-    receive: trio.MemoryReceiveChannel[bytes | BaseException]
-    buffer: bytearray = field(default_factory=bytearray)
-    stream_id: int = 0
-
-    def feed(self, data: bytes) -> None:
-        """Append DATA and hand on every complete gRPC message (1-byte flag, 4-byte length)."""
-        buf = self.buffer
-        buf += data
-        start = 0
-        while len(buf) - start >= 5:
-            length = int.from_bytes(buf[start + 1 : start + 5], "big")
-            if len(buf) - start - 5 < length:
-                break
-            if buf[start]:
-                raise GrpcError(12, "compressed message received but none negotiated")
-            self.send.send_nowait(bytes(buf[start + 5 : start + 5 + length]))
-            start += 5 + length
-        if start:
-            del buf[:start]
-
-
-def frame(message: bytes) -> bytes:
-    return b"\0" + len(message).to_bytes(4, "big") + message
-
-
 class GrpcH2Channel:
-    """``async with GrpcH2Channel.connect(host, port) as ch``: calls share one connection."""
+    """``await GrpcH2Channel.open(nursery, host, port)``: one connection, read by a task in
+    ``nursery``, that every call shares."""
 
     def __init__(self, stream: trio.SocketStream, authority: str) -> None:
         self._stream = stream
@@ -65,7 +33,7 @@ class GrpcH2Channel:
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self._send_lock = trio.Lock()
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, GrpcCall] = {}
         self._nursery: trio.Nursery | None = None
 
     @classmethod
@@ -126,9 +94,9 @@ class GrpcH2Channel:
             call.send.send_nowait(error)
         call.send.close()
 
-    async def start_call(self, path: str, request: bytes, *, end_stream: bool) -> _Call:
+    async def start_call(self, path: str, request: bytes, *, end_stream: bool) -> GrpcCall:
         send, receive = trio.open_memory_channel[bytes | BaseException](math.inf)
-        call = _Call(send, receive)
+        call = GrpcCall(send, receive)
         conn = self._conn
         sid = conn.get_next_available_stream_id()
         call.stream_id = sid
@@ -148,7 +116,7 @@ class GrpcH2Channel:
         await self._flush()
         return call
 
-    async def cancel_call(self, call: _Call) -> None:
+    async def cancel_call(self, call: GrpcCall) -> None:
         """Reset the call's stream (gRPC's cancel: RST_STREAM with CANCEL)."""
         if self._calls.pop(call.stream_id, None) is not None:
             call.send.close()
