@@ -102,7 +102,7 @@ def list_breakdown(url: str, page_size: int = 1000) -> dict[str, float]:
     import gc
 
     from typha.app import build_feed
-    from typha.cache.snapshot import encode_snapshot
+    from typha.cache.snapshot import encode_snapshot, msgpack_snapshot_bytes
     from typha.config import load_config
     from typha.jsonlimit import fast_loads
     from typha.model.keys import SyncerType
@@ -171,11 +171,12 @@ def list_breakdown(url: str, page_size: int = 1000) -> dict[str, float]:
         codec = gob_codec(True, 100)
         cpu("gob_deltas_s", lambda: [codec.crumb_bytes(c) for c in view.crumbs])
         kvs_b, revs = view.all_kvs_with_revisions()
-        snap = cpu(
-            "snapshot_s",
-            lambda: encode_snapshot(view.head_seq, view.revision, view.status, kvs_b, 0.0),
-        )
+        snap = encode_snapshot(view.head_seq, view.revision, view.status, kvs_b, 0.0)
         snap.kv_revisions = revs
+        cpu(
+            "snapshot_s",
+            lambda: (msgpack_snapshot_bytes(snap, False), msgpack_snapshot_bytes(snap, True)),
+        )
         cpu("gob_snapshot_s", lambda: _snapshot_plain(snap))
         out["keys"] = len(kvs)
     finally:
