@@ -10,8 +10,12 @@ history retention keeps counting across the restart.
 
 Format versions: 2 adds the per-KV metadata Calico's protocol sends (each key's revision, and
 each breadcrumb's update types and revisions), so gob clients of a restarted Typha get the
-same Revision, V3ResourceVersion and UpdateType as before. A version-1 file lacks them: it is
-refused as outdated (logged) and Typha starts cold.
+same Revision, V3ResourceVersion and UpdateType as before. 3 adds, in the clean shutdown's
+save only, each key's bytes as a snapshot of another encoding sends them (``bodies``, named
+by ``body_variant``: Calico's gob struct bodies), so the first gob snapshot after a warm
+restart joins them instead of encoding every value again (docs/architecture.md, "Warm
+restart"). An older file is refused as outdated (logged) and Typha starts cold; the next save
+writes the current format.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ from typha.model.keys import SyncerType
 from typha.protocol import SyncStatus
 
 from .feed import CacheFeed
-from .view import Breadcrumb, Revision, SyncerView, _Entry
+from .view import Breadcrumb, Revision, SavedBodies, SyncerView, _Entry
 
-FORMAT_VERSION = 2
+# What a clean shutdown saves per KV besides the KV itself: (variant, encode(kv, revision)).
+BodyEncoder = tuple[str, Callable[[bytes, Revision], bytes]]
+
+FORMAT_VERSION = 3
 # Bound the history we write: older clients get a conflated catch-up or a snapshot anyway.
 MAX_SAVED_HISTORY_UPDATES = 50_000
 # A file larger than this is not loaded at all (checked before reading it). 100k keys with
@@ -84,6 +91,9 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
                 (k, e.value_bytes, e.kv_bytes, e.changed_seq, e.revision)
                 for k, e in view.state.items()
             ],
+            # Filled by ``add_saved_bodies`` (a clean shutdown's save), in the state's order.
+            "body_variant": None,
+            "bodies": None,
             "tombstones": [(k, s, now_mono - t, kv) for k, (s, t, kv) in view._tombstones.items()],
             "tombstone_floor": view.tombstone_floor,
             "head_seq": view.head_seq,
@@ -115,6 +125,15 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
         "synced_once": feed.synced_once,
         "views": views,
     }
+
+
+def add_saved_bodies(snapshot: dict[str, Any], encoder: BodyEncoder) -> None:
+    """Add each state KV's bytes in another encoding to a collected snapshot (CPU-bound: run
+    it in the worker thread that writes the file; it reads only the collected references)."""
+    variant, encode = encoder
+    for view in snapshot["views"].values():
+        view["body_variant"] = variant
+        view["bodies"] = [encode(kv, rev) for _k, _v, kv, _s, rev in view["state"]]
 
 
 def write_cache_file(
@@ -171,7 +190,7 @@ def read_cache_file(path: str, *, max_bytes: int = MAX_CACHE_FILE_BYTES) -> dict
             if isinstance(version, int) and 0 < version < FORMAT_VERSION:
                 raise CacheFileOutdated(
                     f"{path}: cache file format version {version}, older than this Typha's "
-                    f"({FORMAT_VERSION}: with per-KV revisions and update types)"
+                    f"({FORMAT_VERSION})"
                 )
             if version != FORMAT_VERSION:
                 raise CacheFileError(f"{path}: unsupported cache file version {version!r}")
@@ -216,12 +235,26 @@ def restore(feed: CacheFeed, saved: dict[str, Any]) -> LoadedCache:
 def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downtime: float) -> None:
     if view.state or view.crumbs:
         raise ValueError("restore into a non-empty view")
+    rows = data["state"]
+    variant, bodies = data["body_variant"], data["bodies"]
+    if variant is not None and (
+        not isinstance(variant, str) or not isinstance(bodies, list) or len(bodies) != len(rows)
+    ):
+        raise ValueError("saved bodies do not match the state")
     # In change order, whatever order the file has (an older file is in first-insert order):
     # the view finds recent changes by walking from the newest (``changed_since``).
-    view.state = {
-        k: _Entry(value_bytes, kv_bytes, seq, _revision(rev))
-        for k, value_bytes, kv_bytes, seq, rev in sorted(data["state"], key=lambda row: row[3])
-    }
+    state: dict[str, _Entry] = {}
+    saved: dict[int, tuple[bytes, Revision, str, bytes]] = {}
+    for i in sorted(range(len(rows)), key=lambda i: rows[i][3]):
+        k, value_bytes, kv_bytes, seq, rev = rows[i]
+        entry = state[k] = _Entry(value_bytes, kv_bytes, seq, _revision(rev))
+        if variant is not None:
+            body = bodies[i]
+            if not isinstance(body, bytes) or not isinstance(kv_bytes, bytes):
+                raise ValueError(f"saved body of {k!r}: not bytes")
+            saved[id(kv_bytes)] = (kv_bytes, entry.revision, k, body)
+    view.state = state
+    view.saved_bodies = SavedBodies(variant, saved) if variant is not None else None
     view._tombstones = {
         k: (seq, now_mono - age - downtime, kv)
         for k, seq, age, kv in sorted(data["tombstones"], key=lambda row: row[1])

@@ -20,7 +20,7 @@ from typha.protocol import (
     frame,
 )
 
-from .view import Revision, SyncerView
+from .view import Revision, SavedBodies, SyncerView
 
 SNAPSHOT_CHUNK_KVS = 1000
 
@@ -43,6 +43,8 @@ class Snapshot:
     kvs: list[bytes] = field(default_factory=list, repr=False)
     # The KVs' revisions, in the same order (None if no KV has one).
     kv_revisions: list[Revision] | None = field(default=None, repr=False)
+    # The view's saved per-KV bytes of another encoding, if it has some (warm restart).
+    saved_bodies: SavedBodies | None = field(default=None, repr=False)
     _encoded: dict[str, bytes | trio.Event] = field(default_factory=dict, repr=False)
     # Per wire encoding: the breadcrumbs after this snapshot that its joiners have needed so
     # far, joined once (last seq, bytes, KV count) and extended by each later joiner.
@@ -152,6 +154,7 @@ class SnapshotCache:
                 encode_snapshot, seq, revision, status, kvs, self.clock()
             )
             snap.kv_revisions = revs
+            snap.saved_bodies = view.saved_bodies
             self._current = snap
             self.generated += 1
             if self.on_generated:
