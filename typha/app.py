@@ -277,7 +277,22 @@ class Typha:
             self.extra_tasks.append(rebalance_task(self, settings.rebalance))
 
     def _warm_start(self) -> int | None:
-        """Load the warm-restart file if there is a usable one; returns its epoch."""
+        """Load the warm-restart file if there is a usable one; returns its epoch.
+
+        While Typha starts (``gc_tuning.relaxed``) the collector does not run during the load
+        and the loaded cache is frozen right after it: every object the load makes is either
+        garbage freed by reference counting (the file's unpacked form) or lives as long as the
+        process (the cache); the collections would only walk them (~0.1 of ~0.3 CPU-s of a
+        warm start at 20,000 endpoints, after the imports)."""
+        if not gc_tuning.relaxed():
+            return self._load_cache_file()
+        with gc_tuning.paused():
+            epoch = self._load_cache_file()
+        # Nothing else is on the heap yet but the modules: no garbage is frozen with it.
+        gc.freeze()
+        return epoch
+
+    def _load_cache_file(self) -> int | None:
         path = self.settings.persist.path
         try:
             saved = persist.read_cache_file(path)
@@ -300,6 +315,7 @@ class Typha:
             self.feed = CacheFeed.from_settings(self.settings.cache)
             return None
         self.start_revision = loaded.revision
+        del saved  # the file's unpacked form: freed now (by reference counting)
         metrics.warm_restart_loads.labels("loaded" if loaded.clean else "loaded-unclean").inc()
         log.info(
             "warm restart: cache loaded",
