@@ -58,7 +58,7 @@ fuzz: setup
 		$(BIN)/python -m tests.fuzz.atheris_main $$t -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
 	done
 	$(BIN)/python -m tests.fuzz.atheris_main deep-selector -runs=$(FUZZ_DEEP_RUNS) -print_final_stats=1
-	TYPHA_FELIX_CLUSTERS=$(FUZZ_FELIX_CLUSTERS) $(BIN)/python -m pytest -q tests/felix/test_felix_random_clusters.py $(PYTEST_ARGS)
+	TYPHA_FELIX_CLUSTERS=$(FUZZ_FELIX_CLUSTERS) $(BIN)/python -m pytest -q tests/felix/test_felix_random_clusters.py tests/felix/test_felix_random_kubernetes.py $(PYTEST_ARGS)
 
 load: setup
 	$(BIN)/python -m load.matrix

@@ -103,7 +103,7 @@ def list_breakdown(url: str, page_size: int = 1000) -> dict[str, float]:
 
     from typha.app import build_feed
     from typha.cache import persist
-    from typha.cache.snapshot import encode_snapshot
+    from typha.cache.snapshot import encode_snapshot, msgpack_snapshot_bytes
     from typha.config import load_config
     from typha.jsonlimit import fast_loads
     from typha.model.keys import SyncerType
@@ -177,11 +177,12 @@ def list_breakdown(url: str, page_size: int = 1000) -> dict[str, float]:
         codec = gob_codec(True, 100)
         cpu("gob_deltas_s", lambda: [codec.crumb_bytes(c) for c in view.crumbs])
         kvs_b, revs = view.all_kvs_with_revisions()
-        snap = cpu(
-            "snapshot_s",
-            lambda: encode_snapshot(view.head_seq, view.revision, view.status, kvs_b, 0.0),
-        )
+        snap = encode_snapshot(view.head_seq, view.revision, view.status, kvs_b, 0.0)
         snap.kv_revisions = revs
+        cpu(
+            "snapshot_s",
+            lambda: (msgpack_snapshot_bytes(snap, False), msgpack_snapshot_bytes(snap, True)),
+        )
         cpu("gob_snapshot_s", lambda: _snapshot_plain(snap))
         # A clean shutdown's save with each KV's gob body, then the warm start's load and its
         # gob snapshot from those bodies.

@@ -23,7 +23,7 @@ import socket
 import time
 
 from typha.cache.feed import CacheFeed
-from typha.cache.snapshot import encode_snapshot
+from typha.cache.snapshot import encode_snapshot, msgpack_snapshot_bytes
 from typha.model.keys import SyncerType
 from typha.protocol import ServerHello, encode_payload, frame
 from typha.sync.base import ResyncFinished, ResyncStarted, Updates
@@ -54,7 +54,7 @@ def snapshot_bytes(n_endpoints: int) -> bytes:
     hello = frame(
         encode_payload(ServerHello(server_version="plain", epoch=1, syncer="felix", conn_id=1))
     )
-    return hello + snap.plain
+    return hello + msgpack_snapshot_bytes(snap, False)
 
 
 class _Conn:

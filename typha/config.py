@@ -236,7 +236,8 @@ PARAMS: tuple[Param, ...] = (
         "SnapshotReuseSecs",
         "float",
         10.0,
-        "How long a built snapshot serves later joiners.",
+        "How long a built snapshot serves later joiners once something has changed since it"
+        " (an unchanged one serves them whatever its age).",
         minimum=0,
     ),
     Param(

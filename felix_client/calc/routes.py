@@ -9,6 +9,7 @@ route changes accumulate until ``take_changes``.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -21,6 +22,14 @@ from felix_client.calc.state import FdbEntry, Neighbour, Route
 _PRIORITY = {"wl": 0, "borrowed": 1, "block": 2}
 # Scan a block's addresses (rather than all workloads) when its affinity changes, up to this size.
 _MAX_BLOCK_SCAN = 4096
+
+
+def default_vtep_mac(node_name: str) -> str:
+    """The VXLAN tunnel MAC of a node whose Node/host config names none, as Felix derives it
+    for its own device and for remote VTEPs alike: 0x66 then the first five bytes of SHA-1 of
+    the node name (docs/peers.md)."""
+    digest = hashlib.sha1(node_name.encode()).digest()[:5]
+    return ":".join(f"{b:02x}" for b in (0x66, *digest))
 
 
 def _ip_int(ip: str) -> int:
@@ -266,14 +275,15 @@ class RouteResolver:
             return False
 
     def vtep(self, name: str) -> tuple[str, str] | None:
-        """(tunnel IP, MAC) of a node's VXLAN tunnel endpoint; host config wins over the Node."""
+        """(tunnel IP, MAC) of a node's VXLAN tunnel endpoint; host config wins over the Node,
+        and a node without a MAC gets Felix's derived one."""
         cfg = self.model.host_config.get(name, {})
         node = self.model.nodes.get(name)
         ip = cfg.get("IPv4VXLANTunnelAddr") or (node.vxlan_tunnel_addr if node else None)
+        if not ip:
+            return None
         mac = cfg.get("VXLANTunnelMACAddr") or (node.vxlan_tunnel_mac if node else None)
-        if ip and mac:
-            return ip, mac
-        return None
+        return ip, mac or default_vtep_mac(name)
 
     def _remote_route(self, dst: str, node_name: str, pool: IPPool | None) -> Route | None:
         node_ip = self._node_ip(node_name)

@@ -28,6 +28,7 @@ from typing import Protocol
 from felix_client.calc.model.cluster import ClusterModel
 from felix_client.calc.model.objects import EncapMode
 from felix_client.calc.render.chains import VXLAN_DEVICE, VXLAN_PORT
+from felix_client.calc.routes import default_vtep_mac
 from felix_client.calc.state import DataplaneDelta, DataplaneState
 
 VXLAN_VNI = 4096  # Felix's default VXLANVNI
@@ -68,7 +69,8 @@ NO_HOST = HostSpec()  # the default: no tunnel device
 
 def host_spec(model: ClusterModel, node: str) -> HostSpec:
     """What this node needs: a VXLAN device when some IPv4 pool uses VXLAN and the node has
-    a VTEP address and MAC (host config wins over the Node resource, as in the route resolver)."""
+    a VTEP address (host config wins over the Node resource, as in the route resolver; without a
+    MAC, Felix's derived one)."""
     vxlan_pools = any(
         p.vxlan_mode is not EncapMode.NEVER for p in model.pools.values() if ":" not in p.cidr
     )
@@ -79,8 +81,9 @@ def host_spec(model: ClusterModel, node: str) -> HostSpec:
     local_ip = (info.ipv4_address if info is not None else None) or model.host_ips.get(node)
     tunnel_ip = cfg.get("IPv4VXLANTunnelAddr") or (info.vxlan_tunnel_addr if info else None)
     mac = cfg.get("VXLANTunnelMACAddr") or (info.vxlan_tunnel_mac if info else None)
-    if not (local_ip and tunnel_ip and mac):
+    if not (local_ip and tunnel_ip):
         return HostSpec()
+    mac = mac or default_vtep_mac(node)
     return HostSpec(VxlanDevice(local_ip=local_ip, tunnel_ip=tunnel_ip, mac=mac.lower()))
 
 

@@ -121,7 +121,7 @@ class KernelDataplane:
         text = ipsets.destroy_text(delta.ipsets_removed)
         if text is not None:
             await self._ipset_restore(text)
-        await self._apply_routes(delta, host)
+        await self._apply_routes(delta, state, host)
 
     async def resync(self, state: DataplaneState, host: HostSpec = NO_HOST) -> None:
         listed = await self._run_checked(["ipset", "list", "-t"], "ipset")
@@ -145,6 +145,14 @@ class KernelDataplane:
             await self._ipset_restore(text)
         if host.vxlan is not None:
             await self._ensure_device(host)
+        await self._resync_routes(state, host, forwarding=True)
+        if host.vxlan is None:
+            await self._ensure_device(host)
+
+    async def _resync_routes(
+        self, state: DataplaneState, host: HostSpec, *, forwarding: bool = False
+    ) -> None:
+        """Make the kernel's routes, neighbours and FDB entries exactly `state`'s."""
         vxlan_name = host.vxlan.name if host.vxlan else "vxlan.calico"
         result = await self._netlink(
             self._nl.resync, state.routes, state.neighbours, state.fdb, vxlan_name
@@ -152,9 +160,7 @@ class KernelDataplane:
         self._neigh = dict(state.neighbours)
         self._fdb = dict(state.fdb)
         self._pending = {_pending_key(i): i for i in result.pending}
-        if host.vxlan is None:
-            await self._ensure_device(host)
-        await self._after_netlink(result, forwarding=True)
+        await self._after_netlink(result, forwarding=forwarding)
 
     def pending_work(self) -> bool:
         return bool(self._pending)
@@ -172,10 +178,16 @@ class KernelDataplane:
 
     # --- routes ----------------------------------------------------------------------------------
 
-    async def _apply_routes(self, delta: DataplaneDelta, host: HostSpec) -> None:
+    async def _apply_routes(
+        self, delta: DataplaneDelta, state: DataplaneState, host: HostSpec
+    ) -> None:
         device_first = host.vxlan is not None
-        if device_first and host != self._host:
-            await self._ensure_device(host)
+        if device_first and host != self._host and await self._ensure_device(host):
+            # A new vxlan.calico (e.g. this node's VTEP went and came back): the kernel dropped
+            # the routes, neighbours and FDB entries of the old device with it, which the delta
+            # does not repeat; write them all again, as Felix does for a new device.
+            await self._resync_routes(state, host)
+            return
         if not (
             delta.routes_added
             or delta.routes_removed
@@ -225,12 +237,14 @@ class KernelDataplane:
             await self._ensure_device(host)
         await self._after_netlink(result)
 
-    async def _ensure_device(self, host: HostSpec) -> None:
+    async def _ensure_device(self, host: HostSpec) -> bool:
+        """Create, fix or delete vxlan.calico as `host` says; whether it was created."""
         device = host.vxlan
         name = device.name if device is not None else "vxlan.calico"
-        calls = await self._netlink(self._nl.ensure_vxlan, device, name)
+        calls, created = await self._netlink(self._nl.ensure_vxlan, device, name)
         self.stats.route_calls += calls
         self._host = host
+        return created
 
     async def _after_netlink(self, result: NetlinkResult, *, forwarding: bool = False) -> None:
         self.stats.route_calls += result.calls

@@ -384,9 +384,12 @@ class NetlinkRoutes:
 
     # --- the VXLAN device ------------------------------------------------------------------------
 
-    def ensure_vxlan(self, device: VxlanDevice | None, name: str) -> int:
-        """Create, fix or (``device is None``) delete the VXLAN device; returns netlink calls."""
+    def ensure_vxlan(self, device: VxlanDevice | None, name: str) -> tuple[int, bool]:
+        """Create, fix or (``device is None``) delete the VXLAN device; returns (netlink calls,
+        whether the device was created: the kernel keeps no route, neighbour or FDB entry of a
+        device it deleted, so a new device starts without any)."""
         out = NetlinkResult()
+        created = False
         ipr = self._ip()
         Err = _netlink_error()
         try:
@@ -398,7 +401,7 @@ class NetlinkRoutes:
         if device is None:
             if existing is not None:
                 self._call(out, "link", "del", index=existing["index"])
-            return out.calls
+            return out.calls, created
         if existing is not None and not _vxlan_matches(existing, device):
             self._call(out, "link", "del", index=existing["index"])
             existing = None
@@ -418,6 +421,7 @@ class NetlinkRoutes:
                     kwargs["vxlan_link"] = parent[0]
                     kwargs["mtu"] = parent[1] - VXLAN_OVERHEAD
                 self._call(out, "link", "add", **kwargs)
+                created = True
                 existing = ipr.link("get", ifname=name)[0]
             index = existing["index"]
             if (existing.get("IFLA_ADDRESS") or "").lower() != device.mac:
@@ -434,7 +438,7 @@ class NetlinkRoutes:
                 self._call(out, "addr", "add", index=index, address=device.tunnel_ip, prefixlen=32)
         except Err as exc:
             raise DataplaneError(f"vxlan device {name}: {exc}") from exc
-        return out.calls
+        return out.calls, created
 
     def _parent_of(self, ip: str) -> tuple[int, int] | None:
         """(ifindex, MTU) of the interface holding ``ip``."""

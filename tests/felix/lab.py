@@ -7,6 +7,10 @@ Layout (nothing in the root namespace gets an address):
         | veth
     <prefix>node  eth0 10.0.0.11/24  calico-felix as node1 (config/examples' node1 address),
                   plus one veth per local workload endpoint, named by its interfaceName
+
+`add_node` adds more nodes, each in its own subnet behind the control namespace, which then
+routes between the subnets (e.g. the examples' node3 at 10.0.1.13/24 via 10.0.1.1, a second
+Felix, for pod traffic across nodes over VXLAN).
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class FelixLab:
         self._nodes = 0
         self.etcd_peer: NsEtcd | None = None
         self.typha_peer: NsCalicoTypha | NsTyphaPy | None = None
+        # Extra nodes: node name -> namespace, and each node namespace's default gateway.
+        self.nodes: dict[str, str] = {}
+        self._gateways: dict[str, str] = {}
 
     def setup(self) -> None:
         self.ctl = self.namespaces.create("ctl")
@@ -54,6 +61,25 @@ class FelixLab:
         veth(self.node, "eth0", self.ctl, "eth0")
         run(["ip", "-n", self.ctl, "addr", "add", f"{CTL_IP}/24", "dev", "eth0"])
         run(["ip", "-n", self.node, "addr", "add", f"{NODE_IP}/24", "dev", "eth0"])
+        self._gateways[self.node] = CTL_IP
+
+    def add_node(self, name: str, address: str, gateway: str) -> str:
+        """Another node namespace `name` (address/prefix on its eth0) in its own subnet, whose
+        gateway `gateway` is the control namespace's end of its veth; the control namespace
+        forwards between the subnets.  Returns the namespace (also in `nodes`)."""
+        ns = self.namespaces.create(name)
+        prefix = address.split("/")[1]
+        veth(ns, "eth0", self.ctl, f"to-{name}")
+        run(["ip", "-n", self.ctl, "addr", "add", f"{gateway}/{prefix}", "dev", f"to-{name}"])
+        run(["ip", "-n", ns, "addr", "add", address, "dev", "eth0"])
+        run(["ip", "-n", ns, "route", "add", "default", "via", gateway])
+        run(["ip", "netns", "exec", self.ctl, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self.nodes[name] = ns
+        self._gateways[ns] = gateway
+        return ns
+
+    def node_ns(self, node_name: str) -> str:
+        return self.node if node_name == NODE_NAME else self.nodes[node_name]
 
     def fresh_node(self, felix: Felix) -> None:
         """Stop `felix` and replace the node namespace by an empty one (same names and address),
@@ -73,25 +99,29 @@ class FelixLab:
                 names.append(name)
         return names
 
-    def add_workload_namespaces(self, resources: Iterable[dict[str, Any]]) -> dict[str, str]:
+    def add_workload_namespaces(
+        self, resources: Iterable[dict[str, Any]], node_name: str = NODE_NAME
+    ) -> dict[str, str]:
         """Like `add_workload_interfaces`, but each workload end goes into its own namespace as
         a pod's eth0 (its /32 address, default route via 169.254.1.1 as Calico's CNI sets it),
-        for real packets.  Returns {interfaceName: namespace}."""
+        for real packets; on node `node_name` (node1 or one from `add_node`).
+        Returns {interfaceName: namespace}."""
+        node = self.node_ns(node_name)
         made = {}
         for r in resources:
             spec = r.get("spec", {})
-            if r.get("kind") == "WorkloadEndpoint" and spec.get("node") == NODE_NAME:
+            if r.get("kind") == "WorkloadEndpoint" and spec.get("node") == node_name:
                 iface = spec["interfaceName"]
                 ns = self.namespaces.create("w" + iface[4:])
-                veth(self.node, iface, ns, "eth0")
+                veth(node, iface, ns, "eth0")
                 ip = spec["ipNetworks"][0]
                 run(["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"])
                 run(["ip", "-n", ns, "route", "add", "169.254.1.1", "dev", "eth0"])
                 run(["ip", "-n", ns, "route", "add", "default", "via", "169.254.1.1"])
                 made[iface] = ns
-        run(["ip", "netns", "exec", self.node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         # Proxy ARP for the pods' 169.254.1.1 answers only if the node has a route to it.
-        run(["ip", "-n", self.node, "route", "add", "default", "via", CTL_IP])
+        run(["ip", "-n", node, "route", "replace", "default", "via", self._gateways[node]])
         return made
 
     def _started(self, peer: PeerProcess) -> Any:
@@ -137,15 +167,27 @@ class FelixLab:
             else:
                 load_etcd(store, resources)
 
-    def felix(self, store: Store, typha: NsCalicoTypha | NsTyphaPy | None, **kwargs: Any) -> Felix:
-        """Felix as node1 on `store` through `typha` (None: `typha_service=` in kwargs)."""
+    def felix(
+        self,
+        store: Store,
+        typha: NsCalicoTypha | NsTyphaPy | None,
+        node_name: str = NODE_NAME,
+        **kwargs: Any,
+    ) -> Felix:
+        """Felix as `node_name` (node1, or a node from `add_node`) on `store` through `typha`
+        (None: `typha_service=` in kwargs)."""
         if isinstance(store, NsKubeApiServer):
             kwargs["kubeconfig"] = store.kubeconfig_path
         else:
             kwargs["etcd_url"] = store.client_url
         if typha is not None:
             kwargs["typha"] = typha.address
-        felix = Felix(netns=self.node, hostname=NODE_NAME, binary=self.felix_binary, **kwargs)
+        felix = Felix(
+            netns=self.node_ns(node_name),
+            hostname=node_name,
+            binary=self.felix_binary,
+            **kwargs,
+        )
         return self._started(felix)
 
     def fresh_node_without_felix(self) -> None:
@@ -161,8 +203,8 @@ class FelixLab:
         with contextlib.suppress(ValueError):
             self._peers.remove(peer)
 
-    def snapshot(self) -> snapshot.Snapshot:
-        return snapshot.take(self.node)
+    def snapshot(self, node_name: str = NODE_NAME) -> snapshot.Snapshot:
+        return snapshot.take(self.node_ns(node_name))
 
     def close(self) -> None:
         for peer in reversed(self._peers):

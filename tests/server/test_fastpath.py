@@ -12,7 +12,7 @@ from felix_client.sync_client import SyncClient
 from tests.typha_harness import make_config, run_typha, wait_until, wep
 from typha import metrics
 from typha.cache.feed import CacheFeed
-from typha.cache.snapshot import Snapshot, encode_snapshot
+from typha.cache.snapshot import Snapshot, encode_snapshot, msgpack_snapshot_bytes
 from typha.cache.view import Breadcrumb
 from typha.model.keys import SyncerType
 from typha.protocol import SyncStatus
@@ -226,9 +226,14 @@ async def test_a_codecs_snapshot_bytes_are_built_once_for_concurrent_joiners() -
             nursery.start_soon(join)
     assert codec.snapshot_builds == 1 and got[0] == b"tkv1kv2"
     assert all(g is got[0] for g in got)
-    # The msgpack codecs serve the snapshot's own two encodings.
-    assert await MSGPACK.snapshot_bytes(snap) is snap.plain
-    assert await MSGPACK_ZSTD.snapshot_bytes(snap) is snap.zstd
+    # The msgpack codecs build theirs on first use and share them the same way.
+    assert "msgpack" not in snap._encoded and "msgpack+zstd" not in snap._encoded
+    plain = await MSGPACK.snapshot_bytes(snap)
+    assert await MSGPACK.snapshot_bytes(snap) is plain
+    assert plain == msgpack_snapshot_bytes(snap, False)
+    zstd = await MSGPACK_ZSTD.snapshot_bytes(snap)
+    assert await MSGPACK_ZSTD.snapshot_bytes(snap) is zstd
+    assert zstd == msgpack_snapshot_bytes(snap, True)
 
 
 # --- Which connections take the fast path ---------------------------------------------------------

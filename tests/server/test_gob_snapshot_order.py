@@ -21,8 +21,6 @@ def _snapshot(keys: list[str]) -> Snapshot:
         status=SyncStatus.IN_SYNC,
         n_kvs=len(kvs),
         created=0.0,
-        plain=b"",
-        zstd=b"",
         kvs=kvs,
         kv_revisions=[3, 1, 2],
     )

@@ -55,7 +55,8 @@ class FastPathClient(Protocol):
 
 class MsgpackCodec:
     """Our own protocol's frames (docs/protocol.md): the view encodes each breadcrumb's plain
-    frames when it mints it; the zstd variant compresses them once, on first use."""
+    frames when it mints it; the zstd variant compresses them once, on first use. A snapshot's
+    frames are built on its first msgpack joiner's request, once per variant."""
 
     def __init__(self, zstd: bool) -> None:
         self.zstd = zstd
@@ -65,7 +66,7 @@ class MsgpackCodec:
         return crumb.frames_for(self.zstd)
 
     async def snapshot_bytes(self, snap: Snapshot) -> bytes:
-        return snap.data(self.zstd)
+        return await snap.msgpack(self.zstd)
 
     def __repr__(self) -> str:
         return f"<codec {self.key}>"

@@ -63,6 +63,7 @@ class SyncServer:
                 reuse_secs=settings.snapshot_reuse_secs,
                 on_generated=self._snapshot_generated(s),
                 on_reused=metrics.snapshots_reused.labels(str(s)).inc,
+                on_encoded=self._snapshot_encoded(s),
             )
             for s, view in feed.views.items()
         }
@@ -108,8 +109,19 @@ class SyncServer:
 
         def record(snap: Snapshot) -> None:
             metrics.snapshots_generated.labels(s).inc()
-            metrics.snapshot_raw_bytes.labels(s).set(snap.raw_bytes)
-            metrics.snapshot_compressed_bytes.labels(s).set(snap.compressed_bytes)
+
+        return record
+
+    @staticmethod
+    def _snapshot_encoded(syncer: SyncerType) -> Callable[[str, bytes], None]:
+        """The size gauges, from our protocol's encodings (built on first use)."""
+        s = str(syncer)
+
+        def record(key: str, data: bytes) -> None:
+            if key == "msgpack":
+                metrics.snapshot_raw_bytes.labels(s).set(len(data))
+            elif key == "msgpack+zstd":
+                metrics.snapshot_compressed_bytes.labels(s).set(len(data))
 
         return record
 
