@@ -282,7 +282,7 @@ class Typha:
         While Typha starts (``gc_tuning.relaxed``) the collector does not run during the load
         and the loaded cache is frozen right after it: every object the load makes is either
         garbage freed by reference counting (the file's unpacked form) or lives as long as the
-        process (the cache); the collections would only walk them (~0.1 of ~0.3 CPU-s of a
+        process (the cache); the collections would only walk them (~0.05 of ~0.25 CPU-s of a
         warm start at 20,000 endpoints, after the imports)."""
         if not gc_tuning.relaxed():
             return self._load_cache_file()
@@ -339,7 +339,7 @@ class Typha:
             return
         # The clean save (the last one, at shutdown) also saves each KV's gob snapshot body,
         # so the next process serves its first gob snapshots without encoding every value
-        # (~0.25 CPU-s at 20,000 endpoints, spent here instead, after the clients have left).
+        # (~0.2 CPU-s at 20,000 endpoints, spent here instead, after the clients have left).
         v3 = self.settings.server.v3_resource_versions
         bodies: persist.BodyEncoder | None = None
         if clean:
