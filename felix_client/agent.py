@@ -180,6 +180,9 @@ class NodeAgent:
             port = 0 if self.metrics_port < 0 else self.metrics_port
             self.metrics_bound_port = self.metrics.serve(port, self.metrics_host)
         try:
+            host_mtu = await self.dataplane.host_mtu()
+            if host_mtu:
+                self.engine.set_host_mtu(host_mtu)
             task_status.started()
             while True:
                 reason = await self._wait_for_work()
@@ -246,7 +249,7 @@ class NodeAgent:
         started = time.perf_counter()
         delta = self.engine.flush()
         state = self.engine.state()
-        host = host_spec(self.engine.model, self.node)
+        host = host_spec(self.engine.model, self.node, self.engine.vxlan_mtu)
         self.last_calc_seconds = time.perf_counter() - started
         self.metrics.calc_update_time.observe(self.last_calc_seconds)
         self.metrics.record_delta(delta)

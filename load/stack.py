@@ -159,6 +159,8 @@ def typha_load_command(
         str(full_clients),
         "--typha-pid",
         str(typha.proc.pid),
+        "--typha-metrics",
+        f"http://127.0.0.1:{typha.metrics_port}/metrics",
         "--json",
         str(out.parent / f"{out.name}.json"),
         "--plot",

@@ -40,7 +40,14 @@ import msgpack
 import psutil
 import trio
 
-from .harness import WorkerPool, cpu_seconds, fetch_text, latency_summary, rss_bytes
+from .harness import (
+    WorkerPool,
+    cpu_seconds,
+    fetch_text,
+    latency_summary,
+    parse_prometheus,
+    rss_bytes,
+)
 from .lightclient import FULL, LIGHT, parse_address, state_digest
 
 NAMESPACES = 10
@@ -82,6 +89,82 @@ def typha_usage(pids: Sequence[int]) -> dict[int, tuple[float, int]]:
     return out
 
 
+# Typha's own timings, read from its /metrics before and after the churn (``--typha-metrics``).
+_SPLIT_SUMMARIES = {
+    "conversion": "typha_datastore_convert_secs",
+    "batching_window": "typha_fanout_wait_secs",
+    "fanout_run": "typha_fanout_run_secs",
+    # Not a part of the sum: Typha's ping → the client's pong, a gauge of how late the clients
+    # (and Typha's own reading) are, to tell the client's share of the rest.
+    "ping_rtt": "typha_ping_latency",
+}
+
+
+def scrape_split(urls: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Summary name → (sum, count) over the felix syncer of every Typha in ``urls``."""
+    out: dict[str, tuple[float, float]] = {}
+    for url in urls:
+        host_port, _, path = url.split("://", 1)[-1].partition("/")
+        host, port = parse_address(host_port, 9093)
+        with contextlib.suppress(Exception):
+            samples = parse_prometheus(fetch_text(host, port, "/" + (path or "metrics")))
+            for name in _SPLIT_SUMMARIES.values():
+                s, c = out.get(name, (0.0, 0.0))
+                label = "" if name.startswith("typha_datastore") else '{syncer="felix"}'
+                s += samples.get(f"{name}_sum{label}", 0.0)
+                c += samples.get(f"{name}_count{label}", 0.0)
+                out[name] = (s, c)
+    return out
+
+
+def latency_split(
+    lat_ms: Sequence[float],
+    commit_ms: Sequence[float],
+    before: dict[str, tuple[float, float]],
+    after: dict[str, tuple[float, float]],
+) -> dict[str, Any]:
+    """Where the write → client time goes, as means over the churn (ms): etcd commit (the
+    writer's txn); from Typha's /metrics the conversion of a watch response, the coalescing
+    window and half a fan-out run (a client's write comes on average half-way through a run);
+    and the rest (etcd's watch delivery including Typha reading and decoding the response,
+    and the client's read and parse). The parts are means of different populations (per put
+    txn, per update, per KV, per run), so the rest is an estimate."""
+    out: dict[str, Any] = {"etcd_commit_ms": latency_summary(commit_ms)}
+    if not lat_ms:
+        return out
+    total = sum(lat_ms) / len(lat_ms)
+    commit = sum(commit_ms) / len(commit_ms) if commit_ms else None
+    means: dict[str, float | None] = {}
+    for part, name in _SPLIT_SUMMARIES.items():
+        if name in before and name in after:
+            ds = after[name][0] - before[name][0]
+            dc = after[name][1] - before[name][1]
+            means[part] = ds / dc * 1000 if dc else None
+        else:
+            means[part] = None
+    run = means["fanout_run"]
+    parts = {
+        "end_to_end": total,
+        "etcd_commit": commit,
+        "conversion": means["conversion"],
+        "batching_window": means["batching_window"],
+        "fanout_half_run": None if run is None else run / 2,
+        "fanout_run": run,
+    }
+    known = [
+        parts["etcd_commit"],
+        parts["conversion"],
+        parts["batching_window"],
+        parts["fanout_half_run"],
+    ]
+    parts["watch_delivery_client_rest"] = (
+        None if None in known else total - sum(k for k in known if k is not None)
+    )
+    parts["ping_rtt"] = means["ping_rtt"]
+    out["mean_ms"] = {k: None if v is None else round(v, 2) for k, v in parts.items()}
+    return out
+
+
 # --- Pods -------------------------------------------------------------------------------------
 
 
@@ -106,6 +189,7 @@ class Churn:
     ops: dict[str, int] = field(default_factory=lambda: {"create": 0, "relabel": 0, "delete": 0})
     errors: int = 0
     last_error: str = ""
+    commit_ms: list[float] = field(default_factory=list)  # stamp → etcd's answer, per put txn
 
     def new_pod(self) -> Pod:
         i = self.next_id
@@ -179,6 +263,8 @@ async def write_ops(client: Any, churn: Churn, n: int, target: int) -> None:
     try:
         if puts:
             await apply_resources(client, [Churn.resource(p, now) for p in puts.values()])
+            # The stamp was taken before the txn: this is the etcd-commit part of the latency.
+            churn.commit_ms.append((time.time() - now) * 1000)
         if deletes:
             await delete_resources(client, [Churn.resource(p, None) for p in deletes.values()])
     except Exception as exc:  # count and go on: a load tool reports failures, it does not stop
@@ -358,6 +444,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return None if None in vals else max(v for v in vals if v is not None)
 
         series = Series()
+        split0: dict[str, tuple[float, float]] = {}
         all_sync_at: float | None = None
         churn_started: float | None = None
         last_t, last_kvs, last_ops = time.time(), 0.0, 0
@@ -375,6 +462,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if churn_started is None and (all_sync_at is not None or now > deadline_sync):
                 churn_started = now  # after the deadline: churn anyway, report the shortfall
                 kvs_at_churn = s.get("kvs_delta", 0)
+                split0 = scrape_split(args.typha_metrics or ())
             if churn_started is not None and now - churn_started >= args.duration:
                 break
             # Open loop: operations fall due with wall time, however long the writes take.
@@ -410,6 +498,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             await trio.sleep(writer_tick)
         churn_ended = time.time()
+        split1 = scrape_split(args.typha_metrics or ())
         usage1 = typha_usage(pids)
         pids_end = pids
         if len(usage1) < len(pids):  # a Typha restarted (or died): find what serves now
@@ -424,6 +513,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "clients_in_sync": int(s.get("in_sync", 0)),
                 "time_to_all_in_sync_s": round(all_sync_at - t_start, 3) if all_sync_at else None,
                 "update_latency_ms": latency_summary(lat_all),
+                "latency_split": latency_split(lat_all, churn.commit_ms, split0, split1),
                 "client_updates_per_s": round(
                     (s.get("kvs_delta", 0) - kvs_at_churn) / churn_secs, 1
                 )
@@ -540,6 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default="", help="write a PNG here")
     p.add_argument("--typha-pid", type=int, action="append", help="Typha's pid (repeatable)")
     p.add_argument("--typha-status", action="append", help="Typha status URL (has its pid)")
+    p.add_argument(
+        "--typha-metrics",
+        action="append",
+        help="Typha /metrics URL (repeatable): its fan-out timings split the latency",
+    )
     p.add_argument("--sync-timeout", type=float, default=120.0, help="wait for all in sync")
     p.add_argument("--settle", type=float, default=30.0, help="wait for convergence")
     p.add_argument("--keep", action="store_true", help="leave the load's pods in etcd")

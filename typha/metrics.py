@@ -106,6 +106,15 @@ fanout_direct_writes = Counter(
 fanout_slow_wakeups = Counter(
     "typha_fanout_slow_wakeups", "Clients handed to their own writer (behind or busy).", _S
 )
+fanout_wait_secs = Summary(
+    "typha_fanout_wait_secs",
+    "Per KV: from its breadcrumb's birth to the start of the fan-out run that takes it (the "
+    "coalescing window).",
+    _S,
+)
+fanout_run_secs = Summary(
+    "typha_fanout_run_secs", "Duration of each fan-out run over all caught-up clients.", _S
+)
 bytes_sent = Counter("typha_bytes_sent", "Bytes written to clients.", _S)
 updates_skipped_by_reason = Counter(
     "typha_updates_skipped_by_reason", "Datastore changes that produced no update.", ["reason"]
@@ -165,6 +174,8 @@ def precreate() -> None:
             catchups_refused,
             fanout_direct_writes,
             fanout_slow_wakeups,
+            fanout_wait_secs,
+            fanout_run_secs,
             bytes_sent,
         ):
             vec.labels(s)

@@ -29,6 +29,7 @@ from felix_client.calc.chaintable import ChainTable
 from felix_client.calc.ipsets import IPSetMemberIndex
 from felix_client.calc.ipsetspec import (
     ALL_HOSTS_ID,
+    ALL_VXLAN_ID,
     MASQ_POOLS_ID,
     NETWORK_POOLS_ID,
     TYPE_NET,
@@ -55,7 +56,7 @@ from felix_client.calc.render.text import (
     neighbours_text,
     routes_text,
 )
-from felix_client.calc.routes import RouteResolver
+from felix_client.calc.routes import FALLBACK_HOST_MTU, VXLAN_OVERHEAD, RouteResolver
 from felix_client.calc.rules import DataplaneRule, rules_ipsets, scan_rules
 from felix_client.calc.state import DataplaneDelta, DataplaneState, IPSet
 
@@ -84,7 +85,6 @@ _NOT_PARSED = (Kind.READY, Kind.IGNORED)
 _N_BUCKETS = max(_KIND_ORDER.values()) + 2  # the last bucket holds remote workloads
 _TUNNEL_CONFIG = frozenset({"IPv4VXLANTunnelAddr", "VXLANTunnelMACAddr", "IpInIpTunnelAddr"})
 _Owner = tuple[str, Any]  # ("pol", PolicyId) or ("prof", name)
-_FIXED_SET_IDS = (NETWORK_POOLS_ID, MASQ_POOLS_ID, ALL_HOSTS_ID)
 
 
 def _brief(exc: BaseException) -> str:
@@ -145,6 +145,7 @@ class CalcEngine:
         self._static_dirty = True
         self._dispatch_dirty = True
         self._fixed_dirty = True
+        self._host_mtu = FALLBACK_HOST_MTU
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -153,6 +154,17 @@ class CalcEngine:
         pending = self._pending
         for key, value in updates:
             pending[key] = value
+
+    def set_host_mtu(self, mtu: int) -> None:
+        """The host MTU the backend detected (Felix: the smallest MTU of the up interfaces
+        matching its MTU interface pattern); the VXLAN MTU defaults to it minus 50."""
+        self._host_mtu = mtu
+
+    @property
+    def vxlan_mtu(self) -> int:
+        """The VXLAN MTU as of the last ``flush``: routes through vxlan.calico carry it, and the
+        device gets it."""
+        return self._routes.vxlan_mtu
 
     def snapshot_done(self) -> None:
         """The initial snapshot is complete (Typha's InSync)."""
@@ -278,6 +290,7 @@ class CalcEngine:
         if update.kind is Kind.HOST_CONFIG:
             if update.id in _TUNNEL_CONFIG:
                 self._routes.on_node(update.host)  # VTEP addresses live in host config
+                self._fixed_dirty = True  # and all-vxlan-net holds the nodes with a VTEP
             if update.host != self.node_name:
                 return
         self._static_dirty = True
@@ -469,6 +482,9 @@ class CalcEngine:
             drop_invalid=not _truthy(model.config(me, "DisableConntrackInvalidCheck")),
         )
         log_prefix = model.config(me, "LogPrefix", DEFAULT_LOG_PREFIX) or DEFAULT_LOG_PREFIX
+        configured_mtu = model.config(me, "VXLANMTU")
+        vxlan_mtu = int(configured_mtu) if (configured_mtu or "").strip().isdigit() else 0
+        self._routes.set_vxlan_mtu(vxlan_mtu or self._host_mtu - VXLAN_OVERHEAD)
         if options != self._options:
             if (
                 options.allow_ipip_from_workloads,
@@ -490,25 +506,32 @@ class CalcEngine:
             self._update_fixed_sets()
 
     def _update_fixed_sets(self) -> None:
+        """The pool sets always; the IPIP peers' set (every node's address) while a pool uses
+        IPIP, and the VXLAN peers' set (the address of each remote node with a VTEP) while a
+        pool uses VXLAN: the sets Felix's tunnel rules in cali-INPUT/cali-OUTPUT match on."""
         pools = [p for p in self.model.pools.values() if ":" not in p.cidr]
-        hosts = set()
-        for name in set(self.model.nodes) | set(self.model.host_ips):
-            node = self.model.nodes.get(name)
-            ip = (
-                node.ipv4_address
-                if node is not None and node.ipv4_address
-                else self.model.host_ips.get(name)
-            )
-            if ip:
-                hosts.add(f"{ip}/32")
         wanted = {
             NETWORK_POOLS_ID: frozenset(p.cidr for p in pools),
             MASQ_POOLS_ID: frozenset(p.cidr for p in pools if p.masquerade),
-            ALL_HOSTS_ID: frozenset(hosts),
         }
-        for set_id, members in wanted.items():
-            name = ipset_name(set_id)
-            self._fixed[name] = IPSet(name, TYPE_NET, members)
+        if any(p.ipip_mode is not EncapMode.NEVER for p in pools):
+            hosts = set()
+            for name in set(self.model.nodes) | set(self.model.host_ips):
+                node = self.model.nodes.get(name)
+                ip = (
+                    node.ipv4_address
+                    if node is not None and node.ipv4_address
+                    else self.model.host_ips.get(name)
+                )
+                if ip:
+                    hosts.add(f"{ip}/32")
+            wanted[ALL_HOSTS_ID] = frozenset(hosts)
+        if any(p.vxlan_mode is not EncapMode.NEVER for p in pools):
+            wanted[ALL_VXLAN_ID] = frozenset(f"{ip}/32" for ip in self._routes.vtep_peer_ips())
+        self._fixed = {
+            ipset_name(set_id): IPSet(ipset_name(set_id), TYPE_NET, members)
+            for set_id, members in wanted.items()
+        }
 
     def _render_endpoints(self) -> None:
         dirty, self._dirty_endpoints = self._dirty_endpoints, set()
@@ -613,6 +636,9 @@ class CalcEngine:
         for name in (*added, *removed_members, *removed_sets):
             self._ipset_cache.pop(name, None)
         self._ipset_cache.update(created)
+        for name in self._fixed_flushed.keys() - self._fixed.keys():
+            removed_sets.add(name)  # a tunnel set no longer referenced (e.g. IPIP turned off)
+            self._ipset_cache.pop(name, None)
         for name, ipset in self._fixed.items():
             previous = self._fixed_flushed.get(name)
             if previous is None:

@@ -21,7 +21,8 @@ TYPE_IP_PORT = "hash:ip,port"
 # Fixed set IDs.
 MASQ_POOLS_ID = "masq-ipam-pools"
 NETWORK_POOLS_ID = "network-ip-pools"  # Felix's name (IPSetIDNetworkPools)
-ALL_HOSTS_ID = "all-hosts-net"
+ALL_HOSTS_ID = "all-hosts-net"  # every node's address: IPIP peers (Felix: only with IPIP)
+ALL_VXLAN_ID = "all-vxlan-net"  # remote nodes with a VTEP: VXLAN peers (Felix: only with VXLAN)
 
 
 def ipset_name(set_id: str) -> str:

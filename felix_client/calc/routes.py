@@ -20,6 +20,8 @@ from felix_client.calc.render.chains import IPIP_DEVICE, VXLAN_DEVICE
 from felix_client.calc.state import FdbEntry, Neighbour, Route
 
 _PRIORITY = {"wl": 0, "borrowed": 1, "block": 2}
+VXLAN_OVERHEAD = 50  # outer IPv4 + UDP + VXLAN headers: the VXLAN MTU is the host's minus this
+FALLBACK_HOST_MTU = 1460  # Felix's host MTU when no interface matches its MTU interface pattern
 # Scan a block's addresses (rather than all workloads) when its affinity changes, up to this size.
 _MAX_BLOCK_SCAN = 4096
 
@@ -94,6 +96,13 @@ class RouteResolver:
         self._fdb_claims: dict[str, dict[str, FdbEntry]] = {}
         self._neigh_before: dict[str, Neighbour | None] = {}
         self._fdb_before: dict[str, FdbEntry | None] = {}
+        # The MTU of routes through vxlan.calico (Felix: VXLANMTU, else the host MTU - 50).
+        self.vxlan_mtu = FALLBACK_HOST_MTU - VXLAN_OVERHEAD
+
+    def set_vxlan_mtu(self, mtu: int) -> None:
+        if mtu != self.vxlan_mtu:
+            self.vxlan_mtu = mtu
+            self.recompute_all()
 
     # --- queries ---------------------------------------------------------------------------------
 
@@ -105,6 +114,11 @@ class RouteResolver:
 
     def fdb(self) -> dict[str, FdbEntry]:
         return dict(self._fdb)
+
+    def vtep_peer_ips(self) -> set[str]:
+        """The addresses of the remote nodes with a VTEP: where VXLAN packets may come from
+        and go to (Felix's all-vxlan-net set)."""
+        return {fdb.dst for _, fdb in self._vtep_by_node.values()}
 
     # --- inputs ----------------------------------------------------------------------------------
 
@@ -296,7 +310,15 @@ class RouteResolver:
             vtep = self.vtep(node_name)
             if vtep is None:
                 return None
-            return Route(dst, via=vtep[0], dev=VXLAN_DEVICE, onlink=True)
+            # As Felix: the tunnel's MTU, and the device-route protocol (boot, shown as none);
+            # such routes are recognised by their device, not their protocol.
+            return Route(
+                dst, via=vtep[0], dev=VXLAN_DEVICE, onlink=True, proto=None, mtu=self.vxlan_mtu
+            )
+        if pool is not None and EncapMode.CROSS_SUBNET in (pool.ipip_mode, pool.vxlan_mode):
+            # A CrossSubnet pool's node in our subnet: Felix's direct ("no-encap") route, onlink
+            # through the interface that holds our own address (the backend finds it).
+            return Route(dst, via=node_ip, onlink=True)
         return Route(dst, via=node_ip)
 
     def _recompute_block(self, cidr: str) -> None:

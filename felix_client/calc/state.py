@@ -35,6 +35,7 @@ class Route:
     onlink: bool = False
     scope_link: bool = False
     proto: int | None = 80  # None: the kernel default (boot), which ``ip route`` hides
+    mtu: int | None = None  # a route MTU (the VXLAN MTU on routes through vxlan.calico)
 
     def render(self) -> str:
         """``ip route`` syntax, e.g. ``10.0.2.0/26 via 10.0.0.12 dev tunl0 onlink proto 80``."""
@@ -49,6 +50,8 @@ class Route:
             parts += ["scope", "link"]
         if self.proto is not None:
             parts += ["proto", str(self.proto)]
+        if self.mtu is not None:
+            parts += ["mtu", str(self.mtu)]
         return " ".join(parts)
 
 

@@ -32,7 +32,6 @@ from felix_client.calc.routes import default_vtep_mac
 from felix_client.calc.state import DataplaneDelta, DataplaneState
 
 VXLAN_VNI = 4096  # Felix's default VXLANVNI
-VXLAN_OVERHEAD = 50  # outer IPv4 + UDP + VXLAN headers
 
 
 class DataplaneError(Exception):
@@ -46,6 +45,7 @@ class VxlanDevice:
     local_ip: str  # this node's IPv4 address: the outer source of encapsulated packets
     tunnel_ip: str  # IPv4VXLANTunnelAddr, assigned as a /32 to the device
     mac: str  # VXLANTunnelMACAddr
+    mtu: int | None = None  # the VXLAN MTU (None: the parent interface's MTU - 50)
     name: str = VXLAN_DEVICE
     vni: int = VXLAN_VNI
     port: int = VXLAN_PORT
@@ -67,10 +67,10 @@ class HostSpec:
 NO_HOST = HostSpec()  # the default: no tunnel device
 
 
-def host_spec(model: ClusterModel, node: str) -> HostSpec:
+def host_spec(model: ClusterModel, node: str, vxlan_mtu: int | None = None) -> HostSpec:
     """What this node needs: a VXLAN device when some IPv4 pool uses VXLAN and the node has
     a VTEP address (host config wins over the Node resource, as in the route resolver; without a
-    MAC, Felix's derived one)."""
+    MAC, Felix's derived one), with MTU ``vxlan_mtu`` (the engine's ``vxlan_mtu``)."""
     vxlan_pools = any(
         p.vxlan_mode is not EncapMode.NEVER for p in model.pools.values() if ":" not in p.cidr
     )
@@ -84,7 +84,9 @@ def host_spec(model: ClusterModel, node: str) -> HostSpec:
     if not (local_ip and tunnel_ip):
         return HostSpec()
     mac = mac or default_vtep_mac(node)
-    return HostSpec(VxlanDevice(local_ip=local_ip, tunnel_ip=tunnel_ip, mac=mac.lower()))
+    return HostSpec(
+        VxlanDevice(local_ip=local_ip, tunnel_ip=tunnel_ip, mac=mac.lower(), mtu=vxlan_mtu)
+    )
 
 
 @dataclass
@@ -119,6 +121,10 @@ class Dataplane(Protocol):
     async def resync(self, state: DataplaneState, host: HostSpec = NO_HOST) -> None: ...
 
     def pending_work(self) -> bool: ...
+
+    async def host_mtu(self) -> int | None:
+        """The node's host MTU as Felix detects it (``None``: nothing to detect it from)."""
+        ...
 
     async def retry_pending(self) -> None: ...
 

@@ -100,6 +100,9 @@ class DryRunDataplane:
     async def resync(self, state: DataplaneState, host: HostSpec = NO_HOST) -> None:
         await self._write(state, host, set(FILES))
 
+    async def host_mtu(self) -> int | None:
+        return None  # no node: the engine keeps Felix's fallback host MTU
+
     def pending_work(self) -> bool:
         return False
 

@@ -162,6 +162,9 @@ class KernelDataplane:
         self._pending = {_pending_key(i): i for i in result.pending}
         await self._after_netlink(result, forwarding=forwarding)
 
+    async def host_mtu(self) -> int | None:
+        return await self._thread.run(self._nl.host_mtu)
+
     def pending_work(self) -> bool:
         return bool(self._pending)
 

@@ -7,7 +7,9 @@ ever used by one thread at a time.
 What is ours (and may therefore be replaced or deleted):
 
 * routes in the main table with protocol 80 (Felix's ``DefaultRouteProto``): block blackholes,
-  routes to remote blocks and borrowed /32s;
+  routes to remote blocks and borrowed /32s (direct or through ``tunl0``);
+* routes through ``vxlan.calico``, which Felix programs with the device-route protocol (``boot``)
+  and the VXLAN MTU, and recognises by their device;
 * /32 routes whose output interface is a workload interface (``cali*``), which Felix programs
   with the device-route protocol (``boot``, 3);
 * permanent neighbour and FDB entries on ``vxlan.calico``, and that device itself.
@@ -20,13 +22,16 @@ kept and retried.
 from __future__ import annotations
 
 import errno
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from felix_client.calc.render.chains import VXLAN_DEVICE
+from felix_client.calc.routes import VXLAN_OVERHEAD
 from felix_client.calc.state import FdbEntry, Neighbour, Route
-from felix_client.dataplane.base import VXLAN_OVERHEAD, DataplaneError, VxlanDevice
+from felix_client.dataplane.base import DataplaneError, VxlanDevice
 
 MAIN_TABLE = 254
 RTPROT_KERNEL = 2
@@ -45,6 +50,8 @@ WORKLOAD_PREFIX = "cali"
 # directly reachable (a remote block in another subnet without encapsulation: BGP's job).
 _NOT_YET = {errno.ENODEV, errno.ENETDOWN, errno.ENETUNREACH}
 _GONE = {errno.ESRCH, errno.ENOENT, errno.ENODEV}
+# Felix's default MTUIfacePattern: the host interfaces whose smallest MTU is the host MTU.
+MTU_IFACE_PATTERN = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
 
 
 def _netlink_error() -> type[Exception]:
@@ -64,6 +71,7 @@ class KernelRoute:
     gateway: str | None
     oif: str | None
     onlink: bool
+    mtu: int | None = None
 
 
 def route_key(route: Route) -> KernelRoute:
@@ -77,11 +85,14 @@ def route_key(route: Route) -> KernelRoute:
         gateway=route.via,
         oif=None if blackhole else route.dev,
         onlink=route.onlink,
+        mtu=route.mtu,
     )
 
 
 def is_ours(kr: KernelRoute) -> bool:
     if kr.proto == 80:
+        return True
+    if kr.oif == VXLAN_DEVICE and kr.proto != RTPROT_KERNEL:
         return True
     return (
         kr.dst.endswith("/32")
@@ -152,11 +163,18 @@ class NetlinkRoutes:
             kwargs["gateway"] = route.via
         if route.onlink:
             kwargs["flags"] = RTNH_F_ONLINK
+        if route.mtu is not None:
+            kwargs["metrics"] = {"mtu": route.mtu}
         if route.dev and key.type != RTN_BLACKHOLE:
             index = links.get(route.dev)
             if index is None:
                 return None
             kwargs["oif"] = index
+        elif route.onlink and route.via:
+            # An onlink gateway needs its device: the one the kernel reaches the gateway through
+            # (for a node in our subnet, the interface holding our own address).  Raises
+            # ENETUNREACH (retried later) while there is none.
+            kwargs["oif"] = self._ip().route("get", dst=route.via)[0].get("RTA_OIF")
         return kwargs
 
     def _replace_route(self, route: Route, links: Mapping[str, int], out: NetlinkResult) -> None:
@@ -218,6 +236,7 @@ class NetlinkRoutes:
                     gateway=msg.get("RTA_GATEWAY"),
                     oif=names.get(oif) if oif is not None else None,
                     onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+                    mtu=_route_mtu(msg),
                 )
             )
         return out
@@ -419,11 +438,13 @@ class NetlinkRoutes:
                 parent = self._parent_of(device.local_ip)
                 if parent is not None:
                     kwargs["vxlan_link"] = parent[0]
-                    kwargs["mtu"] = parent[1] - VXLAN_OVERHEAD
+                    kwargs["mtu"] = device.mtu or parent[1] - VXLAN_OVERHEAD
                 self._call(out, "link", "add", **kwargs)
                 created = True
                 existing = ipr.link("get", ifname=name)[0]
             index = existing["index"]
+            if device.mtu and existing.get("IFLA_MTU") != device.mtu:
+                self._call(out, "link", "set", index=index, mtu=device.mtu)
             if (existing.get("IFLA_ADDRESS") or "").lower() != device.mac:
                 self._call(out, "link", "set", index=index, address=device.mac)
             if not existing["flags"] & 1:  # IFF_UP
@@ -448,6 +469,27 @@ class NetlinkRoutes:
                 link = ipr.link("get", index=a["index"])[0]
                 return a["index"], link.get("IFLA_MTU") or 1500
         return None
+
+    def host_mtu(self, pattern: str = MTU_IFACE_PATTERN) -> int | None:
+        """The smallest MTU of the up interfaces whose name matches ``pattern`` (Felix's host
+        MTU detection); ``None`` if none matches."""
+        regex = re.compile(pattern)
+        mtus = [
+            link.get("IFLA_MTU")
+            for link in self._ip().get_links()
+            if regex.match(link.get("IFLA_IFNAME") or "")
+            and (
+                link.get("IFLA_OPERSTATE") == "UP"
+                or (link.get("IFLA_OPERSTATE") == "UNKNOWN" and link["flags"] & 1)
+            )
+            and link.get("IFLA_MTU")
+        ]
+        return min(mtus) if mtus else None
+
+
+def _route_mtu(msg: Any) -> int | None:
+    metrics = msg.get("RTA_METRICS")
+    return metrics.get("RTAX_MTU") if metrics is not None else None
 
 
 def _same(kernel: KernelRoute, wanted: KernelRoute) -> bool:

@@ -42,7 +42,7 @@ def test_ipip_always() -> None:
 
 def test_ipip_cross_subnet_is_direct_within_subnet() -> None:
     routes, _ = routes_for(cluster({"ipip": "CrossSubnet"}))
-    assert routes["10.0.2.0/26"] == "10.0.2.0/26 via 192.168.1.12 proto 80"
+    assert routes["10.0.2.0/26"] == "10.0.2.0/26 via 192.168.1.12 onlink proto 80"
     assert routes["10.0.3.0/26"] == "10.0.3.0/26 via 192.168.2.13 dev tunl0 onlink proto 80"
 
 
@@ -54,8 +54,8 @@ def test_no_encapsulation_is_direct() -> None:
 
 def test_vxlan_routes_neighbours_and_fdb() -> None:
     routes, state = routes_for(cluster({"vxlan": "Always"}))
-    assert routes["10.0.2.0/26"] == "10.0.2.0/26 via 10.0.2.0 dev vxlan.calico onlink proto 80"
-    assert routes["10.0.3.0/26"] == "10.0.3.0/26 via 10.0.3.0 dev vxlan.calico onlink proto 80"
+    assert routes["10.0.2.0/26"] == "10.0.2.0/26 via 10.0.2.0 dev vxlan.calico onlink mtu 1410"
+    assert routes["10.0.3.0/26"] == "10.0.3.0/26 via 10.0.3.0 dev vxlan.calico onlink mtu 1410"
     assert {ip: n.render() for ip, n in state.neighbours.items()} == {
         "10.0.2.0": "neigh 10.0.2.0 lladdr 66:00:00:00:00:02 dev vxlan.calico nud permanent",
         "10.0.3.0": "neigh 10.0.3.0 lladdr 66:00:00:00:00:03 dev vxlan.calico nud permanent",
@@ -67,8 +67,8 @@ def test_vxlan_routes_neighbours_and_fdb() -> None:
 
 def test_vxlan_cross_subnet() -> None:
     routes, _ = routes_for(cluster({"vxlan": "CrossSubnet"}))
-    assert routes["10.0.2.0/26"] == "10.0.2.0/26 via 192.168.1.12 proto 80"
-    assert routes["10.0.3.0/26"] == "10.0.3.0/26 via 10.0.3.0 dev vxlan.calico onlink proto 80"
+    assert routes["10.0.2.0/26"] == "10.0.2.0/26 via 192.168.1.12 onlink proto 80"
+    assert routes["10.0.3.0/26"] == "10.0.3.0/26 via 10.0.3.0 dev vxlan.calico onlink mtu 1410"
 
 
 def test_vtep_from_host_config_wins_and_missing_vtep_means_no_route() -> None:
@@ -81,7 +81,7 @@ def test_vtep_from_host_config_wins_and_missing_vtep_means_no_route() -> None:
         (keys.host_config_key("node-3", "VXLANTunnelMACAddr"), "66:00:00:00:00:33"),
     ]
     routes, state = routes_for(kvs)
-    assert routes["10.0.3.0/26"] == "10.0.3.0/26 via 10.0.3.1 dev vxlan.calico onlink proto 80"
+    assert routes["10.0.3.0/26"] == "10.0.3.0/26 via 10.0.3.1 dev vxlan.calico onlink mtu 1410"
     assert state.neighbours["10.0.3.1"].mac == "66:00:00:00:00:33"
 
 
@@ -128,15 +128,18 @@ def test_incremental_route_updates() -> None:
     assert delta.routes_removed == {"10.0.3.0/26"}
     engine.apply_updates([s.pool("10.0.0.0/16", ipip="CrossSubnet")])
     delta = engine.flush()
-    assert delta.routes_added == {"10.0.2.0/26": Route("10.0.2.0/26", via="192.168.1.12")}
+    assert delta.routes_added == {
+        "10.0.2.0/26": Route("10.0.2.0/26", via="192.168.1.12", onlink=True)
+    }
     # Reassigning a block's affinity makes a remote workload in it borrowed.
     engine.apply_updates([s.wep("node-2", "ns", "w", "10.0.2.9")])
     assert not engine.flush().routes_added
     engine.apply_updates([s.block("10.0.2.0/26", "node-3")])
     delta = engine.flush()
     assert delta.routes_added == {
-        "10.0.2.0/26": Route("10.0.2.0/26", via="192.168.1.13"),  # node-3 moved into my subnet
-        "10.0.2.9/32": Route("10.0.2.9/32", via="192.168.1.12"),
+        # node-3 moved into my subnet
+        "10.0.2.0/26": Route("10.0.2.0/26", via="192.168.1.13", onlink=True),
+        "10.0.2.9/32": Route("10.0.2.9/32", via="192.168.1.12", onlink=True),
     }
 
 

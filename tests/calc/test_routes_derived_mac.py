@@ -35,7 +35,7 @@ def test_felix_derived_mac_for_a_node_name() -> None:
 def test_remote_vtep_and_own_device_without_a_mac_in_the_datastore() -> None:
     state = engine_for("node1", with_macs=False).state()
     route = state.routes["192.168.88.0/26"].render()
-    assert route == "192.168.88.0/26 via 192.168.88.0 dev vxlan.calico onlink proto 80"
+    assert route == "192.168.88.0/26 via 192.168.88.0 dev vxlan.calico onlink mtu 1410"
     assert state.neighbours["192.168.88.0"].mac == "66:a4:6f:e0:c4:da"
     assert state.fdb["66:a4:6f:e0:c4:da"].dst == "10.0.1.13"
     node3 = engine_for("node3", with_macs=False)

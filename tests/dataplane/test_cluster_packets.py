@@ -235,9 +235,9 @@ async def test_policy_verdicts_with_real_packets(
 async def check_routes(topo: Topology) -> None:
     """Direct routes between n1 and n2 (same subnet), VXLAN to and from n3."""
     n1, n2, n3 = (routes(topo.nodes[n]) for n in ("n1", "n2", "n3"))
-    assert "10.65.2.0/26 via 10.0.0.2 dev eth0 proto 80" in n1
-    assert "10.65.3.0/26 via 10.65.3.1 dev vxlan.calico proto 80 onlink" in n1
-    assert "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico proto 80 onlink" in n3
+    assert "10.65.2.0/26 via 10.0.0.2 dev eth0 proto 80 onlink" in n1
+    assert "10.65.3.0/26 via 10.65.3.1 dev vxlan.calico onlink mtu 1450" in n1
+    assert "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico onlink mtu 1450" in n3
     assert "172.17.0.0/26 via 10.0.0.2 dev eth0 proto 80" in n1
     assert "blackhole 10.65.2.0/26 proto 80" in n2
     assert any(r.startswith("10.65.1.10 dev cali") for r in n1)

@@ -79,7 +79,7 @@ async def test_vxlan_pool_writes_device_and_vtep_entries(tmp_path: Path) -> None
         assert files["devices"].startswith("vxlan.calico vxlan id 4096 dstport 4789 local 10.0.0.1")
         assert "neigh 10.65.1.1 lladdr 66:00:00:00:00:02 dev vxlan.calico" in files["neighbours"]
         assert "fdb 66:00:00:00:00:02 dev vxlan.calico dst 10.0.0.2" in files["neighbours"]
-        assert "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico onlink proto 80" in files["routes"]
+        assert "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico onlink mtu 1410" in files["routes"]
         nursery.cancel_scope.cancel()
 
 

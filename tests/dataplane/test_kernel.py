@@ -106,7 +106,7 @@ async def test_state_is_programmed_and_visible(netns: NetnsPool) -> None:
         shown = routes(node)
         assert "blackhole 10.65.0.0/26 proto 80" in shown
         assert f"{sample.DB_IP} dev {DB_IF} scope link" in shown
-        assert "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico proto 80 onlink" in shown
+        assert "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico onlink mtu 1410" in shown
         # The VXLAN device with its VTEP neighbour and FDB entry.
         link = ns_out(node, "ip", "-d", "link", "show", "vxlan.calico")
         assert "vxlan id 4096 local 10.0.0.1" in link and "66:00:00:00:00:01" in link

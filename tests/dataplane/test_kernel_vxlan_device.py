@@ -16,7 +16,7 @@ from tests.dataplane.test_kernel import engine_for, node_with_pods
 
 pytestmark = pytest.mark.netns
 
-TUNNEL_ROUTE = "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico proto 80 onlink"
+TUNNEL_ROUTE = "10.65.1.0/26 via 10.65.1.1 dev vxlan.calico onlink mtu 1410"
 NEIGHBOUR = "10.65.1.1 lladdr 66:00:00:00:00:02 PERMANENT"
 FDB = "66:00:00:00:00:02 dst 10.0.0.2 self permanent"
 

@@ -62,7 +62,8 @@ async def test_slowloris_handshake_is_cut_at_the_handshake_timeout() -> None:
                     closed = True
                     break
         took = trio.current_time() - started
-        assert closed and took < 3, took
+        # Well under the ~12 s the hello would take; loose enough for a loaded machine.
+        assert closed and took < 6, took
         await slow.aclose()
         # Positive control: the same hello sent at once is answered.
         fast = await RawClient.connect(typha.port)

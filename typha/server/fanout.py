@@ -75,6 +75,8 @@ class FanOut:
         direct_writes = metrics.fanout_direct_writes.labels(label)
         slow = metrics.fanout_slow_wakeups.labels(label)
         latency = metrics.client_latency_secs.labels(label)
+        wait_secs = metrics.fanout_wait_secs.labels(label)
+        run_hist = metrics.fanout_run_secs.labels(label)
         kvs_per_msg = metrics.kvs_per_msg.labels(label)
         seq_gauge = metrics.breadcrumb_seq_number.labels(label)
         size_gauge = metrics.cache_size.labels(label)
@@ -109,10 +111,14 @@ class FanOut:
                     conn.wake()
                 continue
             run_started = time.monotonic()
+            started = view.clock()  # the breadcrumbs' clock
             crumbs = list(view.crumbs_after(first - 1))
             oldest_age = run_started - crumbs[0].timestamp
             n, written, writes_by_kvs = self._write_run(crumbs, first, last, slow)
             run_secs = time.monotonic() - run_started
+            run_hist.observe(run_secs)
+            for crumb in crumbs:  # per KV, as the clients sample latency
+                metrics.observe_many(wait_secs, started - crumb.timestamp, crumb.n_kvs)
             if n:
                 direct_writes.inc(n)
                 for kvs, times in writes_by_kvs.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Summary
 
 datastore_invalid_values = Counter(
     "typha_datastore_invalid_values_total",
@@ -15,4 +15,10 @@ datastore_probe_failures = Counter(
     "watch, which then resumes from its revision.",
 )
 
-__all__ = ["datastore_invalid_values", "datastore_probe_failures"]
+datastore_convert_secs = Summary(
+    "typha_datastore_convert_secs",
+    "Per update: from its watch response (decoded) to the batch handed to the cache (the "
+    "conversion, plus any other task that ran at its checkpoints).",
+)
+
+__all__ = ["datastore_convert_secs", "datastore_invalid_values", "datastore_probe_failures"]

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from felix_client.calc.ipsetspec import ALL_HOSTS_ID, MASQ_POOLS_ID, NETWORK_POOLS_ID, ipset_name
+from felix_client.calc.ipsetspec import (
+    ALL_HOSTS_ID,
+    ALL_VXLAN_ID,
+    MASQ_POOLS_ID,
+    NETWORK_POOLS_ID,
+    ipset_name,
+)
 from felix_client.calc.model.objects import Action, PolicyId, WorkloadEndpoint
 from felix_client.calc.policy import EGRESS, INGRESS, TierInfo
 from felix_client.calc.render.names import (
@@ -124,6 +130,7 @@ def dispatch_chains(ifaces: Iterable[str]) -> dict[str, tuple[str, ...]]:
 def static_filter_chains(options: ChainOptions) -> dict[str, tuple[str, ...]]:
     """cali-FORWARD, cali-INPUT, cali-OUTPUT and cali-wl-to-host."""
     hosts = ipset_name(ALL_HOSTS_ID)
+    vxlan_peers = ipset_name(ALL_VXLAN_ID)
     forward = (
         f"{_comment('Pre-clear marks')} {set_mark(0, MARK_ALL_CALICO & ~MARK_ACCEPT)}",
         f"-i {WORKLOAD_IFACE_WILDCARD} {_comment('From workload endpoint')} -j {FROM_WL_DISPATCH}",
@@ -149,16 +156,16 @@ def static_filter_chains(options: ChainOptions) -> dict[str, tuple[str, ...]]:
         )
     if options.vxlan_enabled:
         input_rules += [
-            f"-p udp -m multiport --dports {VXLAN_PORT} -m set --match-set {hosts} src "
+            f"-p udp -m multiport --dports {VXLAN_PORT} -m set --match-set {vxlan_peers} src "
             "-m addrtype --dst-type LOCAL "
-            f"{_comment('Allow VXLAN packets from Calico hosts')} -j ACCEPT",
+            f"{_comment('Allow IPv4 VXLAN packets from allowed hosts')} -j ACCEPT",
             f"-p udp -m multiport --dports {VXLAN_PORT} -m addrtype --dst-type LOCAL "
-            f"{_comment('Drop VXLAN packets from non-Calico hosts')} -j DROP",
+            f"{_comment('Drop IPv4 VXLAN packets from non-allowed hosts')} -j DROP",
         ]
         output_rules.append(
-            f"-p udp -m multiport --dports {VXLAN_PORT} -m set --match-set {hosts} dst "
-            "-m addrtype --src-type LOCAL "
-            f"{_comment('Allow VXLAN packets to other Calico hosts')} -j ACCEPT"
+            f"-p udp -m multiport --dports {VXLAN_PORT} -m addrtype --src-type LOCAL "
+            f"-m set --match-set {vxlan_peers} dst "
+            f"{_comment('Allow IPv4 VXLAN packets to other allowed hosts')} -j ACCEPT"
         )
     input_rules.append(f"-i {WORKLOAD_IFACE_WILDCARD} -g {WL_TO_HOST}")
     action = options.endpoint_to_host_action.upper()
