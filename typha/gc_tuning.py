@@ -13,7 +13,9 @@ after 100,000 net allocations instead of 700 (a bound, should the first sync nev
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 LOADING_THRESHOLD = 100_000
 
@@ -38,3 +40,16 @@ def restore() -> None:
 
 def relaxed() -> bool:
     return _saved is not None
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """No automatic collection inside (for a load whose objects all live on or are freed by
+    reference counting: the warm restart's cache file)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

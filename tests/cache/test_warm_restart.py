@@ -121,7 +121,13 @@ def _nested(depth: int) -> object:
         (lambda p: p.mkdir(), "not a regular file"),
         # msgpack refuses nesting beyond 1,024 levels itself (verified, not bounded again).
         (
-            lambda p: p.write_bytes(b"\x82\xa7version\x02\xa5views" + b"\x91" * 2000 + b"\x01"),
+            lambda p: p.write_bytes(
+                b"\x82\xa7version"
+                + bytes([persist.FORMAT_VERSION])
+                + b"\xa5views"
+                + b"\x91" * 2000
+                + b"\x01"
+            ),
             "StackError",
         ),
         # The version is checked before the rest is read.

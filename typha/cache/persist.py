@@ -10,13 +10,21 @@ history retention keeps counting across the restart.
 
 Format versions: 2 adds the per-KV metadata Calico's protocol sends (each key's revision, and
 each breadcrumb's update types and revisions), so gob clients of a restarted Typha get the
-same Revision, V3ResourceVersion and UpdateType as before. A version-1 file lacks them: it is
-refused as outdated (logged) and Typha starts cold.
+same Revision, V3ResourceVersion and UpdateType as before. In 3 a breadcrumb's KV that is
+also a state entry's current KV (the same bytes object in memory) is written as that entry's
+index in ``state``: the file holds each value once, and the restored cache shares the bytes
+between state and history as the running one did. 3 also adds, in the clean shutdown's
+save only, each key's bytes as a snapshot of another encoding sends them (``bodies``, named
+by ``body_variant``: Calico's gob struct bodies), so the first gob snapshot after a warm
+restart joins them instead of encoding every value again (docs/architecture.md, "Warm
+restart"). An older file is refused as outdated (logged) and Typha starts cold; the next save
+writes the current format.
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import stat
 import time
@@ -30,9 +38,12 @@ from typha.model.keys import SyncerType
 from typha.protocol import SyncStatus
 
 from .feed import CacheFeed
-from .view import Breadcrumb, Revision, SyncerView, _Entry
+from .view import Breadcrumb, Revision, SavedBodies, SyncerView, _Entry
 
-FORMAT_VERSION = 2
+# What a clean shutdown saves per KV besides the KV itself: (variant, encode(kv, revision)).
+BodyEncoder = tuple[str, Callable[[bytes, Revision], bytes]]
+
+FORMAT_VERSION = 3
 # Bound the history we write: older clients get a conflated catch-up or a snapshot anyway.
 MAX_SAVED_HISTORY_UPDATES = 50_000
 # A file larger than this is not loaded at all (checked before reading it). 100k keys with
@@ -84,6 +95,9 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
                 (k, e.value_bytes, e.kv_bytes, e.changed_seq, e.revision)
                 for k, e in view.state.items()
             ],
+            # Filled by ``add_saved_bodies`` (a clean shutdown's save), in the state's order.
+            "body_variant": None,
+            "bodies": None,
             "tombstones": [(k, s, now_mono - t, kv) for k, (s, t, kv) in view._tombstones.items()],
             "tombstone_floor": view.tombstone_floor,
             "head_seq": view.head_seq,
@@ -117,12 +131,31 @@ def snapshot_for_save(feed: CacheFeed, epoch: int, *, clean: bool = False) -> di
     }
 
 
+def add_saved_bodies(snapshot: dict[str, Any], encoder: BodyEncoder) -> None:
+    """Add each state KV's bytes in another encoding to a collected snapshot (CPU-bound: run
+    it in the worker thread that writes the file; it reads only the collected references)."""
+    variant, encode = encoder
+    for view in snapshot["views"].values():
+        view["body_variant"] = variant
+        view["bodies"] = [encode(kv, rev) for _k, _v, kv, _s, rev in view["state"]]
+
+
+def _share_crumb_kvs(snapshot: dict[str, Any]) -> None:
+    """Each breadcrumb KV that is a state entry's current KV becomes that entry's index."""
+    for view in snapshot["views"].values():
+        index = {id(row[2]): i for i, row in enumerate(view["state"])}
+        view["crumbs"] = [
+            (*row[:4], [index.get(id(kv), kv) for kv in row[4]], *row[5:]) for row in view["crumbs"]
+        ]
+
+
 def write_cache_file(
     path: str, snapshot: dict[str, Any], *, before_replace: Callable[[], None] | None = None
 ) -> int:
     """Pack and write atomically (safe to run in a worker thread; callers serialize writes to
     one path). Returns the byte count. ``before_replace`` runs between writing the temporary
     file and renaming it (a test hook)."""
+    _share_crumb_kvs(snapshot)
     data = msgpack.packb(snapshot, use_bin_type=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -171,7 +204,7 @@ def read_cache_file(path: str, *, max_bytes: int = MAX_CACHE_FILE_BYTES) -> dict
             if isinstance(version, int) and 0 < version < FORMAT_VERSION:
                 raise CacheFileOutdated(
                     f"{path}: cache file format version {version}, older than this Typha's "
-                    f"({FORMAT_VERSION}: with per-KV revisions and update types)"
+                    f"({FORMAT_VERSION})"
                 )
             if version != FORMAT_VERSION:
                 raise CacheFileError(f"{path}: unsupported cache file version {version!r}")
@@ -216,12 +249,27 @@ def restore(feed: CacheFeed, saved: dict[str, Any]) -> LoadedCache:
 def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downtime: float) -> None:
     if view.state or view.crumbs:
         raise ValueError("restore into a non-empty view")
+    rows = data["state"]
+    variant, bodies = data["body_variant"], data["bodies"]
+    if variant is not None and (
+        not isinstance(variant, str) or not isinstance(bodies, list) or len(bodies) != len(rows)
+    ):
+        raise ValueError("saved bodies do not match the state")
+    if not all(type(row[4]) in _REVISION_TYPES for row in rows):
+        raise ValueError("a state entry's revision is not a revision")
+    # In the file's order, the breadcrumbs' references to state entries (``_share_crumb_kvs``).
+    state_kvs = [row[2] for row in rows]
+    saved: dict[int, tuple[bytes, Revision, str, bytes]] = {}
+    if variant is not None:
+        for (k, _value, kv_bytes, _seq, rev), body in zip(rows, bodies, strict=True):
+            if type(body) is not bytes or type(kv_bytes) is not bytes:
+                raise ValueError(f"saved body of {k!r}: not bytes")
+            saved[id(kv_bytes)] = (kv_bytes, rev, k, body)
     # In change order, whatever order the file has (an older file is in first-insert order):
     # the view finds recent changes by walking from the newest (``changed_since``).
-    view.state = {
-        k: _Entry(value_bytes, kv_bytes, seq, _revision(rev))
-        for k, value_bytes, kv_bytes, seq, rev in sorted(data["state"], key=lambda row: row[3])
-    }
+    rows.sort(key=_CHANGED_SEQ)
+    view.state = {k: _Entry(value, kv_bytes, seq, rev) for k, value, kv_bytes, seq, rev in rows}
+    view.saved_bodies = SavedBodies(variant, saved) if variant is not None else None
     view._tombstones = {
         k: (seq, now_mono - age - downtime, kv)
         for k, seq, age, kv in sorted(data["tombstones"], key=lambda row: row[1])
@@ -232,19 +280,24 @@ def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downt
     view._base_revision = data["base_revision"]
     for row in data["crumbs"]:
         seq, prev_rev, rev, age, kvs, status, batch_start, complete, kv_types, kv_revs = row
-        if len(kv_types) not in (0, len(kvs)) or (kv_revs is not None and len(kv_revs) != len(kvs)):
+        if len(kv_types) not in (0, len(kvs)) or (
+            kv_revs is not None
+            and (len(kv_revs) != len(kvs) or not all(type(r) in _REVISION_TYPES for r in kv_revs))
+        ):
             raise ValueError(f"breadcrumb {seq}: per-KV metadata does not match its KVs")
+        if any(type(kv) is int and kv < 0 for kv in kvs):
+            raise IndexError(f"breadcrumb {seq}: a negative state index")
         crumb = Breadcrumb(
             seq=seq,
             prev_revision=prev_rev,
             revision=rev,
             timestamp=now_mono - age - downtime,
-            kv_bytes=list(kvs),
+            kv_bytes=[state_kvs[kv] if type(kv) is int else kv for kv in kvs],
             status=None if status is None else SyncStatus(status),
             batch_start=batch_start,
             complete=complete,
             kv_types=bytes(kv_types),
-            kv_revisions=None if kv_revs is None else [_revision(r) for r in kv_revs],
+            kv_revisions=kv_revs,
         )
         view.crumbs.append(crumb)
         view._history_updates += crumb.n_kvs
@@ -258,8 +311,6 @@ def _restore_view(view: SyncerView, data: dict[str, Any], now_mono: float, downt
         view.set_status(SyncStatus.RESYNC)
 
 
-def _revision(rev: Any) -> Revision:
-    """A saved revision as the view keeps it (an int, a string or None)."""
-    if rev is None or isinstance(rev, str) or (isinstance(rev, int) and not isinstance(rev, bool)):
-        return rev
-    raise ValueError(f"not a revision: {type(rev).__name__}")
+# The types a saved revision may have (``type(x) in``: a bool is not an int here).
+_REVISION_TYPES = frozenset((int, str, type(None)))
+_CHANGED_SEQ = operator.itemgetter(3)

@@ -20,7 +20,7 @@ from typha.protocol import (
     frame,
 )
 
-from .view import Revision, SyncerView
+from .view import Revision, SavedBodies, SyncerView
 
 SNAPSHOT_CHUNK_KVS = 1000
 
@@ -43,6 +43,8 @@ class Snapshot:
     kvs: list[bytes] = field(default_factory=list, repr=False)
     # The KVs' revisions, in the same order (None if no KV has one).
     kv_revisions: list[Revision] | None = field(default=None, repr=False)
+    # The view's saved per-KV bytes of another encoding, if it has some (warm restart).
+    saved_bodies: SavedBodies | None = field(default=None, repr=False)
     # Called once per encoding when it is built (key, bytes): the size metrics.
     on_encoded: Callable[[str, bytes], None] | None = field(default=None, repr=False)
     _encoded: dict[str, bytes | trio.Event] = field(default_factory=dict, repr=False)
@@ -157,6 +159,7 @@ class SnapshotCache:
             kvs, revs = view.all_kvs_with_revisions()
             snap = encode_snapshot(view.head_seq, view.revision, view.status, kvs, self.clock())
             snap.kv_revisions = revs
+            snap.saved_bodies = view.saved_bodies
             snap.on_encoded = self.on_encoded
             self._current = snap
             self.generated += 1

@@ -190,6 +190,31 @@ class _Entry:
 
 
 @dataclass(eq=False, slots=True)
+class SavedBodies:
+    """Each KV's bytes in another wire encoding, saved with the cache file at a clean shutdown
+    and loaded with it, so that the first snapshots after a warm restart join them instead of
+    encoding every value again (``typha.server.gob_codec``: Calico's gob struct bodies).
+
+    ``variant`` names the encoding and its options; ``by_kv`` maps the ``id`` of a restored
+    entry's ``kv_bytes`` to (those bytes, the entry's revision, its key, the encoded bytes).
+    Holding the ``kv_bytes`` object keeps its ``id`` from being reused, so a hit (``get``) is
+    exactly the restored entry, unchanged; a key changed since has new bytes and misses."""
+
+    variant: str
+    by_kv: dict[int, tuple[bytes, Revision, str, bytes]]
+
+    def get(self, kv: bytes, revision: Revision) -> tuple[str, bytes] | None:
+        """(key, saved bytes) of this KV if it is the restored one, else None."""
+        hit = self.by_kv.get(id(kv))
+        if hit is None or hit[0] is not kv or hit[1] != revision:
+            return None
+        return hit[2], hit[3]
+
+    def __len__(self) -> int:
+        return len(self.by_kv)
+
+
+@dataclass(eq=False, slots=True)
 class HistoryHold:
     """Keeps the breadcrumbs after ``seq`` from ageing out of the history until ``until`` (the
     view's clock; infinite until set). ``on_used`` is called once, the first time the hold
@@ -241,6 +266,9 @@ class SyncerView:
     # the view moves on: the changes since a position only grow (a tombstone that expires was
     # older than every position still allowed a catch-up, ``tombstone_floor``).
     _too_many: tuple[int, int] | None = field(default=None, init=False)
+    # After a warm restart from a clean shutdown's file: the saved per-KV bytes of another
+    # encoding (see SavedBodies), until the application lets them go.
+    saved_bodies: SavedBodies | None = field(default=None, init=False)
 
     # --- Queries --------------------------------------------------------------------------------
 

@@ -232,14 +232,34 @@ def snapshot_updates(snap: Snapshot, v3_resource_versions: bool = False) -> list
     return updates
 
 
+def snapshot_body_variant(v3_resource_versions: bool) -> str:
+    """The name of the per-KV bytes ``snapshot_body`` makes (a ``SavedBodies.variant``)."""
+    return "gob-new/v3rv" if v3_resource_versions else "gob-new"
+
+
+def snapshot_body(kv: bytes, rev: Revision, v3_resource_versions: bool = False) -> bytes:
+    """One KV's gob struct body as a snapshot sends it (marked New): what a clean shutdown
+    saves per KV with the cache file (``typha.cache.persist``)."""
+    return update_body(kv, rev, UpdateType.NEW, v3_resource_versions)
+
+
 def snapshot_bodies(snap: Snapshot, v3_resource_versions: bool = False) -> list[bytes]:
     """``snapshot_updates`` as gob struct bodies (the same order), without the intermediate
-    objects: what ``_snapshot_plain`` encodes."""
+    objects: what ``_snapshot_plain`` encodes. After a warm restart the KVs that are still as
+    restored take the bodies saved with the cache file (``Snapshot.saved_bodies``) instead of
+    being encoded again: ~20 times cheaper per KV."""
     revs = snap.kv_revisions
     new = UpdateType.NEW
+    saved = snap.saved_bodies
+    if saved is not None and saved.variant != snapshot_body_variant(v3_resource_versions):
+        saved = None
     keyed = []
     for i, kv in enumerate(snap.kvs):
-        key, value, revision, v3 = _fields(kv, revs[i] if revs else None, v3_resource_versions)
+        rev = revs[i] if revs else None
+        if saved is not None and (hit := saved.get(kv, rev)) is not None:
+            keyed.append(hit)
+            continue
+        key, value, revision, v3 = _fields(kv, rev, v3_resource_versions)
         keyed.append((key, _body(key, value, revision, v3, new)))
     keyed.sort(key=_first)
     return [body for _, body in keyed]
