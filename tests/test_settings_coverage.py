@@ -34,6 +34,7 @@ BEHAVIOUR_TESTS: dict[str, str] = {
     "EtcdCaFile": f"{_ETCD}::test_tls_and_password_auth_from_config",
     "EtcdUsername": f"{_ETCD}::test_tls_and_password_auth_from_config",
     "EtcdPassword": f"{_ETCD}::test_tls_and_password_auth_from_config",
+    "EtcdAPI": "tests/test_etcd_grpc_e2e.py::test_typha_serves_a_client_through_the_grpc_watch",
     "EtcdHangDetectionSecs": (
         "tests/faults/test_etcd_hang.py::test_the_setting_reaches_the_datastore"
     ),

@@ -119,6 +119,7 @@ def etcd_settings(cfg: Config) -> EtcdSettings:
             password=cfg.etcd_password or None,
         ),
         hang_detection_secs=cfg.etcd_hang_detection_secs,
+        api=cfg.etcd_api,
     )
 
 

@@ -33,7 +33,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 import trio
@@ -70,7 +70,13 @@ from typha.sync.metrics import (
     datastore_probe_failures,
 )
 
+if TYPE_CHECKING:
+    from typha.sync.etcd_grpc import GrpcEtcdClient
+
 log = structlog.get_logger()
+
+# The ways to reach etcd (EtcdAPI): its JSON gateway (default) or its gRPC API.
+ETCD_APIS = ("gateway", "grpc")
 
 INVALID_VALUES = datastore_invalid_values  # shared with the Kubernetes datastore
 PROBE_FAILURES = datastore_probe_failures
@@ -119,11 +125,12 @@ def _calico_prefixes() -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class EtcdSettings:
     """Where etcd is and how to reach it (EtcdEndpoints, or EtcdScheme://EtcdAddr; the TLS
-    files and credentials; EtcdHangDetectionSecs)."""
+    files and credentials; EtcdHangDetectionSecs; EtcdAPI)."""
 
     endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
     access: EtcdAccess = field(default_factory=EtcdAccess)
     hang_detection_secs: float | None = 30.0
+    api: str = "gateway"
 
 
 class EtcdDatastore:
@@ -149,6 +156,7 @@ class EtcdDatastore:
         watch_idle_timeout: float | None = 660.0,
         hang_detection_secs: float | None = 30.0,
         convert: Callable[[str, dict[str, Any]], list[Update]] | None = None,
+        api: str = "gateway",
     ):
         """``watch_idle_timeout`` re-opens a watch that stayed silent that long (a half-open
         TCP connection would otherwise hang forever); keep it above etcd's
@@ -157,9 +165,21 @@ class EtcdDatastore:
         runs every third of this and may take two thirds of it, so an etcd that stops
         answering (SIGSTOPped, a black-holed connection) is noticed within this time; the
         watch is then dropped and resumed from its revision like any outage (None: no probe).
-        ``convert`` replaces ``convert_etcd_kv`` (fault injection in tests)."""
+        ``convert`` replaces ``convert_etcd_kv`` (fault injection in tests). ``api`` is how
+        etcd is reached: ``gateway`` (its JSON gateway, :mod:`typha.sync.etcd_client`) or
+        ``grpc`` (:mod:`typha.sync.etcd_grpc`; plain HTTP only: TLS or credentials with it
+        raise ValueError)."""
         self.endpoints = endpoints
         self.access = access if access is not None else EtcdAccess()
+        if api not in ETCD_APIS:
+            raise ValueError(f"EtcdAPI must be one of {', '.join(ETCD_APIS)}, not {api!r}")
+        if api == "grpc":
+            from typha.sync.etcd_grpc import refusal
+
+            eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+            if (why := refusal(",".join(eps).split(","), self.access)) is not None:
+                raise ValueError(why)
+        self.api = api
         self.page_size = page_size
         self.batch_size = batch_size
         self.prefixes = tuple(prefixes) if prefixes is not None else _calico_prefixes()
@@ -198,17 +218,24 @@ class EtcdDatastore:
         return cls(
             list(settings.endpoints),
             access=settings.access,
-            **{"hang_detection_secs": settings.hang_detection_secs, **kwargs},
+            **{"hang_detection_secs": settings.hang_detection_secs, "api": settings.api, **kwargs},
         )
 
-    def make_client(self) -> EtcdClient:
-        """A client with this datastore's endpoints and credentials (for tools and tests)."""
+    def make_client(self) -> EtcdClient | GrpcEtcdClient:
+        """A client with this datastore's endpoints, credentials and API (for tools and tests).
+        Both clients have the calls used here, with the same types and exceptions."""
+        if self.api == "grpc":
+            # Imported only when chosen: h2 and protobuf are not loaded for the gateway.
+            from typha.sync.etcd_grpc import GrpcEtcdClient
+
+            return GrpcEtcdClient.with_access(self.endpoints, self.access)
         return EtcdClient.with_access(self.endpoints, self.access)
 
     # --- main loop ---------------------------------------------------------------------------
 
     async def run(self, sink: EventSink, *, start_revision: int | None = None) -> None:
         """List and watch until cancelled; never returns on etcd errors (see module doc)."""
+        log.info("etcd datastore starting", api=self.api, endpoints=self.endpoints)
         async with self.make_client() as client:
             resync_reason: str | None = "initial"
             if start_revision is not None:
@@ -257,7 +284,7 @@ class EtcdDatastore:
                     await self._set_connected(sink, False, f"{type(exc).__name__}: {exc}")
                     await trio.sleep(delay)
 
-    async def _probed(self, client: EtcdClient, work: Awaitable[_T]) -> _T:
+    async def _probed(self, client: EtcdClient | GrpcEtcdClient, work: Awaitable[_T]) -> _T:
         """Run ``work`` (a list or a watch) while probing etcd; raise ``EtcdUnavailable`` if
         a probe fails, after cancelling the work."""
         if not self.hang_detection_secs:
@@ -284,7 +311,7 @@ class EtcdDatastore:
             raise failure
         return result  # type: ignore[no-any-return]
 
-    async def _probe_until_failure(self, client: EtcdClient) -> EtcdError:
+    async def _probe_until_failure(self, client: EtcdClient | GrpcEtcdClient) -> EtcdError:
         assert self.hang_detection_secs
         interval, timeout = self.hang_detection_secs / 3, self.hang_detection_secs * 2 / 3
         while True:
@@ -315,7 +342,9 @@ class EtcdDatastore:
 
     # --- list --------------------------------------------------------------------------------
 
-    async def _resync(self, client: EtcdClient, sink: EventSink, reason: str) -> None:
+    async def _resync(
+        self, client: EtcdClient | GrpcEtcdClient, sink: EventSink, reason: str
+    ) -> None:
         if self._last_resync_at is not None:
             # Do not hammer etcd with back-to-back full lists (libcalico-go waits 500 ms).
             await trio.sleep_until(self._last_resync_at + self.min_resync_interval)
@@ -377,7 +406,9 @@ class EtcdDatastore:
         )
 
     async def _fetch_pages(
-        self, client: EtcdClient, send: trio.MemorySendChannel[RangeResult | Exception]
+        self,
+        client: EtcdClient | GrpcEtcdClient,
+        send: trio.MemorySendChannel[RangeResult | Exception],
     ) -> None:
         """The list's pages into ``send``, one ahead of the converter; an error is sent too
         (and raised by the consumer with its own type, not wrapped in an exception group)."""
@@ -397,7 +428,7 @@ class EtcdDatastore:
 
     # --- watch -------------------------------------------------------------------------------
 
-    async def _watch(self, client: EtcdClient, sink: EventSink) -> bool:
+    async def _watch(self, client: EtcdClient | GrpcEtcdClient, sink: EventSink) -> bool:
         """Watch from ``self.revision + 1`` until the stream ends (returns whether it delivered
         anything) or fails (raises)."""
         assert self.revision is not None

@@ -1,0 +1,466 @@
+"""The etcd v3 client over etcd's gRPC API (``EtcdAPI = grpc``), with the same API and types as
+the JSON-gateway client (:mod:`typha.sync.etcd_client`) for what the etcd datastore and the
+start-up writes use: range/range_paginated, revision, put, delete, txn, create, compact,
+status and watch.
+
+Why (docs/benchmarks.md, "etcd: JSON gateway vs gRPC"): the gateway is a JSON proxy *inside*
+etcd in front of its own gRPC server; speaking gRPC directly saves etcd that work and us the
+JSON and base64 decoding. HTTP/2 comes from :mod:`typha.sync.grpc_h2`, the messages from
+:mod:`typha.sync.etcd_pb` (protobuf's C runtime decodes them).
+
+Plain HTTP only (h2c): TLS and etcd's own authentication are not implemented for this
+transport yet, so the configuration refuses them with EtcdAPI=grpc (:data:`REFUSAL`).
+
+Connections: unary calls share one HTTP/2 connection to the current endpoint; every watch has
+a connection of its own (as a gateway watch has its own HTTP request), so a watch that its
+consumer leaves unread pushes back on etcd without ever delaying a list page or a probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
+
+from typha.sync import etcd_pb as pb
+from typha.sync.etcd_client import (
+    DEFAULT_ENDPOINT,
+    DeleteOp,
+    DeleteResult,
+    EtcdAccess,
+    EtcdError,
+    EtcdUnavailable,
+    KeyValue,
+    PutOp,
+    RangeResult,
+    RevisionCompacted,
+    TxnOp,
+    WatchCanceled,
+    WatchCompacted,
+    WatchEnded,
+    WatchEvent,
+    WatchResponse,
+    prefix_range_end,
+)
+from typha.sync.grpc_h2 import OUT_OF_RANGE, UNAVAILABLE, GrpcConnection, GrpcError, GrpcStream
+
+REFUSAL = "EtcdAPI=grpc does not support TLS/auth yet"
+
+_KV = "/etcdserverpb.KV/"
+_WATCH = "/etcdserverpb.Watch/Watch"
+_STATUS = "/etcdserverpb.Maintenance/Status"
+_DELETE = pb.Event.DELETE
+_CREATE = pb.Compare.CREATE
+_EQUAL = pb.Compare.EQUAL
+
+
+def refusal(endpoints: Iterable[str], access: EtcdAccess) -> str | None:
+    """Why this transport cannot reach etcd as configured (None if it can)."""
+    if any(e.strip().lower().startswith("https://") for e in endpoints):
+        return f"{REFUSAL} (an https:// endpoint)"
+    if access.ca_file or access.cert_file or access.key_file:
+        return f"{REFUSAL} (etcd TLS files are set)"
+    if access.username:
+        return f"{REFUSAL} (an etcd username is set)"
+    return None
+
+
+def _classify(exc: GrpcError) -> EtcdError:
+    if exc.status == OUT_OF_RANGE and "compacted" in exc.message:
+        return RevisionCompacted(exc.message, code=exc.status)
+    if exc.status == UNAVAILABLE:
+        return EtcdUnavailable(exc.message, code=exc.status)
+    return EtcdError(exc.message, code=exc.status)
+
+
+def _kv(kv: Any) -> KeyValue:
+    # Hot path (once per key listed or event watched).
+    return KeyValue(
+        kv.key.decode("utf-8", "surrogateescape"),
+        kv.value,
+        kv.mod_revision,
+        kv.create_revision,
+        kv.version,
+    )
+
+
+def _watch_response(resp: Any) -> WatchResponse:
+    events = [
+        WatchEvent(
+            "DELETE" if ev.type == _DELETE else "PUT",
+            _kv(ev.kv),
+            _kv(ev.prev_kv) if ev.HasField("prev_kv") else None,
+        )
+        for ev in resp.events
+    ]
+    return WatchResponse(resp.header.revision, events)
+
+
+def _as_bytes(key: str | bytes) -> bytes:
+    return key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+
+
+def _op(op: TxnOp) -> Any:
+    if isinstance(op, PutOp):
+        return pb.RequestOp(request_put=pb.PutRequest(key=_as_bytes(op.key), value=op.value))
+    assert isinstance(op, DeleteOp)
+    req = pb.DeleteRangeRequest(key=_as_bytes(op.key))
+    if op.range_end is not None:
+        req.range_end = _as_bytes(op.range_end)
+    return pb.RequestOp(request_delete_range=req)
+
+
+def _host_port(endpoint: str) -> tuple[str, int]:
+    parts = urlsplit(endpoint)
+    if parts.hostname is None:
+        raise ValueError(f"not an etcd endpoint URL: {endpoint!r}")
+    return parts.hostname, parts.port or 2379
+
+
+class GrpcWatchStream:
+    """An established watch (same contract as :class:`typha.sync.etcd_client.WatchStream`):
+    iteration never ends normally; compaction raises :class:`WatchCompacted`, another cancel
+    :class:`WatchCanceled`, and a stream that ends, breaks or idles past ``idle_timeout``
+    :class:`WatchEnded`."""
+
+    def __init__(
+        self,
+        stream: GrpcStream,
+        *,
+        endpoint: str,
+        created_revision: int,
+        cluster_id: str,
+        idle_timeout: float | None,
+    ):
+        self._stream = stream
+        self.endpoint = endpoint
+        self.created_revision = created_revision
+        self.cluster_id = cluster_id
+        self._idle_timeout = idle_timeout
+        self.messages = 0
+
+    def __aiter__(self) -> GrpcWatchStream:
+        return self
+
+    async def __anext__(self) -> WatchResponse:
+        timeout = self._idle_timeout if self._idle_timeout is not None else math.inf
+        raw: bytes | None = None
+        with trio.move_on_after(timeout) as scope:
+            try:
+                raw = await self._stream.receive()
+            except GrpcError as exc:
+                raise WatchEnded(f"watch stream broke: {exc}", code=exc.status) from exc
+        if scope.cancelled_caught:
+            raise WatchEnded(f"watch stream silent for {timeout:.0f}s")
+        if raw is None:
+            raise WatchEnded("watch stream ended")
+        resp = _decode_watch(raw)
+        if resp.canceled:
+            if resp.compact_revision:
+                raise WatchCompacted(resp.compact_revision)
+            raise WatchCanceled(f"watch cancelled: {resp.cancel_reason or 'no reason given'}")
+        self.messages += 1
+        return _watch_response(resp)
+
+
+def _decode_watch(raw: bytes) -> Any:
+    try:
+        return pb.WatchResponse.FromString(raw)
+    except DecodeError as exc:
+        raise WatchEnded(f"undecodable watch message: {exc}") from exc
+
+
+class GrpcEtcdClient:
+    """An etcd v3 client over gRPC (h2c), for use inside one trio run, as
+    ``async with GrpcEtcdClient([...]) as client:``.
+
+    ``endpoints`` are ``http://host:port`` URLs or ``host:port``. Requests go to the last
+    endpoint that worked and fail over to the next on connection errors, timeouts and
+    UNAVAILABLE; :class:`EtcdUnavailable` means all failed.
+    """
+
+    @classmethod
+    def with_access(cls, endpoints: Sequence[str] | str, access: EtcdAccess) -> GrpcEtcdClient:
+        if isinstance(endpoints, str):
+            endpoints = endpoints.split(",")
+        if (why := refusal(endpoints, access)) is not None:
+            raise ValueError(why)
+        return cls(
+            endpoints,
+            request_timeout=access.request_timeout,
+            connect_timeout=access.connect_timeout,
+        )
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str = (DEFAULT_ENDPOINT,),
+        *,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+    ):
+        if isinstance(endpoints, str):
+            endpoints = endpoints.split(",")
+        urls = []
+        for e in endpoints:
+            e = e.strip().rstrip("/")
+            if not e:
+                continue
+            if e.lower().startswith("https://"):
+                raise ValueError(f"{REFUSAL} (an https:// endpoint)")
+            urls.append(e if "://" in e else f"http://{e}")
+        self.endpoints = urls or [DEFAULT_ENDPOINT]
+        self._addrs = [_host_port(e) for e in self.endpoints]
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self._current = 0
+        self._conn: GrpcConnection | None = None
+        self._conn_idx = -1
+        self._connect_lock: trio.Lock | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> GrpcEtcdClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.aclose()
+
+    @property
+    def current_endpoint(self) -> str:
+        return self.endpoints[self._current]
+
+    def _order(self) -> list[int]:
+        n = len(self.endpoints)
+        return [(self._current + i) % n for i in range(n)]
+
+    async def _connect(self, idx: int) -> GrpcConnection:
+        host, port = self._addrs[idx]
+        with trio.fail_after(self.connect_timeout):
+            return await GrpcConnection.connect(host, port)
+
+    async def _unary_connection(self, idx: int) -> GrpcConnection:
+        """The shared connection to endpoint ``idx`` (opened, or replaced if it broke)."""
+        if self._connect_lock is None:
+            self._connect_lock = trio.Lock()
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is not None and self._conn_idx == idx and conn.usable:
+                return conn
+            if conn is not None:
+                self._conn = None
+                await conn.aclose()
+            self._conn = await self._connect(idx)
+            self._conn_idx = idx
+            return self._conn
+
+    async def _drop(self, conn: GrpcConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        await conn.aclose()
+
+    async def _unary(self, method: str, request: Any) -> bytes:
+        body = request.SerializeToString()
+        errors: list[str] = []
+        for idx in self._order():
+            base = self.endpoints[idx]
+            conn: GrpcConnection | None = None
+            try:
+                with trio.fail_after(self.request_timeout):
+                    conn = await self._unary_connection(idx)
+                    reply = await conn.unary(method, body)
+            except (OSError, trio.TooSlowError) as exc:
+                # Refused, unreachable, or no answer in time (a hung etcd): drop the
+                # connection, it may be stuck behind a half-read reply.
+                if conn is not None:
+                    await self._drop(conn)
+                errors.append(f"{base}: {type(exc).__name__}: {exc}")
+                continue
+            except GrpcError as exc:
+                err = _classify(exc)
+                if isinstance(err, EtcdUnavailable):
+                    errors.append(f"{base}: {exc}")
+                    continue
+                self._current = idx
+                raise err from exc
+            self._current = idx
+            return reply
+        raise EtcdUnavailable("no etcd endpoint answered: " + "; ".join(errors))
+
+    # -- KV API ---------------------------------------------------------------------------------
+
+    async def range(
+        self,
+        key: str | bytes,
+        range_end: str | bytes | None = None,
+        *,
+        revision: int | None = None,
+        limit: int | None = None,
+        keys_only: bool = False,
+        count_only: bool = False,
+    ) -> RangeResult:
+        """Read ``key`` (or ``[key, range_end)``), optionally at a past ``revision``.
+        Raises :class:`RevisionCompacted` if ``revision`` is compacted."""
+        req = pb.RangeRequest(
+            key=_as_bytes(key),
+            revision=revision or 0,
+            limit=limit or 0,
+            keys_only=keys_only,
+            count_only=count_only,
+        )
+        if range_end is not None:
+            req.range_end = _as_bytes(range_end)
+        resp = pb.RangeResponse.FromString(await self._unary(_KV + "Range", req))
+        return RangeResult(
+            [_kv(kv) for kv in resp.kvs], resp.header.revision, resp.more, resp.count
+        )
+
+    async def range_paginated(
+        self,
+        prefix: str | bytes,
+        revision: int | None = None,
+        page_size: int = 1000,
+        *,
+        range_end: str | bytes | None = None,
+        keys_only: bool = False,
+    ) -> AsyncGenerator[RangeResult, None]:
+        """Pages of ``page_size`` keys, all at one revision (as
+        :meth:`typha.sync.etcd_client.EtcdClient.range_paginated`)."""
+        end = _as_bytes(range_end) if range_end is not None else prefix_range_end(prefix)
+        key = _as_bytes(prefix)
+        pinned = revision
+        while True:
+            page = await self.range(key, end, revision=pinned, limit=page_size, keys_only=keys_only)
+            if pinned is None:
+                pinned = page.revision
+            else:
+                page = RangeResult(page.kvs, pinned, page.more, page.count)
+            yield page
+            if not page.more or not page.kvs:
+                return
+            key = page.kvs[-1].key.encode("utf-8", "surrogateescape") + b"\0"
+
+    async def revision(self) -> int:
+        return (await self.range(b"\0", count_only=True)).revision
+
+    async def put(self, key: str | bytes, value: bytes) -> int:
+        req = pb.PutRequest(key=_as_bytes(key), value=value)
+        return int(pb.PutResponse.FromString(await self._unary(_KV + "Put", req)).header.revision)
+
+    async def delete(self, key: str | bytes, range_end: str | bytes | None = None) -> DeleteResult:
+        req = pb.DeleteRangeRequest(key=_as_bytes(key))
+        if range_end is not None:
+            req.range_end = _as_bytes(range_end)
+        resp = pb.DeleteRangeResponse.FromString(await self._unary(_KV + "DeleteRange", req))
+        return DeleteResult(resp.deleted, resp.header.revision)
+
+    async def txn(self, ops: Iterable[TxnOp]) -> int:
+        """Apply puts/deletes atomically in one revision; returns that revision."""
+        req = pb.TxnRequest(success=[_op(op) for op in ops])
+        return int(pb.TxnResponse.FromString(await self._unary(_KV + "Txn", req)).header.revision)
+
+    async def create(self, key: str | bytes, value: bytes) -> bool:
+        """Put ``key`` only if it does not exist yet; returns whether it was written."""
+        req = pb.TxnRequest(
+            compare=[
+                pb.Compare(key=_as_bytes(key), target=_CREATE, result=_EQUAL, create_revision=0)
+            ],
+            success=[_op(PutOp(key, value))],
+        )
+        return bool(pb.TxnResponse.FromString(await self._unary(_KV + "Txn", req)).succeeded)
+
+    async def compact(self, revision: int, *, physical: bool = True) -> None:
+        await self._unary(
+            _KV + "Compact", pb.CompactionRequest(revision=revision, physical=physical)
+        )
+
+    async def status(self) -> dict[str, Any]:
+        """Maintenance/Status of the current endpoint, shaped as the gateway's JSON."""
+        resp = pb.StatusResponse.FromString(await self._unary(_STATUS, pb.StatusRequest()))
+        return MessageToDict(resp, preserving_proto_field_name=True)
+
+    # -- watch ----------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self,
+        key: str | bytes,
+        range_end: str | bytes | None = None,
+        start_revision: int | None = None,
+        *,
+        progress_notify: bool = True,
+        prev_kv: bool = False,
+        idle_timeout: float | None = None,
+    ) -> AsyncIterator[GrpcWatchStream]:
+        """Open a watch (same contract as :meth:`typha.sync.etcd_client.EtcdClient.watch`),
+        on a connection of its own that is closed on exit."""
+        create = pb.WatchCreateRequest(
+            key=_as_bytes(key),
+            start_revision=start_revision or 0,
+            progress_notify=progress_notify,
+            prev_kv=prev_kv,
+        )
+        if range_end is not None:
+            create.range_end = _as_bytes(range_end)
+        body = pb.WatchRequest(create_request=create).SerializeToString()
+        errors: list[str] = []
+        for idx in self._order():
+            base = self.endpoints[idx]
+            try:
+                conn = await self._connect(idx)
+            except (OSError, trio.TooSlowError) as exc:
+                errors.append(f"{base}: {type(exc).__name__}: {exc}")
+                continue
+            try:
+                try:
+                    with trio.fail_after(self.request_timeout):
+                        stream = await conn.open_stream(_WATCH, body)
+                        first = await self._first_watch_message(stream)
+                except trio.TooSlowError:
+                    errors.append(f"{base}: the watch was not confirmed in time")
+                    continue
+                except GrpcError as exc:
+                    err = _classify(exc)
+                    if isinstance(err, EtcdUnavailable):
+                        errors.append(f"{base}: {exc}")
+                        continue
+                    raise err from exc
+                if first is None:
+                    errors.append(f"{base}: watch stream closed before it was created")
+                    continue
+                self._current = idx
+                yield GrpcWatchStream(
+                    stream,
+                    endpoint=base,
+                    created_revision=first.header.revision,
+                    cluster_id=str(first.header.cluster_id or ""),
+                    idle_timeout=idle_timeout,
+                )
+                return
+            finally:
+                await conn.aclose()
+        raise EtcdUnavailable("no etcd endpoint accepted the watch: " + "; ".join(errors))
+
+    async def _first_watch_message(self, stream: GrpcStream) -> Any:
+        """The ``created`` confirmation; an immediate cancel raises its exception."""
+        raw = await stream.receive()
+        if raw is None:
+            return None
+        resp = _decode_watch(raw)
+        if resp.canceled:
+            if resp.compact_revision:
+                raise WatchCompacted(resp.compact_revision)
+            raise WatchCanceled(f"watch refused: {resp.cancel_reason or 'no reason given'}")
+        if not resp.created:
+            raise EtcdError(f"unexpected first watch message: {resp}")
+        return resp

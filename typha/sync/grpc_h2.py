@@ -1,0 +1,350 @@
+"""gRPC calls over one plaintext HTTP/2 connection (h2c with prior knowledge), on trio.
+
+There is no maintained trio-native gRPC library; grpcio would need a thread bridged to trio
+(measured slower, docs/dependencies.md). This speaks gRPC's wire format itself: the ``h2`` state
+machine for HTTP/2, messages framed as a 1-byte flag plus a 4-byte length, the status in the
+``grpc-status`` trailer. Only what etcd's KV, Watch and Maintenance calls need: unary calls and
+the server-streaming side of a bidirectional call; no compression, no TLS.
+
+No background task: whichever task waits for something (a reply, a message, flow-control
+window) reads the socket, one task at a time under a lock, and hands every frame to the call it
+belongs to. So nothing reads a connection nobody waits on, and a slow consumer of a stream
+pushes back on the server through TCP and HTTP/2 flow control (etcd then treats the watcher as
+slow, as it does a slow gateway client) instead of buffering without bound here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+
+# gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+OK = 0
+CANCELLED = 1
+UNKNOWN = 2
+RESOURCE_EXHAUSTED = 8
+OUT_OF_RANGE = 11
+INTERNAL = 13
+UNAVAILABLE = 14
+
+# Large receive windows: a list page or a watch replay (one message of 10-15 MB for 20k events)
+# arrives without a WINDOW_UPDATE round trip per 64 KiB. Memory stays bounded by what the
+# socket holds, because data is only read when a caller waits for it.
+WINDOW = 16 * 1024 * 1024
+_RECV_CHUNK = 1 << 18
+
+
+class GrpcError(Exception):
+    """A call ended with a non-OK gRPC status (or the connection under it failed:
+    ``UNAVAILABLE``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"grpc-status {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass(eq=False)
+class _Call:
+    stream_id: int
+    messages: deque[bytes] = field(default_factory=deque)
+    buffer: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+    error: GrpcError | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Append DATA; every complete message (flag, length, body) goes to ``messages``."""
+        buf = self.buffer
+        buf += data
+        start = 0
+        while len(buf) - start >= 5:
+            length = int.from_bytes(buf[start + 1 : start + 5], "big")
+            if len(buf) - start - 5 < length:
+                break
+            if buf[start]:
+                raise GrpcError(INTERNAL, "compressed message received but none negotiated")
+            self.messages.append(bytes(buf[start + 5 : start + 5 + length]))
+            start += 5 + length
+        if start:
+            del buf[:start]
+
+    def end(self, error: GrpcError | None) -> None:
+        if not self.ended:
+            self.ended = True
+            self.error = error
+
+
+def frame(message: bytes) -> bytes:
+    """One gRPC message on the wire: uncompressed flag, big-endian length, body."""
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+def _status_error(headers: dict[bytes, bytes]) -> GrpcError | None:
+    """None for grpc-status 0, else the error the headers or trailers describe."""
+    status = headers.get(b"grpc-status")
+    if status is None:
+        return GrpcError(INTERNAL, "call ended without grpc-status")
+    if status == b"0":
+        return None
+    message = headers.get(b"grpc-message", b"").decode("utf-8", "replace")
+    try:
+        code = int(status)
+    except ValueError:
+        code = UNKNOWN
+    return GrpcError(code, message)
+
+
+class GrpcConnection:
+    """One HTTP/2 connection to a gRPC server; see the module doc for who reads it.
+
+    ``await GrpcConnection.connect(host, port)``; ``await conn.unary(path, request)`` or
+    ``conn.stream(path, request)`` for a server stream; ``await conn.aclose()``.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, authority: str) -> None:
+        self._stream = stream
+        self._authority = authority.encode()
+        self._conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self._calls: dict[int, _Call] = {}
+        self._send_lock = trio.Lock()
+        self._recv_lock = trio.Lock()
+        self.broken: str | None = None
+        """Why the connection cannot carry calls any more (None while it can)."""
+        self.going_away = False
+        """The server sent GOAWAY: calls in progress may finish, new ones must go elsewhere."""
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> GrpcConnection:
+        """Open the TCP connection and send HTTP/2's preface and settings (bound it with a
+        trio timeout: connecting has none of its own)."""
+        stream = await trio.open_tcp_stream(host, port)
+        conn = cls(stream, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        h2c = conn._conn
+        h2c.initiate_connection()
+        h2c.update_settings(
+            {
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            }
+        )
+        h2c.increment_flow_control_window(WINDOW - 65535)
+        try:
+            await conn._flush()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return conn
+
+    @property
+    def usable(self) -> bool:
+        return self.broken is None and not self.going_away
+
+    async def aclose(self) -> None:
+        self._fail("connection closed by the client")
+        await trio.aclose_forcefully(self._stream)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def unary(self, path: str, request: bytes) -> bytes:
+        """One request, one reply (after the OK status); raises :class:`GrpcError`."""
+        call = await self._start(path, request, end_stream=True)
+        try:
+            reply = await self._receive(call)
+            if reply is None:
+                raise GrpcError(INTERNAL, "call ended without a reply message")
+            if await self._receive(call) is not None:
+                raise GrpcError(INTERNAL, "more than one reply message to a unary call")
+            return reply
+        finally:
+            self._forget(call)
+
+    async def open_stream(self, path: str, request: bytes) -> GrpcStream:
+        """Start a call with one request, its request side left open (etcd's Watch is
+        bidirectional; closing our side is not needed), and return its reply stream."""
+        return GrpcStream(self, await self._start(path, request, end_stream=False))
+
+    async def _start(self, path: str, request: bytes, *, end_stream: bool) -> _Call:
+        if not self.usable:
+            raise GrpcError(UNAVAILABLE, self.broken or "the server is going away")
+        h2c = self._conn
+        sid = h2c.get_next_available_stream_id()
+        call = _Call(sid)
+        self._calls[sid] = call
+        h2c.send_headers(
+            sid,
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", path.encode()),
+                (b":authority", self._authority),
+                (b"content-type", b"application/grpc"),
+                (b"te", b"trailers"),
+                (b"user-agent", b"typha-py"),
+            ],
+        )
+        try:
+            await self._send_data(call, frame(request), end_stream)
+        except BaseException:
+            self._forget(call)
+            raise
+        return call
+
+    async def _send_data(self, call: _Call, data: bytes, end_stream: bool) -> None:
+        """Send ``data`` as the flow-control windows allow (a large txn exceeds the 64 KiB a
+        server grants at first), reading the socket for WINDOW_UPDATEs meanwhile."""
+        h2c = self._conn
+        view = memoryview(data)
+        while True:
+            size = min(h2c.local_flow_control_window(call.stream_id), h2c.max_outbound_frame_size)
+            if size > 0 or not view:
+                chunk, view = view[:size], view[size:]
+                h2c.send_data(call.stream_id, bytes(chunk), end_stream=end_stream and not view)
+                await self._flush()
+                if not view:
+                    return
+                continue
+            await self._pump_until(lambda: call.ended or self._window(call) > 0)
+            if call.ended:
+                raise call.error or GrpcError(INTERNAL, "call ended while sending its request")
+
+    def _window(self, call: _Call) -> int:
+        return self._conn.local_flow_control_window(call.stream_id)
+
+    async def _receive(self, call: _Call) -> bytes | None:
+        """The call's next message; None once it ended with OK; raises if it failed."""
+        await self._pump_until(lambda: bool(call.messages) or call.ended)
+        if call.messages:
+            return call.messages.popleft()
+        if call.error is not None:
+            raise call.error
+        return None
+
+    def _forget(self, call: _Call) -> None:
+        """Drop the call; if the server may still be sending, reset its stream (the RST_STREAM
+        goes out with the next write on this connection)."""
+        self._calls.pop(call.stream_id, None)
+        if not call.ended and self.broken is None:
+            call.end(GrpcError(CANCELLED, "cancelled by the client"))
+            with contextlib.suppress(h2.exceptions.H2Error):  # closed on the server's side
+                self._conn.reset_stream(call.stream_id, h2.errors.ErrorCodes.CANCEL)
+
+    # -- the socket -----------------------------------------------------------------------------
+
+    async def _pump_until(self, done: Callable[[], bool]) -> None:
+        """Read and dispatch frames until ``done()`` (or the connection breaks: then every
+        call on it has ended with UNAVAILABLE)."""
+        while not done():
+            if self.broken is not None:
+                return
+            async with self._recv_lock:
+                if done() or self.broken is not None:
+                    return
+                await self._read_once()
+
+    async def _read_once(self) -> None:
+        try:
+            data = await self._stream.receive_some(_RECV_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(f"connection broken: {exc!r}")
+            return
+        if not data:
+            self._fail("connection closed by the server")
+            return
+        try:
+            events = self._conn.receive_data(data)
+            for ev in events:
+                self._dispatch(ev)
+        except (h2.exceptions.ProtocolError, GrpcError) as exc:
+            self._fail(f"HTTP/2 protocol error: {exc!r}")
+            return
+        await self._flush()  # window updates, PING and SETTINGS acknowledgements
+
+    def _dispatch(self, ev: h2.events.Event) -> None:
+        if isinstance(ev, h2.events.DataReceived):
+            call = self._calls.get(ev.stream_id)
+            if call is not None:
+                call.feed(ev.data)
+            # Acknowledge at once: data is only read when someone waits for it, so the
+            # socket, not this buffer, is what pushes back on the server.
+            self._conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.ResponseReceived):
+            headers = dict(ev.headers)
+            call = self._calls.get(ev.stream_id)
+            if call is None:
+                return
+            if headers.get(b":status") != b"200":
+                status = headers.get(b":status", b"?").decode()
+                call.end(GrpcError(UNAVAILABLE, f"HTTP status {status}"))
+            elif b"grpc-status" in headers:  # trailers-only reply (an error, typically)
+                call.end(_status_error(headers))
+        elif isinstance(ev, h2.events.TrailersReceived):
+            call = self._calls.get(ev.stream_id)
+            if call is not None:
+                call.end(_status_error(dict(ev.headers)))
+        elif isinstance(ev, h2.events.StreamEnded):
+            call = self._calls.get(ev.stream_id)
+            if call is not None:
+                call.end(GrpcError(INTERNAL, "stream ended without trailers"))
+        elif isinstance(ev, h2.events.StreamReset):
+            call = self._calls.get(ev.stream_id)
+            if call is not None:
+                code = (
+                    UNAVAILABLE
+                    if ev.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                    else (CANCELLED if ev.error_code == h2.errors.ErrorCodes.CANCEL else INTERNAL)
+                )
+                call.end(GrpcError(code, f"stream reset by the server ({ev.error_code!r})"))
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.going_away = True
+            last = ev.last_stream_id if ev.last_stream_id is not None else 0
+            for sid, call in self._calls.items():
+                if sid > last:  # never processed: safe to retry elsewhere
+                    call.end(GrpcError(UNAVAILABLE, "the server is going away (GOAWAY)"))
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            data = self._conn.data_to_send()
+            if not data:
+                return
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._fail(f"connection broken: {exc!r}")
+                raise GrpcError(UNAVAILABLE, self.broken or "connection broken") from exc
+            except BaseException:
+                # Cancelled part-way: the peer may have half a frame; the connection is unusable.
+                self._fail("a write was interrupted")
+                raise
+
+    def _fail(self, reason: str) -> None:
+        if self.broken is None:
+            self.broken = reason
+        for call in self._calls.values():
+            call.end(GrpcError(UNAVAILABLE, reason))
+
+
+class GrpcStream:
+    """The reply side of a streaming call: ``await receive()`` gives each message, None once
+    the call ended with OK, or raises :class:`GrpcError`. ``close()`` resets the stream."""
+
+    def __init__(self, conn: GrpcConnection, call: _Call) -> None:
+        self._conn = conn
+        self._call = call
+
+    async def receive(self) -> bytes | None:
+        return await self._conn._receive(self._call)
+
+    def close(self) -> None:
+        self._conn._forget(self._call)
