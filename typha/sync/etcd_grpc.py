@@ -418,7 +418,7 @@ class GrpcEtcdClient:
             base = self.endpoints[idx]
             try:
                 conn = await self._connect(idx)
-            except (OSError, trio.TooSlowError) as exc:
+            except (OSError, trio.TooSlowError, GrpcError) as exc:
                 errors.append(f"{base}: {type(exc).__name__}: {exc}")
                 continue
             try:
