@@ -269,8 +269,15 @@ class GrpcEtcdClient:
             self._conn = None
         await conn.aclose()
 
-    async def _unary(self, method: str, request: Any) -> bytes:
-        body = request.SerializeToString()
+    async def _unary(self, method: str, request: Any, reply_type: Any) -> Any:
+        """``request`` to ``method`` with failover; the reply decoded as ``reply_type``."""
+        raw = await self._unary_raw(method, request.SerializeToString())
+        try:
+            return reply_type.FromString(raw)
+        except DecodeError as exc:
+            raise EtcdError(f"undecodable reply to {method}: {exc}") from exc
+
+    async def _unary_raw(self, method: str, body: bytes) -> bytes:
         errors: list[str] = []
         for idx in self._order():
             base = self.endpoints[idx]
@@ -320,7 +327,7 @@ class GrpcEtcdClient:
         )
         if range_end is not None:
             req.range_end = _as_bytes(range_end)
-        resp = pb.RangeResponse.FromString(await self._unary(_KV + "Range", req))
+        resp = await self._unary(_KV + "Range", req, pb.RangeResponse)
         return RangeResult(
             [_kv(kv) for kv in resp.kvs], resp.header.revision, resp.more, resp.count
         )
@@ -355,19 +362,19 @@ class GrpcEtcdClient:
 
     async def put(self, key: str | bytes, value: bytes) -> int:
         req = pb.PutRequest(key=_as_bytes(key), value=value)
-        return int(pb.PutResponse.FromString(await self._unary(_KV + "Put", req)).header.revision)
+        return int((await self._unary(_KV + "Put", req, pb.PutResponse)).header.revision)
 
     async def delete(self, key: str | bytes, range_end: str | bytes | None = None) -> DeleteResult:
         req = pb.DeleteRangeRequest(key=_as_bytes(key))
         if range_end is not None:
             req.range_end = _as_bytes(range_end)
-        resp = pb.DeleteRangeResponse.FromString(await self._unary(_KV + "DeleteRange", req))
+        resp = await self._unary(_KV + "DeleteRange", req, pb.DeleteRangeResponse)
         return DeleteResult(resp.deleted, resp.header.revision)
 
     async def txn(self, ops: Iterable[TxnOp]) -> int:
         """Apply puts/deletes atomically in one revision; returns that revision."""
         req = pb.TxnRequest(success=[_op(op) for op in ops])
-        return int(pb.TxnResponse.FromString(await self._unary(_KV + "Txn", req)).header.revision)
+        return int((await self._unary(_KV + "Txn", req, pb.TxnResponse)).header.revision)
 
     async def create(self, key: str | bytes, value: bytes) -> bool:
         """Put ``key`` only if it does not exist yet; returns whether it was written."""
@@ -377,16 +384,15 @@ class GrpcEtcdClient:
             ],
             success=[_op(PutOp(key, value))],
         )
-        return bool(pb.TxnResponse.FromString(await self._unary(_KV + "Txn", req)).succeeded)
+        return bool((await self._unary(_KV + "Txn", req, pb.TxnResponse)).succeeded)
 
     async def compact(self, revision: int, *, physical: bool = True) -> None:
-        await self._unary(
-            _KV + "Compact", pb.CompactionRequest(revision=revision, physical=physical)
-        )
+        req = pb.CompactionRequest(revision=revision, physical=physical)
+        await self._unary(_KV + "Compact", req, pb.CompactionResponse)
 
     async def status(self) -> dict[str, Any]:
         """Maintenance/Status of the current endpoint, shaped as the gateway's JSON."""
-        resp = pb.StatusResponse.FromString(await self._unary(_STATUS, pb.StatusRequest()))
+        resp = await self._unary(_STATUS, pb.StatusRequest(), pb.StatusResponse)
         return MessageToDict(resp, preserving_proto_field_name=True)
 
     # -- watch ----------------------------------------------------------------------------------

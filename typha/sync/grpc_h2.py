@@ -179,23 +179,30 @@ class GrpcConnection:
         if not self.usable:
             raise GrpcError(UNAVAILABLE, self.broken or "the server is going away")
         h2c = self._conn
-        sid = h2c.get_next_available_stream_id()
+        try:
+            sid = h2c.get_next_available_stream_id()
+            h2c.send_headers(
+                sid,
+                [
+                    (b":method", b"POST"),
+                    (b":scheme", b"http"),
+                    (b":path", path.encode()),
+                    (b":authority", self._authority),
+                    (b"content-type", b"application/grpc"),
+                    (b"te", b"trailers"),
+                    (b"user-agent", b"typha-py"),
+                ],
+            )
+        except h2.exceptions.H2Error as exc:  # e.g. no stream ids left: a new connection
+            self._fail(f"cannot start a call: {exc!r}")
+            raise GrpcError(UNAVAILABLE, self.broken or "cannot start a call") from exc
         call = _Call(sid)
         self._calls[sid] = call
-        h2c.send_headers(
-            sid,
-            [
-                (b":method", b"POST"),
-                (b":scheme", b"http"),
-                (b":path", path.encode()),
-                (b":authority", self._authority),
-                (b"content-type", b"application/grpc"),
-                (b"te", b"trailers"),
-                (b"user-agent", b"typha-py"),
-            ],
-        )
         try:
             await self._send_data(call, frame(request), end_stream)
+        except h2.exceptions.H2Error as exc:
+            self._forget(call)
+            raise GrpcError(INTERNAL, f"cannot send the request: {exc!r}") from exc
         except BaseException:
             self._forget(call)
             raise
@@ -266,7 +273,7 @@ class GrpcConnection:
             events = self._conn.receive_data(data)
             for ev in events:
                 self._dispatch(ev)
-        except (h2.exceptions.ProtocolError, GrpcError) as exc:
+        except (h2.exceptions.H2Error, GrpcError) as exc:
             self._fail(f"HTTP/2 protocol error: {exc!r}")
             return
         await self._flush()  # window updates, PING and SETTINGS acknowledgements
