@@ -255,7 +255,7 @@ class GrpcEtcdClient:
             self._connect_lock = trio.Lock()
         async with self._connect_lock:
             conn = self._conn
-            if conn is not None and self._conn_idx == idx and conn.usable:
+            if conn is not None and self._conn_idx == idx and await conn.check():
                 return conn
             if conn is not None:
                 self._conn = None

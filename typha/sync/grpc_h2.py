@@ -16,6 +16,7 @@ slow, as it does a slow gateway client) instead of buffering without bound here.
 from __future__ import annotations
 
 import contextlib
+import select
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,6 +151,25 @@ class GrpcConnection:
     @property
     def usable(self) -> bool:
         return self.broken is None and not self.going_away
+
+    async def check(self) -> bool:
+        """Whether the connection can carry a new call, after reading what already waits on an
+        idle connection (the server's FIN after a restart, a GOAWAY, a PING): a connection
+        nobody has read for a while may be dead without us knowing yet."""
+        if self.usable and not self._recv_lock.locked() and self._readable():
+            async with self._recv_lock:
+                await self._read_once()
+        return self.usable
+
+    def _readable(self) -> bool:
+        sock = getattr(self._stream, "socket", None)
+        if sock is None:
+            return False
+        try:
+            ready, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):  # closed under us
+            return True
+        return bool(ready)
 
     async def aclose(self) -> None:
         self._fail("connection closed by the client")
