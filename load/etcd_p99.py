@@ -6,6 +6,7 @@ achieved write rate, Typha's CPU per million client-updates and typha-load's lat
 before each run, because on a shared 2-core machine the tail measures the neighbours first.
 
     python -m load.etcd_p99 --runs 3
+    python -m load.etcd_p99 --runs 4 --etcd-api gateway,grpc   # runs alternate the APIs
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ RESULTS = Path(".load-results")
 
 def one_run(args: argparse.Namespace, i: int) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
-    with local_stack(1, results=RESULTS / f"etcd-p99-{i}") as stack:
+    apis = args.etcd_api.split(",")
+    api = apis[i % len(apis)]
+    env = {"TYPHA_ETCDAPI": api}
+    with local_stack(1, results=RESULTS / f"etcd-p99-{i}", extra_env=env) as stack:
         typha = stack.typhas[0]
         os.sched_setaffinity(typha.proc.pid, {args.cpu})
         out = RESULTS / f"etcd-p99-{i}"
@@ -46,6 +50,7 @@ def one_run(args: argparse.Namespace, i: int) -> dict[str, Any]:
     updates_m = result["client_updates_per_s"] * args.duration / 1e6
     return {
         "run": i,
+        "etcd_api": api,
         "load_before": round(load_before, 2),
         "writes_per_s": result["write_rate_achieved"],
         "p50_ms": lat.get("p50"),
@@ -68,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--pods", type=int, default=2000)
     p.add_argument("--cpu", type=int, default=0, help="the CPU Typha is pinned to")
+    p.add_argument(
+        "--etcd-api",
+        default="gateway",
+        help="Typha's EtcdAPI: gateway, grpc, or a comma-separated list the runs cycle through",
+    )
     args = p.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     runs = []
