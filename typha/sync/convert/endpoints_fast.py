@@ -2,10 +2,11 @@
 
 A cold start converts every listed endpoint (20,000 of them in a mid-sized cluster), and nearly
 all have the shape Calico's CNI plugin writes: a k8s orchestrator with node, pod and endpoint
-in the spec, canonical IPv4 host networks, string labels and annotations, no NATs, ports,
-gateways or spoofing exceptions. For that shape :func:`common_workload_endpoint` builds the
-same update as ``endpoints.workload_endpoint_updates`` (after ``convert_etcd_kv``'s and
-``v3_to_updates``' checks) with one pass of exact type tests instead of the field helpers.
+in the spec, canonical IPv4 host networks, string labels and annotations, plain container
+ports, no NATs, gateways or spoofing exceptions. For that shape
+:func:`common_workload_endpoint` builds the same update as
+``endpoints.workload_endpoint_updates`` (after ``convert_etcd_kv``'s and ``v3_to_updates``'
+checks) with one pass of exact type tests instead of the field helpers.
 
 It never raises: anything else — another type, an empty or missing field the general path
 reads in another way, a field it would normalise or reject — returns ``None`` and the caller
@@ -60,6 +61,36 @@ def _sorted_str_map(value: object) -> dict[str, str] | None:
     return {k: value[k] for k in sorted(value)}
 
 
+# The protocols a pod's container port may name, as Kubernetes spells them, and as the general
+# path's normalize_protocol gives them.
+_PORT_PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+
+
+def _named_ports(value: object) -> list[dict[str, Any]] | None:
+    """The named ports of ``spec.ports`` as ``endpoints._named_ports`` gives them, when each
+    port is a mapping with a string name, a port number and a Kubernetes protocol (or none);
+    ``None`` for anything else."""
+    if value is None:
+        return []
+    if type(value) is not list:
+        return None
+    out = []
+    for p in value:
+        if type(p) is not dict:
+            return None
+        name = _opt_str(p.get("name"))
+        port = p.get("port")
+        if name is None or type(port) is not int or not 0 <= port <= 65535:
+            return None
+        protocol = p.get("protocol") or "TCP"
+        if type(protocol) is not str or protocol not in _PORT_PROTOCOLS:
+            return None
+        protocol = _PORT_PROTOCOLS[protocol]
+        if name:
+            out.append({"name": name, "protocol": protocol, "port": port})
+    return out
+
+
 def common_workload_endpoint(namespace: str, name: str, obj: dict[str, Any]) -> Update | None:
     """The update of the WorkloadEndpoint ``obj`` stored under ``<namespace>/<name>`` (both
     already unescaped), or ``None`` if it is not of the common shape (see the module doc)."""
@@ -94,7 +125,8 @@ def common_workload_endpoint(namespace: str, name: str, obj: dict[str, Any]) -> 
             return None
     if s.get("ipNATs") not in _EMPTY:
         return None
-    if s.get("ports") not in _EMPTY or s.get("allowSpoofedSourcePrefixes") not in _EMPTY:
+    ports = _named_ports(s.get("ports"))
+    if ports is None or s.get("allowSpoofedSourcePrefixes") not in _EMPTY:
         return None
     if s.get("ipv4Gateway") not in _NO_STR or s.get("ipv6Gateway") not in _NO_STR:
         return None
@@ -161,7 +193,7 @@ def common_workload_endpoint(namespace: str, name: str, obj: dict[str, Any]) -> 
         "labels": {k: own[k] for k in sorted(own)},
         "ipv4_gateway": None,
         "ipv6_gateway": None,
-        "ports": [],
+        "ports": ports,
         "generate_name": generate_name,
         "allow_spoofed_source_ips": [],
         "annotations": annotations,
