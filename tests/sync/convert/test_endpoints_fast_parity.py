@@ -33,6 +33,11 @@ from typha.sync.convert.etcd import (
 _TEXT = st.text(alphabet="ab-/%.:AZ09 \n\x00é", max_size=8)
 _ODD = st.sampled_from([None, "", 5, 1.5, True, [], {}, "x", ["x"], {"a": "b"}])
 
+_OWN = {
+    "projectcalico.org/namespace": "web",
+    "projectcalico.org/orchestrator": "k8s",
+    "projectcalico.org/serviceaccount": "default",
+}
 # path → values that field may take, besides the CNI plugin's own.
 _FIELDS: dict[tuple[str, ...], list[Any]] = {
     ("apiVersion",): ["projectcalico.org/v3", None, "v1", 3],
@@ -49,6 +54,16 @@ _FIELDS: dict[tuple[str, ...], list[Any]] = {
         {"projectcalico.org/serviceaccount": "other", "z": "1", "a": "2"},
         {"k": 1},
         {"k": None},
+        # As the CNI plugin writes them (sorted, with its three labels), and near misses.
+        {"a": "1", **_OWN},
+        {"a": "1", "pcns.x": "y", **_OWN},
+        {"a": "1", **_OWN, "projectcalico.org/serviceaccount": "other"},
+        {"a": "1", **_OWN, "projectcalico.org/orchestrator": "no"},
+        {"a": "1", **_OWN, "projectcalico.org/namespace": "other"},
+        {k: v for k, v in _OWN.items() if k != "projectcalico.org/serviceaccount"},
+        {**_OWN, "a": "1"},
+        {"": "e", **_OWN},
+        {"pcsa.x": "y", **_OWN},
     ],
     ("metadata", "annotations"): [None, {}, {"b": "2", "a": "1"}, {"a": None}, "x", []],
     ("metadata", "generateName"): [None, "", "nginx-", 5],
@@ -211,6 +226,18 @@ def test_cni_endpoints_take_the_fast_path_and_the_others_fall_back() -> None:
         else:
             slow += 1
     assert fast > 100 and slow > 100, (fast, slow)
+
+
+def test_every_listed_change_alone() -> None:
+    """Each value of the table above on the CNI plugin's shape, one at a time: none is left to
+    chance, and both paths are taken."""
+    base = cni_endpoint("web", "nginx-abc", "node-1", "10.1.2.3", {"app": "nginx"})
+    taken = [
+        check(etcd_key_for(base), changed(base, path, value))
+        for path in _PATHS
+        for value in [*_FIELDS[path], _ABSENT]
+    ]
+    assert 50 < sum(taken) < len(taken) - 50, (sum(taken), len(taken))
 
 
 @pytest.mark.parametrize(

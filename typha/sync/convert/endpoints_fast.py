@@ -91,6 +91,38 @@ def _named_ports(value: object) -> list[dict[str, Any]] | None:
     return out
 
 
+def _endpoint_labels(value: object, namespace: str, service_account: str) -> dict[str, str] | None:
+    """The value's labels as ``workload_endpoint_updates`` gives them (reserved ones dropped,
+    the namespace, orchestrator and service-account labels set, sorted by key), or ``None``
+    if ``value`` is not a ``{str: str}``. The CNI plugin writes those three labels itself, and
+    etcd holds the map sorted (Go's JSON sorts map keys): then the answer is a plain copy."""
+    if value is None:
+        value = {}
+    elif type(value) is not dict:
+        return None
+    as_is = True  # no reserved label, keys in ascending order
+    prev = ""
+    for k, v in value.items():
+        if type(k) is not str or type(v) is not str:
+            return None
+        if as_is and (k <= prev or k.startswith(_RESERVED_PREFIXES)):
+            as_is = False
+        prev = k
+    if (
+        as_is
+        and value.get(NAMESPACE_LABEL) == namespace
+        and value.get(ORCHESTRATOR_LABEL) == K8S_ORCHESTRATOR
+        and (not service_account or value.get(SERVICE_ACCOUNT_LABEL) == service_account)
+    ):
+        return dict(value)
+    own = {k: v for k, v in value.items() if not k.startswith(_RESERVED_PREFIXES)}
+    own[NAMESPACE_LABEL] = namespace
+    own[ORCHESTRATOR_LABEL] = K8S_ORCHESTRATOR
+    if service_account:
+        own[SERVICE_ACCOUNT_LABEL] = service_account
+    return {k: own[k] for k in sorted(own)}
+
+
 def common_workload_endpoint(namespace: str, name: str, obj: dict[str, Any]) -> Update | None:
     """The update of the WorkloadEndpoint ``obj`` stored under ``<namespace>/<name>`` (both
     already unescaped), or ``None`` if it is not of the common shape (see the module doc)."""
@@ -131,24 +163,12 @@ def common_workload_endpoint(namespace: str, name: str, obj: dict[str, Any]) -> 
     if s.get("ipv4Gateway") not in _NO_STR or s.get("ipv6Gateway") not in _NO_STR:
         return None
 
-    labels = meta.get("labels")
-    if labels is None:
-        labels = {}
-    elif type(labels) is not dict:
-        return None
-    own: dict[str, str] = {}
-    for k, v in labels.items():
-        if type(k) is not str or type(v) is not str:
-            return None
-        if not k.startswith(_RESERVED_PREFIXES):
-            own[k] = v
-    own[NAMESPACE_LABEL] = namespace
-    own[ORCHESTRATOR_LABEL] = K8S_ORCHESTRATOR
     service_account = _opt_str(s.get("serviceAccountName"))
     if service_account is None:
         return None
-    if service_account:
-        own[SERVICE_ACCOUNT_LABEL] = service_account
+    labels = _endpoint_labels(meta.get("labels"), namespace, service_account)
+    if labels is None:
+        return None
 
     iface = _opt_str(s.get("interfaceName"))
     if iface is None:
@@ -190,7 +210,7 @@ def common_workload_endpoint(namespace: str, name: str, obj: dict[str, Any]) -> 
         "ipv6_nets": None,
         "ipv4_nat": [],
         "ipv6_nat": [],
-        "labels": {k: own[k] for k in sorted(own)},
+        "labels": labels,
         "ipv4_gateway": None,
         "ipv6_gateway": None,
         "ports": ports,
