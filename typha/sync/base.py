@@ -120,6 +120,15 @@ class ResourceExpander:
     _outputs: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def expand(self, source: str, produced: Iterable[Update]) -> list[Update]:
+        if type(produced) is list and len(produced) == 1:
+            # The common case (a WorkloadEndpoint, listed or changed): one key, the same as
+            # before or new. The same result as below, without the set arithmetic.
+            only = produced[0]
+            old = self._outputs.get(source)
+            if only.value is not None and (old is None or (len(old) == 1 and only.key in old)):
+                if old is None:
+                    self._outputs[source] = frozenset((only.key,))
+                return [only]
         produced = list(produced)
         new_keys = frozenset(u.key for u in produced if u.value is not None)
         old_keys = self._outputs.get(source, frozenset())

@@ -577,4 +577,6 @@ def _stamped(updates: list[Update], revision: int) -> list[Update]:
     """The updates with the etcd revision that produced them (sent per KV to Calico's
     clients; libcalico-go's etcd backend reports a key's mod_revision the same way)."""
     rev = str(revision)
+    if len(updates) == 1:  # nearly always (one key per resource): no comprehension
+        return [Update(updates[0].key, updates[0].value, rev)]
     return [Update(u.key, u.value, rev) for u in updates]

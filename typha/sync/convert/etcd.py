@@ -31,6 +31,7 @@ from typha.sync.convert._common import (
     resource_name,
     spec,
 )
+from typha.sync.convert.endpoints_fast import common_workload_endpoint
 from typha.sync.convert.errors import InvalidResource
 from typha.sync.convert.ipam import affinity_identity, affinity_value, block_value
 from typha.sync.convert.kinds import API_VERSION_V3, KINDS, KINDS_BY_PLURAL
@@ -40,6 +41,9 @@ V3_PREFIX = "/calico/resources/v3/projectcalico.org/"
 IPAM_BLOCK_PREFIX = "/calico/ipam/v2/assignment/"
 IPAM_AFFINITY_PREFIX = "/calico/ipam/v2/host/"
 IPAM_HANDLE_PREFIX = "/calico/ipam/v2/handle/"
+
+# Where most listed keys are: their common shape has a fast path (endpoints_fast).
+_WEP_PREFIX = f"{V3_PREFIX}{KINDS['WorkloadEndpoint'].plural}/"
 
 CALICO_ETCD_WATCH_PREFIX = "/calico/"
 # The sub-trees that hold anything Typha serves; all lie under CALICO_ETCD_WATCH_PREFIX.
@@ -93,6 +97,19 @@ def convert_etcd_kv(etcd_key: str, obj: dict[str, Any]) -> list[Update]:
     For v3 resources the object must agree with its key (kind, namespace, name); a missing
     ``kind``/``apiVersion`` is filled in from the key.
     """
+    if etcd_key.startswith(_WEP_PREFIX):
+        namespace, _, name = etcd_key[len(_WEP_PREFIX) :].partition("/")
+        # Escaped segments ("%2f", "%25") and malformed keys go the general way.
+        if name and "/" not in name and "%" not in namespace and "%" not in name:
+            update = common_workload_endpoint(namespace, name, obj)
+            if update is not None:
+                return [update]
+    return convert_etcd_kv_general(etcd_key, obj)
+
+
+def convert_etcd_kv_general(etcd_key: str, obj: dict[str, Any]) -> list[Update]:
+    """``convert_etcd_kv`` without the WorkloadEndpoints' fast path: the reference that path
+    is tested against, and what it falls back to."""
     if etcd_key.startswith(V3_PREFIX):
         kind, namespace, name = parse_v3_etcd_key(etcd_key)
         if not isinstance(obj, dict):
