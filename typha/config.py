@@ -72,7 +72,7 @@ PARAMS: tuple[Param, ...] = (
         "choice",
         "gateway",
         "How typha reaches etcd: its JSON gateway (/v3/..., over HTTP/1.1) or its gRPC API "
-        "(HTTP/2 and protobuf: less CPU for typha and etcd, lower latency; docs/etcd.md). "
+        "(HTTP/2 and protobuf: about half the CPU for etcd and for typha's list; docs/etcd.md). "
         "grpc is opt-in and plain HTTP only: with it, TLS files, https endpoints and an etcd "
         "username are refused at start-up.",
         choices=("gateway", "grpc"),
