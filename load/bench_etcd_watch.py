@@ -284,84 +284,18 @@ class GrpcThreadVariant:
                 await trio.to_thread.run_sync(thread.join, 5)
 
 
-class H2Variant:
-    """gRPC on trio itself: ``load.grpc_h2`` (h2 + protobuf), no thread."""
-
-    def __init__(self, channel: Any) -> None:
-        from load.etcd_grpc_stubs import load_stubs
-
-        self.channel = channel
-        self.rpc_pb2, _, kv_pb2 = load_stubs()
-        self.delete = kv_pb2.Event.DELETE
+class H2Variant(GatewayVariant):
+    """gRPC on trio itself: the product's opt-in client (``EtcdAPI=grpc``,
+    ``typha.sync.etcd_grpc.GrpcEtcdClient``: h2 + protobuf, no thread), through the same calls
+    as the gateway variant."""
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, url: str) -> AsyncIterator[H2Variant]:
-        from load.grpc_h2 import GrpcH2Channel
+    async def open(cls, url: str) -> AsyncIterator[H2Variant]:  # type: ignore[override]
+        from typha.sync.etcd_grpc import GrpcEtcdClient
 
-        host, port = url.split("://", 1)[-1].rsplit(":", 1)
-        async with trio.open_nursery() as nursery:
-            channel = await GrpcH2Channel.open(nursery, host, int(port))
-            try:
-                yield cls(channel)
-            finally:
-                nursery.cancel_scope.cancel()
-                await channel.aclose()
-
-    async def list(self) -> tuple[list[KeyValue], int]:
-        rpc_pb2 = self.rpc_pb2
-        end = prefix_range_end(PREFIX)
-        kvs: list[KeyValue] = []
-        key, pinned = PREFIX.encode(), 0
-        while True:
-            req = rpc_pb2.RangeRequest(key=key, range_end=end, limit=PAGE, revision=pinned)
-            raw = await self.channel.unary("/etcdserverpb.KV/Range", req.SerializeToString())
-            resp = rpc_pb2.RangeResponse.FromString(raw)
-            pinned = pinned or resp.header.revision
-            got = [_kv(kv) for kv in resp.kvs]
-            kvs.extend(got)
-            if not resp.more or not got:
-                return kvs, pinned
-            key = got[-1].key.encode("utf-8", "surrogateescape") + b"\0"
-
-    @contextlib.asynccontextmanager
-    async def watch(self, start: int) -> AsyncIterator[AsyncIterator[WatchResponse]]:
-        rpc_pb2, delete = self.rpc_pb2, self.delete
-        create = rpc_pb2.WatchRequest(
-            create_request=rpc_pb2.WatchCreateRequest(
-                key=PREFIX.encode(),
-                range_end=prefix_range_end(PREFIX),
-                start_revision=start,
-                progress_notify=True,
-            )
-        )
-        call = await self.channel.start_call(
-            "/etcdserverpb.Watch/Watch", create.SerializeToString(), end_stream=False
-        )
-        decode = rpc_pb2.WatchResponse.FromString
-
-        async def next_response() -> Any:
-            item = await call.receive.receive()
-            if isinstance(item, BaseException):
-                raise item
-            resp = decode(item)
-            if resp.canceled:
-                raise RuntimeError(f"watch cancelled: {resp.cancel_reason}")
-            return resp
-
-        async def responses() -> AsyncIterator[WatchResponse]:
-            while True:
-                resp = await next_response()
-                yield WatchResponse(resp.header.revision, _events(resp, delete))
-
-        try:
-            with trio.fail_after(30):
-                while not (await next_response()).created:
-                    pass
-            yield responses()
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.channel.cancel_call(call)
+        async with GrpcEtcdClient([url]) as client:
+            yield cls(client)  # type: ignore[arg-type]
 
 
 VARIANT_CLASSES: dict[str, Any] = {

@@ -32,7 +32,7 @@ import contextlib
 import json
 import ssl
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -411,6 +411,34 @@ class _TokenInvalid(Exception):
 # --- client ---------------------------------------------------------------------------------------
 
 
+async def paginate(
+    range_call: Callable[..., Awaitable[RangeResult]],
+    prefix: str | bytes,
+    revision: int | None,
+    page_size: int,
+    range_end: str | bytes | None,
+    keys_only: bool,
+) -> AsyncGenerator[RangeResult, None]:
+    """``range_paginated`` of either etcd client, on its ``range`` call (the JSON gateway's or
+    gRPC's): every page at one revision, the first page always yielded."""
+    end = _as_bytes(range_end) if range_end is not None else prefix_range_end(prefix)
+    key = _as_bytes(prefix)
+    pinned = revision
+    while True:
+        page = await range_call(key, end, revision=pinned, limit=page_size, keys_only=keys_only)
+        if pinned is None:
+            pinned = page.revision
+        else:
+            # A pinned read reports the current store revision in its header; report the
+            # snapshot revision instead, which is what the caller resumes from.
+            page = RangeResult(page.kvs, pinned, page.more, page.count)
+        yield page
+        if not page.more or not page.kvs:
+            return
+        # The smallest key after the last one seen.
+        key = page.kvs[-1].key.encode("utf-8", "surrogateescape") + b"\0"
+
+
 class EtcdClient:
     """An etcd v3 client over the JSON gateway, for use inside one trio run.
 
@@ -646,7 +674,7 @@ class EtcdClient:
             count=int(reply.get("count", 0)),
         )
 
-    async def range_paginated(
+    def range_paginated(
         self,
         prefix: str | bytes,
         revision: int | None = None,
@@ -663,22 +691,7 @@ class EtcdClient:
         ``contextlib.aclosing`` when you may stop early. Raises :class:`RevisionCompacted` if
         the pinned revision is compacted mid-way.
         """
-        end = _as_bytes(range_end) if range_end is not None else prefix_range_end(prefix)
-        key = _as_bytes(prefix)
-        pinned = revision
-        while True:
-            page = await self.range(key, end, revision=pinned, limit=page_size, keys_only=keys_only)
-            if pinned is None:
-                pinned = page.revision
-            else:
-                # A pinned read reports the current store revision in its header; report the
-                # snapshot revision instead, which is what the caller resumes from.
-                page = RangeResult(page.kvs, pinned, page.more, page.count)
-            yield page
-            if not page.more or not page.kvs:
-                return
-            # The smallest key after the last one seen.
-            key = page.kvs[-1].key.encode("utf-8", "surrogateescape") + b"\0"
+        return paginate(self.range, prefix, revision, page_size, range_end, keys_only)
 
     async def revision(self) -> int:
         """The current store revision."""

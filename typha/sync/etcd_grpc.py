@@ -46,7 +46,7 @@ from typha.sync.etcd_client import (
     WatchEnded,
     WatchEvent,
     WatchResponse,
-    prefix_range_end,
+    paginate,
 )
 from typha.sync.grpc_h2 import OUT_OF_RANGE, UNAVAILABLE, GrpcConnection, GrpcError, GrpcStream
 
@@ -332,7 +332,7 @@ class GrpcEtcdClient:
             [_kv(kv) for kv in resp.kvs], resp.header.revision, resp.more, resp.count
         )
 
-    async def range_paginated(
+    def range_paginated(
         self,
         prefix: str | bytes,
         revision: int | None = None,
@@ -343,19 +343,7 @@ class GrpcEtcdClient:
     ) -> AsyncGenerator[RangeResult, None]:
         """Pages of ``page_size`` keys, all at one revision (as
         :meth:`typha.sync.etcd_client.EtcdClient.range_paginated`)."""
-        end = _as_bytes(range_end) if range_end is not None else prefix_range_end(prefix)
-        key = _as_bytes(prefix)
-        pinned = revision
-        while True:
-            page = await self.range(key, end, revision=pinned, limit=page_size, keys_only=keys_only)
-            if pinned is None:
-                pinned = page.revision
-            else:
-                page = RangeResult(page.kvs, pinned, page.more, page.count)
-            yield page
-            if not page.more or not page.kvs:
-                return
-            key = page.kvs[-1].key.encode("utf-8", "surrogateescape") + b"\0"
+        return paginate(self.range, prefix, revision, page_size, range_end, keys_only)
 
     async def revision(self) -> int:
         return (await self.range(b"\0", count_only=True)).revision
