@@ -98,6 +98,19 @@ def relabelled(resources: list[dict[str, Any]], ip: str, app: str) -> dict[str, 
     return wep
 
 
+def verdict(ns: str, host: str, port: int, want: bool) -> str:
+    """``exchange``, tried up to three times where an answer is expected: one SYN lost while
+    a Felix rewrites a node's tables (seen once in a full-suite run, with Calico Typha, after
+    the first cross-node answer) is not a deny; a deny must time out on its single 0.5 s
+    attempt, and a wrong answer to it is never retried away."""
+    got = exchange(ns, host, port)
+    for _ in range(2):
+        if not want or got != "timeout":
+            break
+        got = exchange(ns, host, port)
+    return got
+
+
 def exchange(ns: str, host: str, port: int, timeout: float = 0.5) -> str:
     """From namespace `ns`, a TCP exchange with netprobe's server: the address it saw us as, or
     how it failed ("timeout" is a drop)."""
@@ -217,7 +230,7 @@ def test_pods_across_nodes_over_vxlan(felix_lab: FelixLab, program: str, tmp_pat
             assert_vtep(lab.node, "node1", NODE3, NODE3_ADDR.split("/")[0])
             assert_vtep(node3, NODE3, "node1", "10.0.0.11")
             tx1, rx3 = tunnel_packets(lab.node, "tx"), tunnel_packets(node3, "rx")
-            verdicts = [exchange(pod_ns[src], dst, port) for src, dst, port, _, _ in MATRIX]
+            verdicts = [verdict(pod_ns[src], dst, port, want) for src, dst, port, want, _ in MATRIX]
             bad = [
                 f"{src} -> {dst}:{port} want {'allow' if want else 'deny'} got {got} ({why})"
                 for (src, dst, port, want, why), got in zip(MATRIX, verdicts, strict=True)
