@@ -342,7 +342,21 @@ class NDJSONReader:
 # --- watch stream ---------------------------------------------------------------------------------
 
 
-class WatchStream:
+class WatchStreamBase:
+    """What a watch of either etcd client (gateway or gRPC) tells about itself."""
+
+    def __init__(
+        self, *, endpoint: str, created_revision: int, cluster_id: str, idle_timeout: float | None
+    ):
+        self.endpoint = endpoint
+        self.created_revision = created_revision
+        """The store revision when the watch was created (not a delivery guarantee)."""
+        self.cluster_id = cluster_id
+        self._idle_timeout = idle_timeout
+        self.messages = 0
+
+
+class WatchStream(WatchStreamBase):
     """An established watch: iterate it for :class:`WatchResponse` messages.
 
     Iteration never ends normally: compaction raises :class:`WatchCompacted`, another cancel
@@ -350,22 +364,9 @@ class WatchStream:
     raises :class:`WatchEnded`.
     """
 
-    def __init__(
-        self,
-        reader: NDJSONReader,
-        *,
-        endpoint: str,
-        created_revision: int,
-        cluster_id: str,
-        idle_timeout: float | None,
-    ):
+    def __init__(self, reader: NDJSONReader, **info: Any):
+        super().__init__(**info)
         self._reader = reader
-        self.endpoint = endpoint
-        self.created_revision = created_revision
-        """The store revision when the watch was created (not a delivery guarantee)."""
-        self.cluster_id = cluster_id
-        self._idle_timeout = idle_timeout
-        self.messages = 0
 
     def __aiter__(self) -> WatchStream:
         return self

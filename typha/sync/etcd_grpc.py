@@ -46,6 +46,7 @@ from typha.sync.etcd_client import (
     WatchEnded,
     WatchEvent,
     WatchResponse,
+    WatchStreamBase,
     paginate,
 )
 from typha.sync.grpc_h2 import OUT_OF_RANGE, UNAVAILABLE, GrpcConnection, GrpcError, GrpcStream
@@ -123,27 +124,15 @@ def _host_port(endpoint: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 2379
 
 
-class GrpcWatchStream:
+class GrpcWatchStream(WatchStreamBase):
     """An established watch (same contract as :class:`typha.sync.etcd_client.WatchStream`):
     iteration never ends normally; compaction raises :class:`WatchCompacted`, another cancel
     :class:`WatchCanceled`, and a stream that ends, breaks or idles past ``idle_timeout``
     :class:`WatchEnded`."""
 
-    def __init__(
-        self,
-        stream: GrpcStream,
-        *,
-        endpoint: str,
-        created_revision: int,
-        cluster_id: str,
-        idle_timeout: float | None,
-    ):
+    def __init__(self, stream: GrpcStream, **info: Any):
+        super().__init__(**info)
         self._stream = stream
-        self.endpoint = endpoint
-        self.created_revision = created_revision
-        self.cluster_id = cluster_id
-        self._idle_timeout = idle_timeout
-        self.messages = 0
 
     def __aiter__(self) -> GrpcWatchStream:
         return self
