@@ -62,6 +62,9 @@ class CacheFeed:
     connected: bool = field(default=False, init=False)
     synced_once: bool = field(default=False, init=False)
     _published: dict[SyncerType, trio.Event] = field(default_factory=dict, init=False)
+    # Set (and replaced) when a view's status or the datastore connection changes: what
+    # readiness and status reporters wait for, without waking on every update.
+    _status_changed: trio.Event = field(default_factory=trio.Event, init=False)
     # For datastores with several watches: which scope last wrote each key, and the keys a
     # scoped relist has seen so far.
     _scope_of: dict[str, str] = field(default_factory=dict, init=False)
@@ -104,6 +107,7 @@ class CacheFeed:
                 log.info("resync started", reason=reason)
                 for syncer, view in self.views.items():
                     self._publish(syncer, view.begin_resync())
+                self._signal_status()
             case ResyncStarted(reason=reason, scope=scope):
                 log.info("scoped resync started", reason=reason, scope=scope)
                 self._scope_seen[scope] = set()
@@ -111,6 +115,7 @@ class CacheFeed:
                 for syncer, view in self.views.items():
                     self._publish(syncer, view.end_resync(revision))
                 self.synced_once = True
+                self._signal_status()
                 log.info("resync finished", revision=revision, keys=self.sizes())
             case ResyncFinished(revision=revision, scope=scope):
                 self._finish_scoped_resync(scope, revision)
@@ -170,6 +175,7 @@ class CacheFeed:
             elif self.synced_once and not view.resync_in_progress:
                 # Reconnected and resumed the watch without a relist: in sync again.
                 self._publish(syncer, view.set_status(SyncStatus.IN_SYNC))
+        self._signal_status()
 
     # --- Followers -------------------------------------------------------------------------------
 
@@ -190,6 +196,15 @@ class CacheFeed:
 
     def changed_event(self, syncer: SyncerType) -> trio.Event:
         return self._published[syncer]
+
+    def status_event(self) -> trio.Event:
+        """Set at the next change of a view's status or of the datastore connection."""
+        return self._status_changed
+
+    def _signal_status(self) -> None:
+        event = self._status_changed
+        self._status_changed = trio.Event()
+        event.set()
 
     def sizes(self) -> dict[str, int]:
         return {str(s): len(v) for s, v in self.views.items()}
