@@ -122,6 +122,8 @@ def test_grpc_takes_the_same_tls_and_auth_settings_as_the_gateway(
     assert client._username == gw_client._username
     assert client._tls == [e.startswith("https://") for e in gw_client.endpoints]
     assert (client._ssl is not None) == any(client._tls)
+    trio.run(gw_client.aclose)
+    trio.run(client.aclose)
 
 
 def test_an_unknown_etcd_api_is_refused() -> None:
