@@ -1,15 +1,20 @@
 """TLS and etcd password authentication with EtcdAPI=grpc (GrpcEtcdClient), against a real etcd.
 
-The gateway client's own TLS and auth tests (tests/sync/test_etcd_client.py) run here again with
-the gRPC client in its place (mutual TLS, no client cert, no CA; password auth, re-authentication
-after an etcd restart and after an invalidated token for a unary call and a watch, wrong
-password, no credentials, a prefix-limited user; credentials against etcd without auth). The
-tests below them run with both clients, to show the two classify failures alike: a wrong CA, TLS
-and auth together, token refresh after ``token_max_age``.
+The gateway client's own TLS and auth tests (tests/sync/test_etcd_client.py: mutual TLS, no
+client cert, no CA; password auth, re-authentication after an etcd restart and after an
+invalidated token for a unary call and a watch, wrong password, no credentials, a
+prefix-limited user; credentials against etcd without auth) and the datastore's (TLS plus
+password auth from the configuration; a wrong password keeps it disconnected) run here again
+with the gRPC client in their place. The tests below them run with both clients, to show the
+two classify failures alike: a wrong CA, a missing client cert, TLS and auth together, token
+refresh after ``token_max_age``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +23,12 @@ import pytest
 import trio
 
 import tests.sync.test_etcd_client as base
+import tests.sync.test_etcd_datastore as ds_base
 from tests.peers.etcd import EtcdServer, EtcdTLS
 from tests.peers.plugin import EtcdFactory
+from tests.peers.ports import LOOPBACK
+from typha.config import load_config
+from typha.sync.etcd import EtcdDatastore
 from typha.sync.etcd_client import (
     AuthenticationFailed,
     EtcdClient,
@@ -70,6 +79,32 @@ async def test_credentials_against_server_without_auth(
     grpc_in_gateway_tests: None, etcd_server: EtcdServer
 ) -> None:
     await base.test_credentials_against_server_without_auth(etcd_server)
+
+
+class _RecordedDatastore(EtcdDatastore):
+    made: list[EtcdDatastore] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.made.append(self)
+
+
+async def test_tls_and_password_auth_from_config(
+    monkeypatch: pytest.MonkeyPatch, etcd_factory: EtcdFactory, tmp_path: Path
+) -> None:
+    """The datastore test with EtcdAPI=grpc added to its configuration."""
+
+    def grpc_config(*, environ: dict[str, str], overrides: dict[str, Any]) -> Any:
+        return load_config(environ=environ, overrides={**overrides, "EtcdAPI": "grpc"})
+
+    _RecordedDatastore.made = []
+    monkeypatch.setattr(ds_base, "load_config", grpc_config)
+    monkeypatch.setattr(ds_base, "EtcdDatastore", _RecordedDatastore)
+    await ds_base.test_tls_and_password_auth_from_config(etcd_factory, tmp_path)
+    assert len(_RecordedDatastore.made) == 2
+    assert all(ds.api == "grpc" for ds in _RecordedDatastore.made)
+    assert all(isinstance(ds.make_client(), GrpcEtcdClient) for ds in _RecordedDatastore.made)
+    assert _RecordedDatastore.made[0].watches_started > 0
 
 
 # --- both clients -------------------------------------------------------------------------------
@@ -138,6 +173,11 @@ async def test_tls_and_auth_together(
         async with c.watch(PREFIX, prefix_range_end(PREFIX), start_revision=rev) as stream:
             assert len(await base.collect_events(stream, 1)) == 1
         assert c._token_generation == generation + 2
+        # After a restart the TLS connections are new and the old token may be gone.
+        await trio.to_thread.run_sync(etcd.restart)
+        assert (await c.range(PREFIX + "a")).kvs[0].value == b"1"
+        async with c.watch(PREFIX, prefix_range_end(PREFIX), start_revision=rev) as stream:
+            assert len(await base.collect_events(stream, 1)) == 1
     # Negative: the right TLS but the wrong password; the right TLS and no credentials.
     async with client_cls([etcd.endpoint], username="typha", password="nope", **files) as c:  # type: ignore[arg-type]
         with pytest.raises(AuthenticationFailed, match="authentication failed"):
@@ -170,3 +210,28 @@ async def test_token_refreshed_after_token_max_age(
         await trio.sleep(0.4)
         assert (await c.range(PREFIX + "a")).kvs[0].value == b"1"
         assert c._token_generation == generation + 1 and c._token not in (None, first)
+
+
+async def test_grpc_needs_http2_agreed_by_alpn(tmp_path: Path) -> None:
+    """A TLS server that picks HTTP/1.1 by ALPN (as etcd would for a client offering no "h2"):
+    EtcdUnavailable saying so, not an HTTP/2 protocol error. etcd itself picks h2
+    (test_mutual_tls above is the positive control)."""
+    tls = EtcdTLS.generate(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    server_ctx.set_alpn_protocols(["http/1.1"])
+
+    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.do_handshake()
+            await stream.receive_some()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_ssl_over_tcp, handler, 0, server_ctx, host=LOOPBACK)
+        )
+        port = listener.transport_listener.socket.getsockname()[1]
+        async with GrpcEtcdClient([f"{LOOPBACK}:{port}"], ca_file=tls.ca_file) as c:
+            with pytest.raises(EtcdUnavailable, match="did not agree to HTTP/2 over TLS"):
+                await c.range(PREFIX + "a")
+        nursery.cancel_scope.cancel()
