@@ -12,14 +12,11 @@ total falls the heap is trimmed, so a thousand stalled hellos leave no lasting R
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
-from typha import metrics
+from typha import heap, metrics
 
 log = structlog.get_logger(__name__)
 
@@ -31,27 +28,11 @@ DEFAULT_LIMIT = 64 << 20
 TRIM_AFTER = 4 << 20
 
 
-def _load_malloc_trim() -> Callable[[], None] | None:
-    """glibc's ``malloc_trim(0)``, or None elsewhere (musl, macOS)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
-
-
-_malloc_trim = _load_malloc_trim()
-
-
 def _trim_heap() -> None:
     """Return the heap's free pages to the system. The stalled hellos' buffers are 64 KiB
     each, under glibc's mmap threshold, so they live in the heap between other objects; freed,
     they stay in the process (a thousand of them: RSS stayed ~70 MB up) unless trimmed."""
-    if _malloc_trim is not None:
-        _malloc_trim()
+    heap.trim()
 
 
 @dataclass
