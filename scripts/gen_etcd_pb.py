@@ -50,6 +50,8 @@ ROOT_MESSAGES = (
     "WatchResponse",
     "StatusRequest",
     "StatusResponse",
+    "AuthenticateRequest",
+    "AuthenticateResponse",
 )
 
 HEADER = '''\

@@ -1,7 +1,7 @@
 """EtcdAPI=grpc end to end: ``typha serve`` as an operator starts it, on a real etcd, with a
 client that gets in sync and then receives deltas that came through etcd's gRPC watch; and the
-start-up refusal of TLS/auth with this transport (one line, exit code 2) next to the same
-settings accepted with the gateway."""
+TLS/auth settings taken as with the gateway (with TLS and auth end to end:
+tests/test_etcd_grpc_tls_auth_e2e.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from felix_client.sync_client import SyncClient
 from tests.peers.etcd import EtcdServer, EtcdTLS
 from tests.peers.ports import free_ports
 from tests.sync.test_etcd_datastore import model_keys, wep
-from typha.config import ConfigError, load_config
+from typha.app import etcd_settings
+from typha.config import load_config
 from typha.sync.etcd import EtcdDatastore
-from typha.sync.etcd_client import EtcdAccess, EtcdClient
-from typha.sync.etcd_grpc import REFUSAL, GrpcEtcdClient
+from typha.sync.etcd_client import EtcdClient
+from typha.sync.etcd_grpc import GrpcEtcdClient
 from typha.sync.etcd_writer import apply_resources, delete_resources
 
 PY = sys.executable
@@ -89,23 +90,6 @@ async def test_typha_serves_a_client_through_the_grpc_watch(etcd_server: EtcdSer
     assert [s["api"] for s in starts] == ["grpc"], out[-3000:]
 
 
-def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    (port,) = free_ports(1)
-    base = {
-        "TYPHA_DATASTOREINMEMORY": "false",
-        "TYPHA_SERVERHOST": "127.0.0.1",
-        "TYPHA_SERVERPORT": str(port),
-        "TYPHA_LOGFILEPATH": "none",
-    }
-    return subprocess.run(
-        [PY, "-m", "typha.cli", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **base, **env},
-    )
-
-
 @pytest.mark.parametrize(
     "settings",
     [
@@ -117,37 +101,34 @@ def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     ],
     ids=["ca", "client-cert", "username", "https-scheme", "https-endpoint"],
 )
-def test_grpc_with_tls_or_auth_is_refused_at_start_up(
+def test_grpc_takes_the_same_tls_and_auth_settings_as_the_gateway(
     tmp_path: Path, settings: dict[str, str]
 ) -> None:
+    """TLS and auth settings with EtcdAPI=grpc: accepted by the configuration (they were refused
+    at start-up before the transport had TLS and auth), and the client made from them is the
+    gRPC one with the same endpoints and credentials as the gateway's. Reaching etcd with them:
+    tests/sync/test_etcd_grpc_tls_auth.py and tests/test_etcd_grpc_tls_auth_e2e.py."""
     tls = EtcdTLS.generate(tmp_path)
     files = {"ca": tls.ca_file, "cert": tls.client_cert_file, "key": tls.client_key_file}
     env = {k: files.get(v, v) for k, v in settings.items()}
-    out = _serve({**env, "TYPHA_ETCDAPI": "grpc"})
-    assert out.returncode == 2, out.stderr[-2000:]
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and REFUSAL in lines[0], out.stderr[-2000:]
-    assert "Traceback" not in out.stderr
-    # Positive control: the same settings are a valid configuration with the gateway.
-    cfg = load_config(environ=env)
-    assert cfg.etcd_api == "gateway"
-    with pytest.raises(ConfigError, match=REFUSAL):
-        load_config(environ={**env, "TYPHA_ETCDAPI": "grpc"})
+    gateway = EtcdDatastore.from_settings(etcd_settings(load_config(environ=env)))
+    cfg = load_config(environ={**env, "TYPHA_ETCDAPI": "grpc"})
+    assert cfg.etcd_api == "grpc"
+    ds = EtcdDatastore.from_settings(etcd_settings(cfg))
+    assert ds.access == gateway.access
+    client, gw_client = ds.make_client(), gateway.make_client()
+    assert isinstance(client, GrpcEtcdClient) and isinstance(gw_client, EtcdClient)
+    assert client.endpoints == gw_client.endpoints
+    assert client._username == gw_client._username
+    assert client._tls == [e.startswith("https://") for e in gw_client.endpoints]
+    assert (client._ssl is not None) == any(client._tls)
+    trio.run(gw_client.aclose)
+    trio.run(client.aclose)
 
 
-def test_grpc_refusal_in_the_datastore_and_client() -> None:
-    """Built in code rather than from the configuration, the refusal holds too."""
-    with pytest.raises(ValueError, match=REFUSAL):
-        EtcdDatastore(["http://127.0.0.1:2379"], api="grpc", access=EtcdAccess(username="u"))
-    with pytest.raises(ValueError, match=REFUSAL):
-        EtcdDatastore(["http://127.0.0.1:2379"], api="grpc", access=EtcdAccess(ca_file="ca"))
-    with pytest.raises(ValueError, match=REFUSAL):
-        EtcdDatastore(["https://127.0.0.1:2379"], api="grpc")
-    with pytest.raises(ValueError, match=REFUSAL):
-        GrpcEtcdClient(["https://127.0.0.1:2379"])
+def test_an_unknown_etcd_api_is_refused() -> None:
     with pytest.raises(ValueError, match="EtcdAPI must be one of"):
         EtcdDatastore(["http://127.0.0.1:2379"], api="grpcc")
-    # Positive controls: plain HTTP with gRPC, and TLS with the gateway.
-    assert isinstance(EtcdDatastore(["127.0.0.1:2379"], api="grpc").make_client(), GrpcEtcdClient)
-    ds = EtcdDatastore(["https://127.0.0.1:2379"], access=EtcdAccess(username="u"))
-    assert ds.api == "gateway"
+    # Positive control: both known values.
+    for api in ("gateway", "grpc"):
+        assert EtcdDatastore(["127.0.0.1:2379"], api=api).api == api

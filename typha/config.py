@@ -73,8 +73,7 @@ PARAMS: tuple[Param, ...] = (
         "gateway",
         "How typha reaches etcd: its JSON gateway (/v3/..., over HTTP/1.1) or its gRPC API "
         "(HTTP/2 and protobuf: about half the CPU for etcd and for typha's list; docs/etcd.md). "
-        "grpc is opt-in and plain HTTP only: with it, TLS files, https endpoints and an etcd "
-        "username are refused at start-up.",
+        "grpc is opt-in; both take the same TLS files, https endpoints and etcd credentials.",
         choices=("gateway", "grpc"),
     ),
     Param(
@@ -599,20 +598,6 @@ def _validate(cfg: Config) -> None:
     etcd_tls = [s[n].value for n in ("EtcdCertFile", "EtcdKeyFile")]
     if any(etcd_tls) and not all(etcd_tls):
         raise ConfigError("EtcdCertFile and EtcdKeyFile must be set together")
-    if s["EtcdAPI"].value == "grpc":
-        endpoints = s["EtcdEndpoints"].value
-        https = (
-            any(e.strip().lower().startswith("https://") for e in endpoints)
-            if endpoints
-            else s["EtcdScheme"].value == "https"
-        )
-        secure = ("EtcdCaFile", "EtcdCertFile", "EtcdKeyFile", "EtcdUsername")
-        given = [n for n in secure if s[n].value] + (["https"] if https else [])
-        if given:
-            raise ConfigError(
-                f"EtcdAPI=grpc does not support TLS/auth yet (set: {', '.join(given)}); "
-                "use EtcdAPI=gateway"
-            )
 
 
 def no_effect_settings(cfg: Config) -> list[tuple[str, str]]:

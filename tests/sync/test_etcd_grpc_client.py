@@ -5,7 +5,7 @@ transport has (requests larger than HTTP/2's first flow-control window, a slow c
 The borrowed tests build their clients through the module global ``EtcdClient``; a fixture
 swaps that for :class:`GrpcEtcdClient` and checks afterwards that gRPC clients were really the
 ones used. Their independent reads go through the test harness (etcdctl), not either client.
-TLS and auth tests are not borrowed: the gRPC transport refuses them (test_etcd_grpc_refusals).
+The TLS and auth tests are borrowed in tests/sync/test_etcd_grpc_tls_auth.py.
 """
 
 from __future__ import annotations

@@ -167,18 +167,11 @@ class EtcdDatastore:
         watch is then dropped and resumed from its revision like any outage (None: no probe).
         ``convert`` replaces ``convert_etcd_kv`` (fault injection in tests). ``api`` is how
         etcd is reached: ``gateway`` (its JSON gateway, :mod:`typha.sync.etcd_client`) or
-        ``grpc`` (:mod:`typha.sync.etcd_grpc`; plain HTTP only: TLS or credentials with it
-        raise ValueError)."""
+        ``grpc`` (:mod:`typha.sync.etcd_grpc`), both with the same TLS and credentials."""
         self.endpoints = endpoints
         self.access = access if access is not None else EtcdAccess()
         if api not in ETCD_APIS:
             raise ValueError(f"EtcdAPI must be one of {', '.join(ETCD_APIS)}, not {api!r}")
-        if api == "grpc":
-            from typha.sync.etcd_grpc import refusal
-
-            eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-            if (why := refusal(",".join(eps).split(","), self.access)) is not None:
-                raise ValueError(why)
         self.api = api
         self.page_size = page_size
         self.batch_size = batch_size

@@ -286,7 +286,8 @@ def _error_fields(body: Any) -> tuple[str, int | None]:
     return str(body), None
 
 
-def _is_invalid_token(message: str, code: int | None) -> bool:
+def is_invalid_token(message: str, code: int | None) -> bool:
+    """Whether etcd's error says our auth token is unknown or expired (either transport)."""
     return code == _GRPC_UNAUTHENTICATED or "invalid auth token" in message
 
 
@@ -405,8 +406,80 @@ class WatchStream(WatchStreamBase):
         return result  # type: ignore[no-any-return]
 
 
-class _TokenInvalid(Exception):
-    """Internal: the server rejected our auth token; re-authenticate and retry once."""
+class TokenInvalid(Exception):
+    """Internal to the clients: the server rejected our auth token; re-authenticate and retry
+    once."""
+
+
+class TokenAuth:
+    """etcd password authentication as both clients (gateway and gRPC) do it: authenticate
+    lazily, hand out the token for each request, fetch a new one when it is older than
+    ``token_max_age`` or etcd said it is invalid (:meth:`_drop_token`, then retry once), and
+    ignore the credentials when etcd has auth disabled (as etcd's Go client does).
+
+    A client calls :meth:`_init_auth` and implements :meth:`_fetch_token` (the transport's
+    ``Authenticate`` call, raising :class:`EtcdError` as its other calls do).
+    """
+
+    token_max_age: float
+    _username: str | None
+
+    def _init_auth(self, username: str | None, password: str | None, token_max_age: float) -> None:
+        self.token_max_age = token_max_age
+        self._username = username
+        self._password = password or ""
+        self._token: str | None = None
+        self._token_time = 0.0
+        self._token_generation = 0
+        self._auth_lock: trio.Lock | None = None
+
+    async def _fetch_token(self, username: str, password: str) -> str:
+        raise NotImplementedError
+
+    async def _auth_token(self) -> str | None:
+        """The token to send (None: send none, without credentials or with auth disabled)."""
+        if self._username is None:
+            return None
+        now = trio.current_time()
+        if self._token is None or now - self._token_time > self.token_max_age:
+            await self._authenticate(self._token_generation)
+        # An empty token means the server has auth disabled.
+        return self._token or None
+
+    async def _authenticate(self, seen_generation: int) -> None:
+        """Fetch a new token unless another task already replaced the one we saw fail."""
+        assert self._username is not None
+        if self._auth_lock is None:
+            self._auth_lock = trio.Lock()
+        async with self._auth_lock:
+            fresh = trio.current_time() - self._token_time <= self.token_max_age
+            if self._token_generation != seen_generation and self._token is not None and fresh:
+                return
+            try:
+                token = await self._fetch_token(self._username, self._password)
+            except EtcdError as exc:
+                if isinstance(exc, EtcdUnavailable):
+                    raise
+                if "authentication is not enabled" in exc.message:
+                    # Like etcd's Go client: credentials for a server without auth are harmless.
+                    token = ""
+                else:
+                    raise AuthenticationFailed(
+                        exc.message, code=exc.code, status=exc.status
+                    ) from exc
+            self._token = token
+            self._token_time = trio.current_time()
+            self._token_generation += 1
+
+    def _drop_token(self, generation: int) -> None:
+        if generation == self._token_generation:
+            self._token = None
+
+    def _forget_token_after_timeout(self) -> None:
+        """etcd can hold a request with an unknown token instead of rejecting it (it waits for
+        the raft index named in a simple token): after a timeout, start afresh."""
+        if self._username is not None:
+            self._token = None
 
 
 # --- client ---------------------------------------------------------------------------------------
@@ -440,7 +513,7 @@ async def paginate(
         key = page.kvs[-1].key.encode("utf-8", "surrogateescape") + b"\0"
 
 
-class EtcdClient:
+class EtcdClient(TokenAuth):
     """An etcd v3 client over the JSON gateway, for use inside one trio run.
 
     ``endpoints`` are URLs (``https://10.0.0.1:2379``) or ``host:port`` (then https if TLS files
@@ -483,26 +556,15 @@ class EtcdClient:
     ):
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",")]
-        tls_configured = bool(ca_file or cert_file)
-        self.endpoints = [
-            _normalise_endpoint(e, tls_configured) for e in endpoints if e.strip()
-        ] or [DEFAULT_ENDPOINT]
+        self.endpoints = normalise_endpoints(endpoints, ca_file, cert_file)
         self.request_timeout = request_timeout
-        self.token_max_age = token_max_age
-        self._username = username
-        self._password = password or ""
-        self._token: str | None = None
-        self._token_time = 0.0
-        self._token_generation = 0
-        self._auth_lock: trio.Lock | None = None
+        self._init_auth(username, password, token_max_age)
         self._current = 0
         # Plain-HTTP endpoints never do TLS: no context with the CA bundle (httpx's default
         # loads certifi's, ~30 ms per client at start-up).
         verify: ssl.SSLContext | bool = False
-        if tls_configured or any(e.startswith("https://") for e in self.endpoints):
-            verify = ssl.create_default_context(cafile=ca_file)
-            if cert_file:
-                verify.load_cert_chain(cert_file, key_file)
+        if any(e.startswith("https://") for e in self.endpoints):
+            verify = tls_context(ca_file, cert_file, key_file)
         # The connect timeout is httpx's (on trio it is a trio cancel scope underneath): it has
         # to be per endpoint so that a black-holed member fails over long before the whole
         # request's trio deadline. Read/write/pool waits are left to our trio timeouts, because
@@ -534,46 +596,15 @@ class EtcdClient:
 
     # -- auth -----------------------------------------------------------------------------------
 
+    async def _fetch_token(self, username: str, password: str) -> str:
+        reply = await self._post(
+            "/v3/auth/authenticate", {"name": username, "password": password}, auth=False
+        )
+        return str(reply.get("token", ""))
+
     async def _auth_header(self) -> dict[str, str]:
-        if self._username is None:
-            return {}
-        now = trio.current_time()
-        if self._token is None or now - self._token_time > self.token_max_age:
-            await self._authenticate(self._token_generation)
-        # An empty token means the server has auth disabled: send no header.
-        return {"Authorization": self._token} if self._token else {}
-
-    async def _authenticate(self, seen_generation: int) -> None:
-        """Fetch a new token unless another task already replaced the one we saw fail."""
-        if self._auth_lock is None:
-            self._auth_lock = trio.Lock()
-        async with self._auth_lock:
-            fresh = trio.current_time() - self._token_time <= self.token_max_age
-            if self._token_generation != seen_generation and self._token is not None and fresh:
-                return
-            try:
-                reply = await self._post(
-                    "/v3/auth/authenticate",
-                    {"name": self._username, "password": self._password},
-                    auth=False,
-                )
-            except EtcdError as exc:
-                if isinstance(exc, EtcdUnavailable):
-                    raise
-                if "authentication is not enabled" in exc.message:
-                    # Like etcd's Go client: credentials for a server without auth are harmless.
-                    reply = {"token": ""}
-                else:
-                    raise AuthenticationFailed(
-                        exc.message, code=exc.code, status=exc.status
-                    ) from exc
-            self._token = str(reply.get("token", ""))
-            self._token_time = trio.current_time()
-            self._token_generation += 1
-
-    def _drop_token(self, generation: int) -> None:
-        if generation == self._token_generation:
-            self._token = None
+        token = await self._auth_token()
+        return {"Authorization": token} if token else {}
 
     # -- unary requests -------------------------------------------------------------------------
 
@@ -593,7 +624,7 @@ class EtcdClient:
             generation = self._token_generation
             try:
                 return await self._post_once(path, body, auth=auth)
-            except _TokenInvalid:
+            except TokenInvalid:
                 self._drop_token(generation)
                 if attempt:
                     raise EtcdError("etcd rejected a freshly issued auth token", code=16) from None
@@ -611,10 +642,8 @@ class EtcdClient:
                     resp = await self._http.send(request)
             except (httpx.TransportError, trio.TooSlowError) as exc:
                 errors.append(f"{base}: {_describe(exc)}")
-                if isinstance(exc, trio.TooSlowError) and auth and self._username is not None:
-                    # etcd can hold a request with an unknown token instead of rejecting it
-                    # (it waits for the raft index named in a simple token): start afresh.
-                    self._token = None
+                if isinstance(exc, trio.TooSlowError) and auth:
+                    self._forget_token_after_timeout()
                 continue
             if resp.status_code == 200:
                 self._current = idx
@@ -630,8 +659,8 @@ class EtcdClient:
             except ValueError:
                 err_body = resp.text
             message, code = _error_fields(err_body)
-            if auth and self._username is not None and _is_invalid_token(message, code):
-                raise _TokenInvalid(message)
+            if auth and self._username is not None and is_invalid_token(message, code):
+                raise TokenInvalid(message)
             err = _classify(message, code, resp.status_code)
             if isinstance(err, EtcdUnavailable):
                 errors.append(f"{base}: {resp.status_code} {message}")
@@ -780,7 +809,7 @@ class EtcdClient:
                 async with self._open_watch(content, idle_timeout) as stream:
                     yield stream
                 return
-            except _TokenInvalid:
+            except TokenInvalid:
                 self._drop_token(generation)
                 if attempt:
                     raise EtcdError("etcd rejected a freshly issued auth token", code=16) from None
@@ -805,8 +834,8 @@ class EtcdClient:
                     with trio.move_on_after(self.request_timeout):
                         await response.aread()
                     message, code = _error_fields(_json_or_text(response))
-                    if self._username is not None and _is_invalid_token(message, code):
-                        raise _TokenInvalid(message)
+                    if self._username is not None and is_invalid_token(message, code):
+                        raise TokenInvalid(message)
                     err = _classify(message, code, response.status_code)
                     if isinstance(err, EtcdUnavailable):
                         errors.append(f"{base}: {response.status_code} {message}")
@@ -852,16 +881,16 @@ class EtcdClient:
         result = msg.get("result") if isinstance(msg, dict) else None
         if result is None:
             message, code = _error_fields(msg)
-            if self._username is not None and _is_invalid_token(message, code):
-                raise _TokenInvalid(message)
+            if self._username is not None and is_invalid_token(message, code):
+                raise TokenInvalid(message)
             raise _classify(message, code, None)
         if result.get("canceled"):
             compact = int(result.get("compact_revision", 0))
             if compact:
                 raise WatchCompacted(compact)
             reason = str(result.get("cancel_reason", ""))
-            if self._username is not None and _is_invalid_token(reason, None):
-                raise _TokenInvalid(reason)
+            if self._username is not None and is_invalid_token(reason, None):
+                raise TokenInvalid(reason)
             raise WatchCanceled(f"watch refused: {reason or 'no reason given'}")
         if not result.get("created"):
             raise EtcdError(f"unexpected first watch message from {base}: {line[:200]!r}")
@@ -888,8 +917,29 @@ def _json_or_text(response: httpx.Response) -> Any:
         return response.text
 
 
-def _normalise_endpoint(endpoint: str, tls: bool) -> str:
-    endpoint = endpoint.strip().rstrip("/")
-    if "://" not in endpoint:
-        endpoint = f"{'https' if tls else 'http'}://{endpoint}"
-    return endpoint
+def normalise_endpoints(
+    endpoints: Iterable[str], ca_file: str | None, cert_file: str | None
+) -> list[str]:
+    """Endpoint URLs as both clients use them: ``host:port`` becomes https when TLS files are
+    given (a CA or a client cert), else http; blanks are dropped; none means the default."""
+    tls = bool(ca_file or cert_file)
+    urls = []
+    for endpoint in endpoints:
+        endpoint = endpoint.strip().rstrip("/")
+        if not endpoint:
+            continue
+        if "://" not in endpoint:
+            endpoint = f"{'https' if tls else 'http'}://{endpoint}"
+        urls.append(endpoint)
+    return urls or [DEFAULT_ENDPOINT]
+
+
+def tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
+    """A new client TLS context for https endpoints: the server verified against ``ca_file``
+    (the system's CAs without it) and its name checked, ``cert_file``/``key_file`` presented
+    when set. New for each client: httpx sets its own ALPN protocols on the context it gets,
+    gRPC needs "h2" alone."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
+    return ctx

@@ -8,8 +8,15 @@ etcd in front of its own gRPC server; speaking gRPC directly saves etcd that wor
 JSON and base64 decoding. HTTP/2 comes from :mod:`typha.sync.grpc_h2`, the messages from
 :mod:`typha.sync.etcd_pb` (protobuf's C runtime decodes them).
 
-Plain HTTP only (h2c): TLS and etcd's own authentication are not implemented for this
-transport yet, so the configuration refuses them with EtcdAPI=grpc (:data:`REFUSAL`).
+TLS and etcd's password authentication behave as with the gateway client (same settings, same
+errors): https endpoints (and ``host:port`` when TLS files are given) are reached over TLS
+with ALPN "h2" (gRPC requires HTTP/2 to be agreed that way), the server verified against the
+CA file and the client certificate presented; with a username the client calls
+``Auth/Authenticate`` and sends the token as the ``token`` metadata of every call, sharing the
+gateway client's token handling (:class:`typha.sync.etcd_client.TokenAuth`: lazy, refreshed
+after ``token_max_age``, re-authenticated once when etcd answers UNAUTHENTICATED / "invalid auth
+token" to a call or cancels a new watch for that reason, credentials ignored when etcd has auth
+disabled).
 
 Connections: unary calls share one HTTP/2 connection to the current endpoint; every watch has
 a connection of its own (as a gateway watch has its own HTTP request), so a watch that its
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +48,8 @@ from typha.sync.etcd_client import (
     PutOp,
     RangeResult,
     RevisionCompacted,
+    TokenAuth,
+    TokenInvalid,
     TxnOp,
     WatchCanceled,
     WatchCompacted,
@@ -47,29 +57,28 @@ from typha.sync.etcd_client import (
     WatchEvent,
     WatchResponse,
     WatchStreamBase,
+    is_invalid_token,
+    normalise_endpoints,
     paginate,
+    tls_context,
 )
-from typha.sync.grpc_h2 import OUT_OF_RANGE, UNAVAILABLE, GrpcConnection, GrpcError, GrpcStream
-
-REFUSAL = "EtcdAPI=grpc does not support TLS/auth yet"
+from typha.sync.grpc_h2 import (
+    OUT_OF_RANGE,
+    UNAVAILABLE,
+    GrpcConnection,
+    GrpcError,
+    GrpcStream,
+    Metadata,
+    h2_tls_context,
+)
 
 _KV = "/etcdserverpb.KV/"
 _WATCH = "/etcdserverpb.Watch/Watch"
 _STATUS = "/etcdserverpb.Maintenance/Status"
+_AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
 _DELETE = pb.Event.DELETE
 _CREATE = pb.Compare.CREATE
 _EQUAL = pb.Compare.EQUAL
-
-
-def refusal(endpoints: Iterable[str], access: EtcdAccess) -> str | None:
-    """Why this transport cannot reach etcd as configured (None if it can)."""
-    if any(e.strip().lower().startswith("https://") for e in endpoints):
-        return f"{REFUSAL} (an https:// endpoint)"
-    if access.ca_file or access.cert_file or access.key_file:
-        return f"{REFUSAL} (etcd TLS files are set)"
-    if access.username:
-        return f"{REFUSAL} (an etcd username is set)"
-    return None
 
 
 def _classify(exc: GrpcError) -> EtcdError:
@@ -165,23 +174,27 @@ def _decode_watch(raw: bytes) -> Any:
         raise WatchEnded(f"undecodable watch message: {exc}") from exc
 
 
-class GrpcEtcdClient:
-    """An etcd v3 client over gRPC (h2c), for use inside one trio run, as
-    ``async with GrpcEtcdClient([...]) as client:``.
+class GrpcEtcdClient(TokenAuth):
+    """An etcd v3 client over gRPC, for use inside one trio run, as
+    ``async with GrpcEtcdClient([...]) as client:``. Same constructor arguments as
+    :class:`typha.sync.etcd_client.EtcdClient`.
 
-    ``endpoints`` are ``http://host:port`` URLs or ``host:port``. Requests go to the last
-    endpoint that worked and fail over to the next on connection errors, timeouts and
-    UNAVAILABLE; :class:`EtcdUnavailable` means all failed.
+    ``endpoints`` are URLs (``https://10.0.0.1:2379``) or ``host:port`` (then https if TLS files
+    are given, else http). Requests go to the last endpoint that worked and fail over to the next
+    on connection errors (a failed TLS handshake too), timeouts and UNAVAILABLE;
+    :class:`EtcdUnavailable` means all failed. With ``username``/``password``: see the module
+    doc.
     """
 
     @classmethod
     def with_access(cls, endpoints: Sequence[str] | str, access: EtcdAccess) -> GrpcEtcdClient:
-        if isinstance(endpoints, str):
-            endpoints = endpoints.split(",")
-        if (why := refusal(endpoints, access)) is not None:
-            raise ValueError(why)
         return cls(
             endpoints,
+            ca_file=access.ca_file,
+            cert_file=access.cert_file,
+            key_file=access.key_file,
+            username=access.username,
+            password=access.password,
             request_timeout=access.request_timeout,
             connect_timeout=access.connect_timeout,
         )
@@ -190,21 +203,25 @@ class GrpcEtcdClient:
         self,
         endpoints: Sequence[str] | str = (DEFAULT_ENDPOINT,),
         *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
         request_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        token_max_age: float = 60.0,
     ):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
-        urls = []
-        for e in endpoints:
-            e = e.strip().rstrip("/")
-            if not e:
-                continue
-            if e.lower().startswith("https://"):
-                raise ValueError(f"{REFUSAL} (an https:// endpoint)")
-            urls.append(e if "://" in e else f"http://{e}")
-        self.endpoints = urls or [DEFAULT_ENDPOINT]
+        self.endpoints = normalise_endpoints(endpoints, ca_file, cert_file)
         self._addrs = [_host_port(e) for e in self.endpoints]
+        # One context for every TLS connection of this client (its own: ALPN "h2" only).
+        self._ssl: ssl.SSLContext | None = None
+        if any(e.startswith("https://") for e in self.endpoints):
+            self._ssl = h2_tls_context(tls_context(ca_file, cert_file, key_file))
+        self._tls = [e.startswith("https://") for e in self.endpoints]
+        self._init_auth(username, password, token_max_age)
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self._current = 0
@@ -236,7 +253,7 @@ class GrpcEtcdClient:
     async def _connect(self, idx: int) -> GrpcConnection:
         host, port = self._addrs[idx]
         with trio.fail_after(self.connect_timeout):
-            return await GrpcConnection.connect(host, port)
+            return await GrpcConnection.connect(host, port, self._ssl if self._tls[idx] else None)
 
     async def _unary_connection(self, idx: int) -> GrpcConnection:
         """The shared connection to endpoint ``idx`` (opened, or replaced if it broke)."""
@@ -258,31 +275,60 @@ class GrpcEtcdClient:
             self._conn = None
         await conn.aclose()
 
-    async def _unary(self, method: str, request: Any, reply_type: Any) -> Any:
-        """``request`` to ``method`` with failover; the reply decoded as ``reply_type``."""
-        raw = await self._unary_raw(method, request.SerializeToString())
+    async def _metadata(self) -> Metadata:
+        token = await self._auth_token()
+        return [(b"token", token.encode())] if token else ()
+
+    async def _fetch_token(self, username: str, password: str) -> str:
+        req = pb.AuthenticateRequest(name=username, password=password)
+        return str(
+            (await self._unary(_AUTHENTICATE, req, pb.AuthenticateResponse, auth=False)).token
+        )
+
+    async def _unary(self, method: str, request: Any, reply_type: Any, *, auth: bool = True) -> Any:
+        """``request`` to ``method`` with failover and one re-authentication; the reply decoded
+        as ``reply_type``."""
+        body = request.SerializeToString()
+        for attempt in range(2):
+            generation = self._token_generation
+            try:
+                raw = await self._unary_raw(method, body, auth=auth)
+                break
+            except TokenInvalid:
+                self._drop_token(generation)
+                if attempt:
+                    raise EtcdError("etcd rejected a freshly issued auth token", code=16) from None
         try:
             return reply_type.FromString(raw)
         except DecodeError as exc:
             raise EtcdError(f"undecodable reply to {method}: {exc}") from exc
 
-    async def _unary_raw(self, method: str, body: bytes) -> bytes:
+    async def _unary_raw(self, method: str, body: bytes, *, auth: bool) -> bytes:
         errors: list[str] = []
         for idx in self._order():
             base = self.endpoints[idx]
+            metadata = await self._metadata() if auth else ()
             conn: GrpcConnection | None = None
             try:
                 with trio.fail_after(self.request_timeout):
                     conn = await self._unary_connection(idx)
-                    reply = await conn.unary(method, body)
+                    reply = await conn.unary(method, body, metadata)
             except (OSError, trio.TooSlowError) as exc:
                 # Refused, unreachable, or no answer in time (a hung etcd): drop the
                 # connection, it may be stuck behind a half-read reply.
                 if conn is not None:
                     await self._drop(conn)
                 errors.append(f"{base}: {type(exc).__name__}: {exc}")
+                if isinstance(exc, trio.TooSlowError) and auth:
+                    self._forget_token_after_timeout()
                 continue
             except GrpcError as exc:
+                if (
+                    auth
+                    and self._username is not None
+                    and is_invalid_token(exc.message, exc.status)
+                ):
+                    raise TokenInvalid(exc.message) from exc
                 err = _classify(exc)
                 if isinstance(err, EtcdUnavailable):
                     errors.append(f"{base}: {exc}")
@@ -396,9 +442,25 @@ class GrpcEtcdClient:
         if range_end is not None:
             create.range_end = _as_bytes(range_end)
         body = pb.WatchRequest(create_request=create).SerializeToString()
+        for attempt in range(2):
+            generation = self._token_generation
+            try:
+                async with self._open_watch(body, idle_timeout) as stream:
+                    yield stream
+                return
+            except TokenInvalid:
+                self._drop_token(generation)
+                if attempt:
+                    raise EtcdError("etcd rejected a freshly issued auth token", code=16) from None
+
+    @contextlib.asynccontextmanager
+    async def _open_watch(
+        self, body: bytes, idle_timeout: float | None
+    ) -> AsyncIterator[GrpcWatchStream]:
         errors: list[str] = []
         for idx in self._order():
             base = self.endpoints[idx]
+            metadata = await self._metadata()
             try:
                 conn = await self._connect(idx)
             except (OSError, trio.TooSlowError, GrpcError) as exc:
@@ -407,12 +469,15 @@ class GrpcEtcdClient:
             try:
                 try:
                     with trio.fail_after(self.request_timeout):
-                        stream = await conn.open_stream(_WATCH, body)
+                        stream = await conn.open_stream(_WATCH, body, metadata)
                         first = await self._first_watch_message(stream)
                 except trio.TooSlowError:
                     errors.append(f"{base}: the watch was not confirmed in time")
+                    self._forget_token_after_timeout()
                     continue
                 except GrpcError as exc:
+                    if self._username is not None and is_invalid_token(exc.message, exc.status):
+                        raise TokenInvalid(exc.message) from exc
                     err = _classify(exc)
                     if isinstance(err, EtcdUnavailable):
                         errors.append(f"{base}: {exc}")
@@ -443,7 +508,10 @@ class GrpcEtcdClient:
         if resp.canceled:
             if resp.compact_revision:
                 raise WatchCompacted(resp.compact_revision)
-            raise WatchCanceled(f"watch refused: {resp.cancel_reason or 'no reason given'}")
+            reason = resp.cancel_reason
+            if self._username is not None and is_invalid_token(reason, None):
+                raise TokenInvalid(reason)
+            raise WatchCanceled(f"watch refused: {reason or 'no reason given'}")
         if not resp.created:
             raise EtcdError(f"unexpected first watch message: {resp}")
         return resp

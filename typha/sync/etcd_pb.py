@@ -133,8 +133,12 @@ RPC_PROTO = (
     b'\x0c \x01(\x03R\x0bdbSizeQuota\x12A\x0a\x0ddowngradeInfo\x18\x0d \x01(\x0b2'
     b'\x1b.etcdserverpb.DowngradeInfoR\x0ddowngradeInfo"O\x0a\x0dDowngradeInfo\x12'
     b'\x18\x0a\x07enabled\x18\x01 \x01(\x08R\x07enabled\x12$\x0a\x0dtargetVersion'
-    b'\x18\x02 \x01(\x09R\x0dtargetVersionB%Z#go.etcd.io/etcd/api/v3/etcdserverpbb'
-    b'\x06proto3'
+    b'\x18\x02 \x01(\x09R\x0dtargetVersion"E\x0a\x13AuthenticateRequest\x12\x12'
+    b'\x0a\x04name\x18\x01 \x01(\x09R\x04name\x12\x1a\x0a\x08password\x18\x02 \x01'
+    b'(\x09R\x08password"b\x0a\x14AuthenticateResponse\x124\x0a\x06header\x18\x01 '
+    b'\x01(\x0b2\x1c.etcdserverpb.ResponseHeaderR\x06header\x12\x14\x0a\x05token'
+    b'\x18\x02 \x01(\x09R\x05tokenB%Z#go.etcd.io/etcd/api/v3/etcdserverpbb\x06prot'
+    b'o3'
 )
 # fmt: on
 
@@ -149,6 +153,8 @@ def _message(name: str) -> type:
 
 KeyValue = _message("mvccpb.KeyValue")
 Event = _message("mvccpb.Event")
+AuthenticateRequest = _message("etcdserverpb.AuthenticateRequest")
+AuthenticateResponse = _message("etcdserverpb.AuthenticateResponse")
 CompactionRequest = _message("etcdserverpb.CompactionRequest")
 CompactionResponse = _message("etcdserverpb.CompactionResponse")
 Compare = _message("etcdserverpb.Compare")

@@ -1,10 +1,12 @@
-"""gRPC calls over one plaintext HTTP/2 connection (h2c with prior knowledge), on trio.
+"""gRPC calls over one HTTP/2 connection, on trio: plaintext (h2c with prior knowledge) or TLS
+(``trio.SSLStream``, HTTP/2 agreed by ALPN "h2" as gRPC requires).
 
 There is no maintained trio-native gRPC library; grpcio would need a thread bridged to trio
 (measured slower, docs/dependencies.md). This speaks gRPC's wire format itself: the ``h2`` state
 machine for HTTP/2, messages framed as a 1-byte flag plus a 4-byte length, the status in the
 ``grpc-status`` trailer. Only what etcd's KV, Watch and Maintenance calls need: unary calls and
-the server-streaming side of a bidirectional call; no compression, no TLS.
+the server-streaming side of a bidirectional call, with request metadata (etcd's auth
+``token``); no compression.
 
 No background task: whichever task waits for something (a reply, a message, flow-control
 window) reads the socket, one task at a time under a lock, and hands every frame to the call it
@@ -16,10 +18,13 @@ slow, as it does a slow gateway client) instead of buffering without bound here.
 from __future__ import annotations
 
 import contextlib
+import math
 import select
+import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import h2.config
 import h2.connection
@@ -37,12 +42,15 @@ RESOURCE_EXHAUSTED = 8
 OUT_OF_RANGE = 11
 INTERNAL = 13
 UNAVAILABLE = 14
+UNAUTHENTICATED = 16
 
 # Large receive windows: a list page or a watch replay (one message of 10-15 MB for 20k events)
 # arrives without a WINDOW_UPDATE round trip per 64 KiB. Memory stays bounded by what the
 # socket holds, because data is only read when a caller waits for it.
 WINDOW = 16 * 1024 * 1024
 _RECV_CHUNK = 1 << 18
+_CHECK_READ_TIMEOUT = 0.05
+_SERVER_PREFACE_WAIT = 1.0
 
 
 class GrpcError(Exception):
@@ -85,6 +93,28 @@ class _Call:
             self.error = error
 
 
+Metadata = Sequence[tuple[bytes, bytes]]
+"""Request headers a call adds (gRPC metadata), e.g. ``[(b"token", b"...")]``."""
+
+
+def h2_tls_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context`` set to offer HTTP/2 alone by ALPN (gRPC over TLS requires it)."""
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of ``exc`` and of each cause under it that says more (trio's
+    BrokenResourceError around an SSL error has no message of its own)."""
+    parts = []
+    cause: BaseException | None = exc
+    while cause is not None and len(parts) < 4:
+        text = str(cause)
+        parts.append(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return ": ".join(parts)
+
+
 def frame(message: bytes) -> bytes:
     """One gRPC message on the wire: uncompressed flag, big-endian length, body."""
     return b"\0" + len(message).to_bytes(4, "big") + message
@@ -97,7 +127,8 @@ def _status_error(headers: dict[bytes, bytes]) -> GrpcError | None:
         return GrpcError(INTERNAL, "call ended without grpc-status")
     if status == b"0":
         return None
-    message = headers.get(b"grpc-message", b"").decode("utf-8", "replace")
+    # Percent-encoded on the wire (gRPC's HTTP/2 protocol spec).
+    message = unquote(headers.get(b"grpc-message", b"").decode("utf-8", "replace"))
     try:
         code = int(status)
     except ValueError:
@@ -112,9 +143,12 @@ class GrpcConnection:
     ``conn.stream(path, request)`` for a server stream; ``await conn.aclose()``.
     """
 
-    def __init__(self, stream: trio.abc.Stream, authority: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, authority: str, *, tls: bool = False) -> None:
         self._stream = stream
         self._authority = authority.encode()
+        self._scheme = b"https" if tls else b"http"
+        # The socket under the TLS layer, if any: what `check` polls.
+        self._socket = getattr(getattr(stream, "transport_stream", stream), "socket", None)
         self._conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -125,13 +159,40 @@ class GrpcConnection:
         """Why the connection cannot carry calls any more (None while it can)."""
         self.going_away = False
         """The server sent GOAWAY: calls in progress may finish, new ones must go elsewhere."""
+        self._server_settings = False
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> GrpcConnection:
-        """Open the TCP connection and send HTTP/2's preface and settings (bound it with a
-        trio timeout: connecting has none of its own)."""
-        stream = await trio.open_tcp_stream(host, port)
-        conn = cls(stream, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    async def connect(
+        cls, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> GrpcConnection:
+        """Open the TCP connection (and TLS over it with ``ssl_context``, whose ALPN protocols
+        must be ["h2"]: :func:`h2_tls_context`) and send HTTP/2's preface and settings (bound
+        it with a trio timeout: connecting has none of its own). A failed TLS handshake or a
+        server that does not agree to HTTP/2 raises :class:`GrpcError` UNAVAILABLE saying so."""
+        authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        tcp = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = tcp
+        if ssl_context is not None:
+            tls = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                await trio.aclose_forcefully(tcp)
+                raise GrpcError(
+                    UNAVAILABLE, f"TLS handshake with {authority} failed: {describe(exc)}"
+                ) from exc
+            except BaseException:
+                await trio.aclose_forcefully(tcp)
+                raise
+            if tls.selected_alpn_protocol() != "h2":
+                await trio.aclose_forcefully(tls)
+                raise GrpcError(
+                    UNAVAILABLE,
+                    f"{authority} did not agree to HTTP/2 over TLS "
+                    f"(ALPN: {tls.selected_alpn_protocol()!r})",
+                )
+            stream = tls
+        conn = cls(stream, authority, tls=ssl_context is not None)
         h2c = conn._conn
         h2c.initiate_connection()
         h2c.update_settings(
@@ -142,6 +203,15 @@ class GrpcConnection:
         )
         h2c.increment_flow_control_window(WINDOW - 65535)
         try:
+            if ssl_context is not None:
+                # Under TLS 1.3 a server that refuses our client certificate says so by an alert
+                # after the handshake: read the server's preface (its SETTINGS, which it may
+                # send at once) before writing, to fail with that reason, not a broken pipe.
+                # Bounded, for a server that waits for ours first.
+                with trio.move_on_after(_SERVER_PREFACE_WAIT):
+                    await conn._pump_until(lambda: conn._server_settings)
+                if conn.broken is not None:
+                    raise GrpcError(UNAVAILABLE, conn.broken)
             await conn._flush()
         except BaseException:
             await trio.aclose_forcefully(stream)
@@ -158,11 +228,13 @@ class GrpcConnection:
         nobody has read for a while may be dead without us knowing yet."""
         if self.usable and not self._recv_lock.locked() and self._readable():
             async with self._recv_lock:
-                await self._read_once()
+                # Bounded: under TLS a readable socket may hold no application data (a session
+                # ticket, part of a record), and then there is nothing to wait for.
+                await self._read_once(receive_timeout=_CHECK_READ_TIMEOUT)
         return self.usable
 
     def _readable(self) -> bool:
-        sock = getattr(self._stream, "socket", None)
+        sock = self._socket
         if sock is None:
             return False
         try:
@@ -177,9 +249,10 @@ class GrpcConnection:
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def unary(self, path: str, request: bytes) -> bytes:
-        """One request, one reply (after the OK status); raises :class:`GrpcError`."""
-        call = await self._start(path, request, end_stream=True)
+    async def unary(self, path: str, request: bytes, metadata: Metadata = ()) -> bytes:
+        """One request, one reply (after the OK status); raises :class:`GrpcError`.
+        ``metadata``: extra request headers (lower-case names)."""
+        call = await self._start(path, request, metadata, end_stream=True)
         try:
             reply = await self._receive(call)
             if reply is None:
@@ -190,12 +263,14 @@ class GrpcConnection:
         finally:
             self._forget(call)
 
-    async def open_stream(self, path: str, request: bytes) -> GrpcStream:
+    async def open_stream(self, path: str, request: bytes, metadata: Metadata = ()) -> GrpcStream:
         """Start a call with one request, its request side left open (etcd's Watch is
         bidirectional; closing our side is not needed), and return its reply stream."""
-        return GrpcStream(self, await self._start(path, request, end_stream=False))
+        return GrpcStream(self, await self._start(path, request, metadata, end_stream=False))
 
-    async def _start(self, path: str, request: bytes, *, end_stream: bool) -> _Call:
+    async def _start(
+        self, path: str, request: bytes, metadata: Metadata, *, end_stream: bool
+    ) -> _Call:
         if not self.usable:
             raise GrpcError(UNAVAILABLE, self.broken or "the server is going away")
         h2c = self._conn
@@ -205,12 +280,13 @@ class GrpcConnection:
                 sid,
                 [
                     (b":method", b"POST"),
-                    (b":scheme", b"http"),
+                    (b":scheme", self._scheme),
                     (b":path", path.encode()),
                     (b":authority", self._authority),
                     (b"content-type", b"application/grpc"),
                     (b"te", b"trailers"),
                     (b"user-agent", b"typha-py"),
+                    *metadata,
                 ],
             )
         except h2.exceptions.H2Error as exc:  # e.g. no stream ids left: a new connection
@@ -280,11 +356,17 @@ class GrpcConnection:
                     return
                 await self._read_once()
 
-    async def _read_once(self) -> None:
+    async def _read_once(self, receive_timeout: float = math.inf) -> None:
+        data: bytes | bytearray = b""
         try:
-            data = await self._stream.receive_some(_RECV_CHUNK)
+            with trio.move_on_after(receive_timeout) as scope:
+                data = await self._stream.receive_some(_RECV_CHUNK)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail(f"connection broken: {exc!r}")
+            # Under TLS the cause says why (a refused client certificate arrives as an alert
+            # on the first read, after the client's side of the handshake completed).
+            self._fail(f"connection broken: {describe(exc)}")
+            return
+        if scope.cancelled_caught:
             return
         if not data:
             self._fail("connection closed by the server")
@@ -333,6 +415,8 @@ class GrpcConnection:
                     else (CANCELLED if ev.error_code == h2.errors.ErrorCodes.CANCEL else INTERNAL)
                 )
                 call.end(GrpcError(code, f"stream reset by the server ({ev.error_code!r})"))
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            self._server_settings = True
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.going_away = True
             last = ev.last_stream_id if ev.last_stream_id is not None else 0
@@ -348,7 +432,7 @@ class GrpcConnection:
             try:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._fail(f"connection broken: {exc!r}")
+                self._fail(f"connection broken: {describe(exc)}")
                 raise GrpcError(UNAVAILABLE, self.broken or "connection broken") from exc
             except BaseException:
                 # Cancelled part-way: the peer may have half a frame; the connection is unusable.
