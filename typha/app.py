@@ -106,7 +106,7 @@ class TyphaSettings:
 
 def etcd_settings(cfg: Config) -> EtcdSettings:
     from typha.sync.etcd import EtcdSettings
-    from typha.sync.etcd_client import EtcdAccess
+    from typha.sync.etcd_common import EtcdAccess
 
     # An endpoint without a scheme takes EtcdScheme, as in Typha.
     scheme = cfg.etcd_scheme

@@ -70,11 +70,11 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "EtcdAPI",
         "choice",
-        "gateway",
-        "How typha reaches etcd: its JSON gateway (/v3/..., over HTTP/1.1) or its gRPC API "
-        "(HTTP/2 and protobuf: about half the CPU for etcd and for typha's list; docs/etcd.md). "
-        "grpc is opt-in; both take the same TLS files, https endpoints and etcd credentials.",
-        choices=("gateway", "grpc"),
+        "grpc",
+        "How typha reaches etcd: its gRPC API (HTTP/2 and protobuf; the default: about half "
+        "the CPU for etcd and for typha's list, docs/etcd.md) or its JSON gateway (/v3/..., "
+        "over HTTP/1.1). Both take the same TLS files, https endpoints and etcd credentials.",
+        choices=("grpc", "gateway"),
     ),
     Param(
         "EtcdHangDetectionSecs",

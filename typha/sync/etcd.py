@@ -50,10 +50,9 @@ from typha.sync.base import (
     retry_delay,
     short_repr,
 )
-from typha.sync.etcd_client import (
+from typha.sync.etcd_common import (
     DEFAULT_ENDPOINT,
     EtcdAccess,
-    EtcdClient,
     EtcdError,
     EtcdUnavailable,
     KeyValue,
@@ -71,12 +70,13 @@ from typha.sync.metrics import (
 )
 
 if TYPE_CHECKING:
+    from typha.sync.etcd_client import EtcdClient
     from typha.sync.etcd_grpc import GrpcEtcdClient
 
 log = structlog.get_logger()
 
-# The ways to reach etcd (EtcdAPI): its JSON gateway (default) or its gRPC API.
-ETCD_APIS = ("gateway", "grpc")
+# The ways to reach etcd (EtcdAPI): its gRPC API (default) or its JSON gateway.
+ETCD_APIS = ("grpc", "gateway")
 
 INVALID_VALUES = datastore_invalid_values  # shared with the Kubernetes datastore
 PROBE_FAILURES = datastore_probe_failures
@@ -130,7 +130,7 @@ class EtcdSettings:
     endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
     access: EtcdAccess = field(default_factory=EtcdAccess)
     hang_detection_secs: float | None = 30.0
-    api: str = "gateway"
+    api: str = "grpc"
 
 
 class EtcdDatastore:
@@ -156,7 +156,7 @@ class EtcdDatastore:
         watch_idle_timeout: float | None = 660.0,
         hang_detection_secs: float | None = 30.0,
         convert: Callable[[str, dict[str, Any]], list[Update]] | None = None,
-        api: str = "gateway",
+        api: str = "grpc",
     ):
         """``watch_idle_timeout`` re-opens a watch that stayed silent that long (a half-open
         TCP connection would otherwise hang forever); keep it above etcd's
@@ -166,8 +166,9 @@ class EtcdDatastore:
         answering (SIGSTOPped, a black-holed connection) is noticed within this time; the
         watch is then dropped and resumed from its revision like any outage (None: no probe).
         ``convert`` replaces ``convert_etcd_kv`` (fault injection in tests). ``api`` is how
-        etcd is reached: ``gateway`` (its JSON gateway, :mod:`typha.sync.etcd_client`) or
-        ``grpc`` (:mod:`typha.sync.etcd_grpc`), both with the same TLS and credentials."""
+        etcd is reached: ``grpc`` (the default, :mod:`typha.sync.etcd_grpc`) or ``gateway``
+        (its JSON gateway, :mod:`typha.sync.etcd_client`), both with the same TLS and
+        credentials."""
         self.endpoints = endpoints
         self.access = access if access is not None else EtcdAccess()
         if api not in ETCD_APIS:
@@ -217,11 +218,14 @@ class EtcdDatastore:
     def make_client(self) -> EtcdClient | GrpcEtcdClient:
         """A client with this datastore's endpoints, credentials and API (for tools and tests).
         Both clients have the calls used here, with the same types and exceptions."""
+        # Each transport is imported only when chosen: h2 and protobuf are not loaded for the
+        # gateway, nor httpx (tens of ms of a cold start) for gRPC.
         if self.api == "grpc":
-            # Imported only when chosen: h2 and protobuf are not loaded for the gateway.
             from typha.sync.etcd_grpc import GrpcEtcdClient
 
             return GrpcEtcdClient.with_access(self.endpoints, self.access)
+        from typha.sync.etcd_client import EtcdClient
+
         return EtcdClient.with_access(self.endpoints, self.access)
 
     # --- main loop ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 
 from typha.sync import etcd_pb as pb
-from typha.sync.etcd_client import (
+from typha.sync.etcd_common import (
     DEFAULT_ENDPOINT,
     DeleteOp,
     DeleteResult,

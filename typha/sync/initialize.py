@@ -87,7 +87,7 @@ def etcd_document(obj: dict[str, Any]) -> dict[str, Any]:
 
 async def ensure_initialized_etcd(client: Any) -> list[str]:
     """Create the missing start-up objects in etcd; returns the names of those created."""
-    from typha.sync.etcd_client import EtcdError
+    from typha.sync.etcd_common import EtcdError
     from typha.sync.etcd_writer import encode_resource
 
     created = []
