@@ -234,52 +234,71 @@ class EtcdDatastore:
         """List and watch until cancelled; never returns on etcd errors (see module doc)."""
         log.info("etcd datastore starting", api=self.api, endpoints=self.endpoints)
         async with self.make_client() as client:
-            resync_reason: str | None = "initial"
-            if start_revision is not None:
-                resync_reason = None
-                self.revision = start_revision
-                self._need_prev_kv = True
-                # Caught up once the watch reaches the revision etcd had when it was created;
-                # then the cache learns it is in sync (ResyncFinished without ResyncStarted).
-                self._warm_catch_up = True
-                log.info("etcd warm start", start_revision=start_revision)
-            failures = 0  # consecutive unavailability, for the backoff
-            fruitless = 0  # consecutive watches that ended without delivering anything
-            while True:
+            if self.api != "grpc":
+                await self._run(client, sink, start_revision)
+                return
+            # gRPC's unary connection is read between calls too (see read_idle_connection).
+            error: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.read_idle_connection)  # type: ignore[union-attr]
                 try:
-                    if resync_reason is not None:
-                        await self._probed(client, self._resync(client, sink, resync_reason))
-                        resync_reason = None
-                        failures = 0
-                    delivered = await self._probed(client, self._watch(client, sink))
+                    await self._run(client, sink, start_revision)
+                except Exception as exc:  # re-raised below, outside the nursery (not grouped)
+                    error = exc
+                nursery.cancel_scope.cancel()
+            if error is not None:
+                raise error
+
+    async def _run(
+        self, client: EtcdClient | GrpcEtcdClient, sink: EventSink, start_revision: int | None
+    ) -> None:
+        """The list-and-watch loop of :meth:`run`, on its client."""
+        resync_reason: str | None = "initial"
+        if start_revision is not None:
+            resync_reason = None
+            self.revision = start_revision
+            self._need_prev_kv = True
+            # Caught up once the watch reaches the revision etcd had when it was created;
+            # then the cache learns it is in sync (ResyncFinished without ResyncStarted).
+            self._warm_catch_up = True
+            log.info("etcd warm start", start_revision=start_revision)
+        failures = 0  # consecutive unavailability, for the backoff
+        fruitless = 0  # consecutive watches that ended without delivering anything
+        while True:
+            try:
+                if resync_reason is not None:
+                    await self._probed(client, self._resync(client, sink, resync_reason))
+                    resync_reason = None
                     failures = 0
-                    fruitless = 0 if delivered else fruitless + 1
-                    if fruitless >= _MAX_FRUITLESS_WATCHES:
-                        resync_reason, fruitless = "watch-errors", 0
-                    elif fruitless:
-                        await trio.sleep(self._backoff(fruitless))
-                except _Resync as exc:
-                    resync_reason = exc.reason
-                except RevisionCompacted as exc:
-                    log.info("etcd revision compacted; resyncing", detail=str(exc))
-                    resync_reason = "compacted"
-                except WatchCanceled as exc:
-                    log.warning("etcd watch cancelled; resyncing", detail=str(exc))
-                    resync_reason = "watch-canceled"
-                except EtcdError as exc:
-                    # Unreachable, or refusing us (auth, permissions): either way we are not
-                    # syncing. Keep serving the cache, report it, back off and retry.
-                    failures += 1
-                    delay = self._backoff(failures)
-                    level = log.info if isinstance(exc, EtcdUnavailable) else log.error
-                    level(
-                        "etcd request failed; retrying",
-                        error=str(exc),
-                        kind=type(exc).__name__,
-                        retry_in=round(delay, 3),
-                    )
-                    await self._set_connected(sink, False, f"{type(exc).__name__}: {exc}")
-                    await trio.sleep(delay)
+                delivered = await self._probed(client, self._watch(client, sink))
+                failures = 0
+                fruitless = 0 if delivered else fruitless + 1
+                if fruitless >= _MAX_FRUITLESS_WATCHES:
+                    resync_reason, fruitless = "watch-errors", 0
+                elif fruitless:
+                    await trio.sleep(self._backoff(fruitless))
+            except _Resync as exc:
+                resync_reason = exc.reason
+            except RevisionCompacted as exc:
+                log.info("etcd revision compacted; resyncing", detail=str(exc))
+                resync_reason = "compacted"
+            except WatchCanceled as exc:
+                log.warning("etcd watch cancelled; resyncing", detail=str(exc))
+                resync_reason = "watch-canceled"
+            except EtcdError as exc:
+                # Unreachable, or refusing us (auth, permissions): either way we are not
+                # syncing. Keep serving the cache, report it, back off and retry.
+                failures += 1
+                delay = self._backoff(failures)
+                level = log.info if isinstance(exc, EtcdUnavailable) else log.error
+                level(
+                    "etcd request failed; retrying",
+                    error=str(exc),
+                    kind=type(exc).__name__,
+                    retry_in=round(delay, 3),
+                )
+                await self._set_connected(sink, False, f"{type(exc).__name__}: {exc}")
+                await trio.sleep(delay)
 
     async def _probed(self, client: EtcdClient | GrpcEtcdClient, work: Awaitable[_T]) -> _T:
         """Run ``work`` (a list or a watch) while probing etcd; raise ``EtcdUnavailable`` if

@@ -228,6 +228,7 @@ class GrpcEtcdClient(TokenAuth):
         self._conn: GrpcConnection | None = None
         self._conn_idx = -1
         self._connect_lock: trio.Lock | None = None
+        self._new_conn: trio.Event | None = None  # set when a unary connection opens
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -268,7 +269,26 @@ class GrpcEtcdClient(TokenAuth):
                 await conn.aclose()
             self._conn = await self._connect(idx)
             self._conn_idx = idx
+            if self._new_conn is not None:
+                self._new_conn.set()
             return self._conn
+
+    async def read_idle_connection(self) -> None:
+        """Read the shared unary connection whenever one is open, until cancelled (the etcd
+        datastore runs this beside its work). Nothing else reads it between calls, so without
+        this an etcd that stops gracefully waits for us: its GOAWAY and PING go unanswered and
+        it holds its shutdown ~5 s for the idle connection. With it, the connection is closed
+        as soon as etcd says GOAWAY and no call is left on it (the next call opens a new one),
+        and a dead connection is noticed before the next call needs it."""
+        while True:
+            conn = self._conn
+            if conn is None or not conn.usable:
+                self._new_conn = trio.Event()
+                await self._new_conn.wait()
+                continue
+            await conn.read_until_done()
+            if self._conn is conn:
+                await self._drop(conn)
 
     async def _drop(self, conn: GrpcConnection) -> None:
         if self._conn is conn:

@@ -8,11 +8,14 @@ machine for HTTP/2, messages framed as a 1-byte flag plus a 4-byte length, the s
 the server-streaming side of a bidirectional call, with request metadata (etcd's auth
 ``token``); no compression.
 
-No background task: whichever task waits for something (a reply, a message, flow-control
-window) reads the socket, one task at a time under a lock, and hands every frame to the call it
-belongs to. So nothing reads a connection nobody waits on, and a slow consumer of a stream
-pushes back on the server through TCP and HTTP/2 flow control (etcd then treats the watcher as
-slow, as it does a slow gateway client) instead of buffering without bound here.
+No background task of its own: whichever task waits for something (a reply, a message,
+flow-control window) reads the socket, one task at a time under a lock, and hands every frame to
+the call it belongs to. So a slow consumer of a stream pushes back on the server through TCP and
+HTTP/2 flow control (etcd then treats the watcher as slow, as it does a slow gateway client)
+instead of buffering without bound here. A connection that only carries unary calls (whose
+replies are read whole) may also be read between calls by a task its owner runs
+(:meth:`GrpcConnection.read_until_done`): then a server that stops sees its PING answered and
+the connection closed after its GOAWAY at once, instead of waiting seconds for an idle client.
 """
 
 from __future__ import annotations
@@ -242,6 +245,15 @@ class GrpcConnection:
         except (OSError, ValueError):  # closed under us
             return True
         return bool(ready)
+
+    async def read_until_done(self) -> None:
+        """Read the connection until it breaks, or until the server said GOAWAY and no call is
+        left on it (then the caller should close it). For a connection of unary calls only:
+        frames for a call are buffered for it whole, as its own reads would. Calls made
+        meanwhile still work: each waits for the read lock and finds its reply dispatched."""
+        await self._pump_until(
+            lambda: self.broken is not None or (self.going_away and not self._calls)
+        )
 
     async def aclose(self) -> None:
         self._fail("connection closed by the client")
