@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from typha.sync.etcd_client import DeleteOp, EtcdClient, PutOp, TxnOp
+from typha.sync.etcd_common import DeleteOp, PutOp, TxnOp
+
+if TYPE_CHECKING:  # either client; not imported at run time (etcd start-up uses this module)
+    from typha.sync.etcd_client import EtcdClient
+    from typha.sync.etcd_grpc import GrpcEtcdClient
 
 MAX_TXN_OPS = 128
 # Raw key+value bytes per txn: base64 makes it 4/3 larger, plus JSON framing, and the total
@@ -56,7 +60,7 @@ def batch_ops(
         yield batch
 
 
-async def write_ops(client: EtcdClient, ops: Iterable[TxnOp]) -> int | None:
+async def write_ops(client: EtcdClient | GrpcEtcdClient, ops: Iterable[TxnOp]) -> int | None:
     """Apply ``ops`` in as few txns as etcd allows; returns the last txn's revision (None if
     there was nothing to do). Not atomic across batches: a failure leaves earlier batches
     applied, and re-running is safe because puts and deletes are idempotent."""
@@ -66,7 +70,9 @@ async def write_ops(client: EtcdClient, ops: Iterable[TxnOp]) -> int | None:
     return revision
 
 
-async def apply_resources(client: EtcdClient, resources: Iterable[dict[str, Any]]) -> int | None:
+async def apply_resources(
+    client: EtcdClient | GrpcEtcdClient, resources: Iterable[dict[str, Any]]
+) -> int | None:
     """Create or replace ``resources`` in etcd; returns the revision of the last write."""
     ops: list[TxnOp] = []
     for resource in resources:
@@ -75,7 +81,9 @@ async def apply_resources(client: EtcdClient, resources: Iterable[dict[str, Any]
     return await write_ops(client, ops)
 
 
-async def delete_resources(client: EtcdClient, resources: Iterable[dict[str, Any]]) -> int | None:
+async def delete_resources(
+    client: EtcdClient | GrpcEtcdClient, resources: Iterable[dict[str, Any]]
+) -> int | None:
     """Delete ``resources`` (only kind, name and namespace are needed) from etcd; returns the
     revision of the last write. Deleting a missing key is not an error."""
     from typha.sync.convert import etcd_key_for
