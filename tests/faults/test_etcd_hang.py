@@ -4,6 +4,9 @@ the log; after SIGCONT Typha resumes its watch and every client converges withou
 
 Before the probe, Typha stayed "connected" and ready for as long as the watch idle timeout
 (660 s by default): etcd's progress notifications are a server flag Typha cannot change.
+
+The test here pins the JSON gateway (``EtcdAPI=gateway``); test_etcd_hang_grpc.py runs it with
+gRPC, the default.
 """
 
 from __future__ import annotations
@@ -11,15 +14,39 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pytest
 import trio
 from prometheus_client import REGISTRY
 
+from typha.sync.etcd import EtcdDatastore
+
+from . import harness
 from .harness import etcd_scenario, figure, ms, wait_until
 from .test_etcd_leg import saw_wait_for_datastore, wait_until_async
 
 DETECT_SECS = 2.0
+
+_made: list[EtcdDatastore] = []
+
+
+class _GatewayDatastore(EtcdDatastore):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("api", "gateway")
+        super().__init__(*args, **kwargs)
+        _made.append(self)
+
+
+@pytest.fixture(autouse=True)
+def gateway_datastores(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For the tests collected here only (test_etcd_hang_grpc.py patches its own way)."""
+    _made.clear()
+    monkeypatch.setattr(harness, "EtcdDatastore", _GatewayDatastore)
+    yield
+    assert _made and all(ds.api == "gateway" for ds in _made)
 
 
 def probe_failures() -> float:

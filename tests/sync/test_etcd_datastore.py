@@ -5,6 +5,9 @@ etcd through the test harness (not EtcdClient), converted with ``convert_etcd_kv
 datastore's events go to ``ReferenceSink``, a tiny re-implementation of the cache semantics:
 ``ResyncStarted`` begins tracking, ``Updates`` apply, ``ResyncFinished`` deletes every key not
 seen since ``ResyncStarted``. Negative checks have positive controls next to them.
+
+These tests pin the JSON gateway (``EtcdAPI=gateway``): gRPC is the default, and
+tests/sync/test_etcd_grpc_datastore.py and test_etcd_grpc_tls_auth.py re-run them with it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,27 @@ V3 = "projectcalico.org/v3"
 BLOCK_KEY = "/calico/ipam/v2/assignment/ipv4/block/10.65.0.0-26"
 HANDLE_KEY = "/calico/ipam/v2/handle/k8s-pod-network.abc"  # in the watched range, not for Felix
 FELIX_STATUS_KEY = "/calico/felix/v2/no-region/host/node1/status"  # outside the range
+
+
+class _GatewayDatastore(EtcdDatastore):
+    """The datastore these tests build: the gateway unless a test asks otherwise."""
+
+    made: list[EtcdDatastore] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("api", "gateway")
+        super().__init__(*args, **kwargs)
+        self.made.append(self)
+
+
+@pytest.fixture(autouse=True)
+def gateway_datastores(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Only for the tests collected in this module (the gRPC modules that borrow them patch
+    ``EtcdDatastore`` their own way)."""
+    _GatewayDatastore.made = []
+    monkeypatch.setattr(f"{__name__}.EtcdDatastore", _GatewayDatastore)
+    yield
+    assert all(ds.api == "gateway" for ds in _GatewayDatastore.made)
 
 
 # --- resources ----------------------------------------------------------------------------------
@@ -442,6 +466,7 @@ async def test_tls_and_password_auth_from_config(etcd_factory: EtcdFactory, tmp_
             "EtcdKeyFile": tls.client_key_file,
             "EtcdUsername": "typha",
             "EtcdPassword": "pw",
+            "EtcdAPI": "gateway",  # tests/sync/test_etcd_grpc_tls_auth.py: the same with grpc
         },
     )
     ds = EtcdDatastore.from_settings(etcd_settings(cfg), backoff_cap=0.5)
