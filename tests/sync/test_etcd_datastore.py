@@ -16,7 +16,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +54,19 @@ FELIX_STATUS_KEY = "/calico/felix/v2/no-region/host/node1/status"  # outside the
 
 
 class _GatewayDatastore(EtcdDatastore):
-    """The datastore these tests build: the gateway unless a test asks otherwise."""
-
-    made: list[EtcdDatastore] = []
+    """The datastore these tests build: the gateway unless a test asks otherwise (a datastore
+    made from the configuration takes its EtcdAPI, the default grpc unless set)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("api", "gateway")
         super().__init__(*args, **kwargs)
-        self.made.append(self)
 
 
 @pytest.fixture(autouse=True)
-def gateway_datastores(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def gateway_datastores(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only for the tests collected in this module (the gRPC modules that borrow them patch
     ``EtcdDatastore`` their own way)."""
-    _GatewayDatastore.made = []
     monkeypatch.setattr(f"{__name__}.EtcdDatastore", _GatewayDatastore)
-    yield
-    assert all(ds.api == "gateway" for ds in _GatewayDatastore.made)
 
 
 # --- resources ----------------------------------------------------------------------------------
