@@ -106,8 +106,9 @@ def test_grpc_takes_the_same_tls_and_auth_settings_as_the_gateway(
 ) -> None:
     """TLS and auth settings with EtcdAPI=grpc (the default): accepted by the configuration
     (they were refused at start-up before the transport had TLS and auth), and the client made
-    from them is the gRPC one with the same endpoints and credentials as the gateway's. Reaching etcd with them:
-    tests/sync/test_etcd_grpc_tls_auth.py and tests/test_etcd_grpc_tls_auth_e2e.py."""
+    from them is the gRPC one with the same endpoints and credentials as the gateway's.
+    Reaching etcd with them: tests/sync/test_etcd_grpc_tls_auth.py and
+    tests/test_etcd_grpc_tls_auth_e2e.py."""
     tls = EtcdTLS.generate(tmp_path)
     files = {"ca": tls.ca_file, "cert": tls.client_cert_file, "key": tls.client_key_file}
     env = {k: files.get(v, v) for k, v in settings.items()}
