@@ -234,8 +234,13 @@ class SyncClient(SessionShell):
                 try:
                     await tls.do_handshake()
                 except (ssl.SSLError, trio.BrokenResourceError) as exc:
-                    await stream.aclose()
+                    await trio.aclose_forcefully(stream)
                     raise OSError(f"TLS handshake failed: {exc}") from None
+                except BaseException:
+                    # Cancelled or timed out mid-handshake: close the socket now, not when
+                    # the collector finds it (a ResourceWarning, under -W error a failure).
+                    await trio.aclose_forcefully(stream)
+                    raise
                 # Like Felix: the chain is verified by the context; the identity is checked
                 # against the configured CN / URI SAN rather than the address we dialled.
                 problem = check_peer_identity(
