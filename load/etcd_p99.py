@@ -26,9 +26,9 @@ RESULTS = Path(".load-results")
 
 def one_run(args: argparse.Namespace, i: int) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
-    apis = args.etcd_api.split(",")
+    apis = args.etcd_api.split(",") if args.etcd_api else ["default"]
     api = apis[i % len(apis)]
-    env = {"TYPHA_ETCDAPI": api}
+    env = {} if api == "default" else {"TYPHA_ETCDAPI": api}
     with local_stack(1, results=RESULTS / f"etcd-p99-{i}", extra_env=env) as stack:
         typha = stack.typhas[0]
         os.sched_setaffinity(typha.proc.pid, {args.cpu})
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpu", type=int, default=0, help="the CPU Typha is pinned to")
     p.add_argument(
         "--etcd-api",
-        default="gateway",
-        help="Typha's EtcdAPI: gateway, grpc, or a comma-separated list the runs cycle through",
+        default="",
+        help="Typha's EtcdAPI: gateway, grpc, or a comma-separated list the runs cycle through "
+        "(default: Typha's own default, grpc)",
     )
     args = p.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
