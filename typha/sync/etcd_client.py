@@ -570,16 +570,8 @@ class EtcdClient(TokenAuth):
         if prev_kv:
             create["prev_kv"] = True
         content = json.dumps({"create_request": create}).encode()
-        for attempt in range(2):
-            generation = self._token_generation
-            try:
-                async with self._open_watch(content, idle_timeout) as stream:
-                    yield stream
-                return
-            except TokenInvalid:
-                self._drop_token(generation)
-                if attempt:
-                    raise EtcdError("etcd rejected a freshly issued auth token", code=16) from None
+        async with self._reauthenticating_watch(self._open_watch, content, idle_timeout) as stream:
+            yield stream
 
     @contextlib.asynccontextmanager
     async def _open_watch(

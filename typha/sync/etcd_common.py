@@ -9,8 +9,9 @@ start).
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -285,6 +286,26 @@ class TokenAuth:
     def _drop_token(self, generation: int) -> None:
         if generation == self._token_generation:
             self._token = None
+
+    @contextlib.asynccontextmanager
+    async def _reauthenticating_watch(
+        self,
+        open_watch: Callable[[bytes, float | None], contextlib.AbstractAsyncContextManager[Any]],
+        body: bytes,
+        idle_timeout: float | None,
+    ) -> AsyncIterator[Any]:
+        """A watch opened by ``open_watch`` (either client's), opened once more with a fresh
+        token if etcd refused the token it was created with."""
+        for attempt in range(2):
+            generation = self._token_generation
+            try:
+                async with open_watch(body, idle_timeout) as stream:
+                    yield stream
+                return
+            except TokenInvalid:
+                self._drop_token(generation)
+                if attempt:
+                    raise EtcdError("etcd rejected a freshly issued auth token", code=16) from None
 
     def _forget_token_after_timeout(self) -> None:
         """etcd can hold a request with an unknown token instead of rejecting it (it waits for

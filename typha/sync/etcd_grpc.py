@@ -462,16 +462,8 @@ class GrpcEtcdClient(TokenAuth):
         if range_end is not None:
             create.range_end = _as_bytes(range_end)
         body = pb.WatchRequest(create_request=create).SerializeToString()
-        for attempt in range(2):
-            generation = self._token_generation
-            try:
-                async with self._open_watch(body, idle_timeout) as stream:
-                    yield stream
-                return
-            except TokenInvalid:
-                self._drop_token(generation)
-                if attempt:
-                    raise EtcdError("etcd rejected a freshly issued auth token", code=16) from None
+        async with self._reauthenticating_watch(self._open_watch, body, idle_timeout) as stream:
+            yield stream
 
     @contextlib.asynccontextmanager
     async def _open_watch(
